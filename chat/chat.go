@@ -1,0 +1,265 @@
+// Package chat is kezd's core: the one send path (validate, store with seq,
+// publish) and the one read path (list since, then live) that the HTTP API and
+// the NATS responder both call. It knows the protocol's rules and error codes
+// but no transport.
+package chat
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store"
+)
+
+// MaxEnvelope is the largest envelope, in bytes of JSON text, that a message may carry.
+const MaxEnvelope = 64 << 10
+
+// MaxSendBody bounds a whole send request: the envelope plus room for the rest
+// of the body (to, id, and whitespace a client may add).
+const MaxSendBody = MaxEnvelope + 16<<10
+
+// Poll limits from PROTOCOL.md.
+const (
+	DefaultPollLimit = 100
+	MaxPollLimit     = 1000
+)
+
+// Store is what the core needs from a backend.
+type Store interface {
+	CreateHandle(ctx context.Context, h store.Handle) (store.Handle, error)
+	Handle(ctx context.Context, handle string) (store.Handle, error)
+	AppendMessage(ctx context.Context, m store.NewMessage) (store.Appended, error)
+	ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error)
+	LatestSeq(ctx context.Context, to string) (int64, error)
+}
+
+// Publisher carries a stored message to live subscribers (the broker).
+type Publisher interface {
+	Publish(ctx context.Context, m store.Message) error
+}
+
+// Config holds the core's settings.
+type Config struct {
+	// Skew is how far a signed timestamp may be from now.
+	Skew time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service is the send/read core. Create it with New.
+type Service struct {
+	store Store
+	pub   Publisher
+	live  Live
+	log   *slog.Logger
+	skew  time.Duration
+	now   func() time.Time
+
+	publishFailures atomic.Int64
+}
+
+// New returns a Service. pub and live may be nil when there is no broker
+// (then nothing is published and streams see only what they poll).
+func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Service {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	skew := cfg.Skew
+	if skew <= 0 {
+		skew = 120 * time.Second
+	}
+	return &Service{store: st, pub: pub, live: live, log: log, skew: skew, now: now}
+}
+
+// PublishFailures counts messages stored but not published since start.
+func (s *Service) PublishFailures() int64 { return s.publishFailures.Load() }
+
+// RegisterRequest is the body of POST /v1/handles.
+type RegisterRequest struct {
+	Handle        string `json:"handle"`
+	SigningKey    string `json:"signing_key"`
+	EncryptionKey string `json:"encryption_key"`
+	TS            int64  `json:"ts"`
+	Sig           string `json:"sig"`
+}
+
+// Register validates a registration, checks its proof of possession, and stores it.
+func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle, error) {
+	if err := identity.ValidateHandle(r.Handle); err != nil {
+		return store.Handle{}, Errorf(CodeInvalidHandle, "%v", err)
+	}
+	if _, err := identity.ParseSigningKey(r.SigningKey); err != nil {
+		return store.Handle{}, Errorf(CodeInvalidRequest, "signing_key: %v", err)
+	}
+	if _, err := identity.ParseEncryptionKey(r.EncryptionKey); err != nil {
+		return store.Handle{}, Errorf(CodeInvalidRequest, "encryption_key: %v", err)
+	}
+	sig, err := identity.ParseSignature(r.Sig)
+	if err != nil {
+		return store.Handle{}, Errorf(CodeInvalidRequest, "sig: %v", err)
+	}
+	if err := identity.CheckSkew(s.now(), r.TS, s.skew); err != nil {
+		return store.Handle{}, Errorf(CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
+	}
+	msg := identity.RegisterString(r.Handle, r.SigningKey, r.EncryptionKey, r.TS)
+	if err := identity.Verify(r.SigningKey, msg, sig); err != nil {
+		return store.Handle{}, Errorf(CodeBadSignature, "the signature does not verify with signing_key")
+	}
+	h, err := s.store.CreateHandle(ctx, store.Handle{Handle: r.Handle, SigningKey: r.SigningKey, EncryptionKey: r.EncryptionKey})
+	switch {
+	case errors.Is(err, store.ErrHandleTaken):
+		return store.Handle{}, Errorf(CodeHandleTaken, "handle %q is already registered", r.Handle)
+	case errors.Is(err, store.ErrKeyTaken):
+		return store.Handle{}, Errorf(CodeKeyTaken, "this signing key is already registered to another handle")
+	case err != nil:
+		return store.Handle{}, storeError("register handle", err)
+	}
+	return h, nil
+}
+
+// Lookup returns a handle's public keys.
+func (s *Service) Lookup(ctx context.Context, handle string) (store.Handle, error) {
+	if err := identity.ValidateHandle(handle); err != nil {
+		return store.Handle{}, Errorf(CodeInvalidHandle, "%v", err)
+	}
+	h, err := s.store.Handle(ctx, handle)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Handle{}, Errorf(CodeUnknownHandle, "no handle %q", handle)
+	}
+	if err != nil {
+		return store.Handle{}, storeError("look up handle", err)
+	}
+	return h, nil
+}
+
+// Authenticate checks signed credentials over the canonical string msg and
+// returns the signer. The caller builds msg from what the request says.
+func (s *Service) Authenticate(ctx context.Context, c identity.Credentials, msg string) (store.Handle, error) {
+	h, err := s.store.Handle(ctx, c.Handle)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Handle{}, Errorf(CodeUnauthorized, "signer %q is not registered", c.Handle)
+	}
+	if err != nil {
+		return store.Handle{}, storeError("look up signer", err)
+	}
+	if err := identity.CheckSkew(s.now(), c.TS, s.skew); err != nil {
+		return store.Handle{}, Errorf(CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
+	}
+	if err := identity.Verify(h.SigningKey, msg, c.Sig); err != nil {
+		return store.Handle{}, Errorf(CodeBadSignature, "the signature does not verify")
+	}
+	return h, nil
+}
+
+// SendRequest is the body of POST /v1/messages (and of a NATS send).
+type SendRequest struct {
+	To       string          `json:"to"`
+	ID       string          `json:"id"`
+	Envelope json.RawMessage `json:"envelope"`
+}
+
+// SendResult is the reply to a send. Duplicate is set on an idempotent retry.
+type SendResult struct {
+	Seq       int64     `json:"seq"`
+	To        string    `json:"to"`
+	ID        string    `json:"id"`
+	SentAt    time.Time `json:"sent_at"`
+	Duplicate bool      `json:"duplicate,omitempty"`
+}
+
+// BodySHA256 returns the lowercase hex SHA-256 that a send signature covers.
+func BodySHA256(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// ParseSend parses and validates a send body. The envelope is kept as the JSON
+// text that was sent, with only insignificant whitespace removed.
+func ParseSend(body []byte) (SendRequest, error) {
+	var r SendRequest
+	if err := json.Unmarshal(body, &r); err != nil {
+		return SendRequest{}, Errorf(CodeInvalidRequest, "body is not a valid JSON object: %v", err)
+	}
+	if r.To == "" {
+		return SendRequest{}, Errorf(CodeInvalidRequest, "to is required")
+	}
+	if err := identity.ValidateHandle(r.To); err != nil {
+		return SendRequest{}, Errorf(CodeInvalidHandle, "to: %v", err)
+	}
+	if err := identity.ValidateClientID(r.ID); err != nil {
+		return SendRequest{}, Errorf(CodeInvalidRequest, "%v", err)
+	}
+	if len(r.Envelope) == 0 || bytes.Equal(r.Envelope, []byte("null")) {
+		return SendRequest{}, Errorf(CodeInvalidRequest, "envelope is required")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, r.Envelope); err != nil {
+		return SendRequest{}, Errorf(CodeInvalidRequest, "envelope: %v", err)
+	}
+	if buf.Len() > MaxEnvelope {
+		return SendRequest{}, Errorf(CodeTooLarge, "envelope is %d bytes of JSON; the limit is %d", buf.Len(), MaxEnvelope)
+	}
+	r.Envelope = buf.Bytes()
+	return r, nil
+}
+
+// Send stores a message from an authenticated sender and publishes it. body is
+// the exact request body. A publish failure never fails the send: the message
+// is durable and streams recover it from the store.
+func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResult, error) {
+	if len(body) > MaxSendBody {
+		return SendResult{}, Errorf(CodeTooLarge, "request body is larger than %d bytes", MaxSendBody)
+	}
+	r, err := ParseSend(body)
+	if err != nil {
+		return SendResult{}, err
+	}
+	a, err := s.store.AppendMessage(ctx, store.NewMessage{From: from, To: r.To, ID: r.ID, Envelope: r.Envelope})
+	if errors.Is(err, store.ErrNotFound) {
+		return SendResult{}, Errorf(CodeUnknownHandle, "no handle %q", r.To)
+	}
+	if err != nil {
+		return SendResult{}, storeError("append message", err)
+	}
+	m := a.Message
+	if !a.Duplicate && s.pub != nil {
+		if err := s.pub.Publish(context.WithoutCancel(ctx), m); err != nil {
+			s.publishFailures.Add(1)
+			s.log.Warn("publish failed; streams will recover it from the store",
+				"to", m.To, "seq", m.Seq, "err", err)
+		}
+	}
+	return SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: a.Duplicate}, nil
+}
+
+// List returns up to limit messages for handle with seq > since, ascending.
+// limit <= 0 means the default; larger than MaxPollLimit is clamped.
+func (s *Service) List(ctx context.Context, handle string, since int64, limit int) ([]store.Message, error) {
+	if limit <= 0 {
+		limit = DefaultPollLimit
+	}
+	limit = min(limit, MaxPollLimit)
+	ms, err := s.store.ListMessages(ctx, handle, since, limit)
+	if err != nil {
+		return nil, storeError("list messages", err)
+	}
+	return ms, nil
+}
+
+// storeError turns a backend failure into the client-facing error: unavailable
+// when the store said so (the client may retry), internal otherwise.
+func storeError(op string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Code: CodeUnavailable, Message: "the store is unavailable; retry later", Err: err}
+	}
+	return &Error{Code: CodeInternal, Message: "internal error", Err: err}
+}

@@ -1,0 +1,59 @@
+package chat
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a PROTOCOL.md error code. Transports turn an *Error into their own
+// response (an HTTP status and JSON body, a NATS reply) in exactly one place each.
+type Code string
+
+// The protocol's error codes.
+const (
+	CodeInvalidRequest Code = "invalid_request"
+	CodeInvalidHandle  Code = "invalid_handle"
+	CodeBadSignature   Code = "bad_signature"
+	CodeStaleTimestamp Code = "stale_timestamp"
+	CodeUnauthorized   Code = "unauthorized"
+	CodeForbidden      Code = "forbidden"
+	CodeUnknownHandle  Code = "unknown_handle"
+	CodeHandleTaken    Code = "handle_taken"
+	CodeKeyTaken       Code = "key_taken"
+	CodeTooLarge       Code = "too_large"
+	CodeRateLimited    Code = "rate_limited"
+	CodeUnavailable    Code = "unavailable"
+	CodeInternal       Code = "internal"
+)
+
+// Error is a failure the client should see, with its protocol code and a
+// message a person can act on. Err, when set, is the cause, for logs only.
+type Error struct {
+	Code    Code
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsError returns err as an *Error; anything that is not one is internal, and
+// its text is kept out of the client-facing message.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodeInternal, Message: "internal error", Err: err}
+}
