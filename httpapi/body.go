@@ -1,0 +1,45 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kez-chat/kezd/chat"
+)
+
+// readBody reads the request body, refusing more than limit bytes before
+// reading them: a declared length over the limit is refused at once, and an
+// undeclared one is cut off at limit+1 bytes (the server then closes the
+// connection rather than drain the rest).
+func readBody(c echo.Context, limit int64) ([]byte, error) {
+	req := c.Request()
+	if req.ContentLength > limit {
+		return nil, tooLarge(limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, limit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, tooLarge(limit)
+	}
+	if err != nil {
+		return nil, chat.Errorf(chat.CodeInvalidRequest, "could not read the request body")
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) error {
+	return chat.Errorf(chat.CodeTooLarge, "request body is larger than %d bytes", limit)
+}
+
+// decodeJSON parses a whole body into v; anything that is not exactly one
+// JSON value of the right shape is 400 invalid_request.
+func decodeJSON(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return chat.Errorf(chat.CodeInvalidRequest, "body is not valid JSON of the expected shape: %v", err)
+	}
+	return nil
+}

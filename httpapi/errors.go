@@ -1,0 +1,127 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kez-chat/kezd/chat"
+)
+
+// errorBody is PROTOCOL.md's error response.
+type errorBody struct {
+	Error   chat.Code `json:"error"`
+	Message string    `json:"message"`
+}
+
+// Codes for router errors, which PROTOCOL.md's list does not cover.
+const (
+	codeNotFound         chat.Code = "not_found"
+	codeMethodNotAllowed chat.Code = "method_not_allowed"
+)
+
+// statusOf maps a protocol error code to its HTTP status.
+var statusOf = map[chat.Code]int{
+	chat.CodeInvalidRequest: http.StatusBadRequest,
+	chat.CodeInvalidHandle:  http.StatusBadRequest,
+	chat.CodeBadSignature:   http.StatusUnauthorized,
+	chat.CodeStaleTimestamp: http.StatusUnauthorized,
+	chat.CodeUnauthorized:   http.StatusUnauthorized,
+	chat.CodeForbidden:      http.StatusForbidden,
+	chat.CodeUnknownHandle:  http.StatusNotFound,
+	chat.CodeHandleTaken:    http.StatusConflict,
+	chat.CodeKeyTaken:       http.StatusConflict,
+	chat.CodeTooLarge:       http.StatusRequestEntityTooLarge,
+	chat.CodeRateLimited:    http.StatusTooManyRequests,
+	chat.CodeUnavailable:    http.StatusServiceUnavailable,
+	chat.CodeInternal:       http.StatusInternalServerError,
+	codeNotFound:            http.StatusNotFound,
+	codeMethodNotAllowed:    http.StatusMethodNotAllowed,
+}
+
+// handleError is the one place that turns an error into an HTTP response:
+// a *chat.Error by its code, an *echo.HTTPError (no route, wrong method) in
+// the same JSON shape, anything else as 500 internal with the cause logged
+// and not sent.
+func (s *Server) handleError(err error, c echo.Context) {
+	e := s.toChatError(err)
+	status, ok := statusOf[e.Code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	req := c.Request()
+	if status >= 500 {
+		s.log.Error("request failed", "method", req.Method, "path", req.URL.Path,
+			"status", status, "code", string(e.Code), "err", err)
+	}
+	if c.Response().Committed {
+		// A stream that already started has no way to report an error but
+		// to end; the client reconnects.
+		if status < 500 {
+			s.log.Debug("error after response started", "path", req.URL.Path, "err", err)
+		}
+		return
+	}
+	if status == http.StatusTooManyRequests {
+		c.Response().Header().Set("Retry-After", "1")
+	}
+	if err := writeJSON(c, status, errorBody{Error: e.Code, Message: e.Message}); err != nil {
+		s.log.Debug("write error response", "path", req.URL.Path, "err", err)
+	}
+}
+
+func (s *Server) toChatError(err error) *chat.Error {
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		switch he.Code {
+		case http.StatusNotFound:
+			return &chat.Error{Code: codeNotFound, Message: "no such endpoint"}
+		case http.StatusMethodNotAllowed:
+			return &chat.Error{Code: codeMethodNotAllowed, Message: "method not allowed on this endpoint"}
+		case http.StatusRequestEntityTooLarge:
+			return &chat.Error{Code: chat.CodeTooLarge, Message: "request body too large"}
+		case http.StatusTooManyRequests:
+			return &chat.Error{Code: chat.CodeRateLimited, Message: "too many requests"}
+		case http.StatusServiceUnavailable:
+			return &chat.Error{Code: chat.CodeUnavailable, Message: "service unavailable"}
+		}
+		if he.Code >= 400 && he.Code < 500 {
+			return &chat.Error{Code: chat.CodeInvalidRequest, Message: http.StatusText(he.Code)}
+		}
+		return &chat.Error{Code: chat.CodeInternal, Message: "internal error", Err: err}
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &chat.Error{Code: chat.CodeTooLarge, Message: "request body is larger than the limit"}
+	}
+	return chat.AsError(err)
+}
+
+// writeJSON writes v as the JSON response without HTML escaping, so that
+// envelopes holding <, > or & come back exactly as they were sent.
+func writeJSON(c echo.Context, status int, v any) error {
+	return writeJSONType(c, status, echo.MIMEApplicationJSON, v)
+}
+
+func writeJSONType(c echo.Context, status int, contentType string, v any) error {
+	b, err := marshalJSON(v)
+	if err != nil {
+		return err
+	}
+	return c.Blob(status, contentType, b)
+}
+
+// marshalJSON encodes v without HTML escaping and without the trailing
+// newline an Encoder adds.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

@@ -1,0 +1,39 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/identity"
+)
+
+// send serves POST /v1/messages. The signature covers the SHA-256 of the
+// exact bytes received, which are also what the core parses, whatever the
+// Content-Type says. The sender is authenticated before the body is parsed,
+// so a stranger learns nothing about recipients.
+func (s *Server) send(c echo.Context) error {
+	creds, err := headerCredentials(c.Request())
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c, chat.MaxSendBody)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	from, err := s.svc.Authenticate(ctx, creds, identity.SendString(chat.BodySHA256(body), creds.TS))
+	if err != nil {
+		return err
+	}
+	res, err := s.svc.Send(ctx, from.Handle, body)
+	if err != nil {
+		return err
+	}
+	status := http.StatusCreated
+	if res.Duplicate {
+		status = http.StatusOK
+	}
+	return writeJSON(c, status, res)
+}

@@ -1,0 +1,252 @@
+// Package httpapi is kezd's HTTP gateway (Echo v4): the registry, signed
+// sending, polling and long-polling, Server-Sent Events, WebFinger and the
+// health endpoints. It turns requests into calls on the chat core and the
+// core's errors into PROTOCOL.md responses, in one error handler.
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store"
+)
+
+// Service is what the HTTP API needs from the chat core; *chat.Service
+// satisfies it.
+type Service interface {
+	Register(ctx context.Context, r chat.RegisterRequest) (store.Handle, error)
+	Lookup(ctx context.Context, handle string) (store.Handle, error)
+	Authenticate(ctx context.Context, c identity.Credentials, msg string) (store.Handle, error)
+	Send(ctx context.Context, from string, body []byte) (chat.SendResult, error)
+	Poll(ctx context.Context, handle string, since int64, limit int, wait time.Duration) ([]store.Message, error)
+	Follow(ctx context.Context, handle string, cursor chat.Cursor, emit func(chat.Event) error) error
+}
+
+// Check is one readiness probe run by GET /readyz, such as "store" or "broker".
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Defaults for the zero values of Config.
+const (
+	DefaultPingInterval        = 15 * time.Second
+	DefaultMaxStreamsPerHandle = 8
+	DefaultStreamWriteTimeout  = 10 * time.Second
+	DefaultWriteTimeout        = 30 * time.Second
+	DefaultReadHeaderTimeout   = 10 * time.Second
+	DefaultReadTimeout         = 30 * time.Second
+	DefaultIdleTimeout         = 120 * time.Second
+	DefaultReadyTimeout        = 3 * time.Second
+)
+
+// maxRegisterBody bounds POST /v1/handles; a registration is a few hundred bytes.
+const maxRegisterBody = 4 << 10
+
+// Config holds the HTTP API's settings. Zero durations and counts take the
+// Default values above.
+type Config struct {
+	// PublicURL is the URL clients use to reach this server; its host is the
+	// WebFinger domain and it prefixes the links WebFinger returns. Required.
+	PublicURL *url.URL
+	// NATSURL, when set, is advertised by WebFinger as the
+	// https://kez.chat/rel/nats link.
+	NATSURL string
+
+	// PingInterval is how often an idle stream gets a ": ping" comment.
+	PingInterval time.Duration
+	// MaxStreamsPerHandle caps open streams per handle on this instance;
+	// beyond it, 429 rate_limited.
+	MaxStreamsPerHandle int
+	// StreamWriteTimeout bounds each write to a stream; a reader that cannot
+	// take an event within it is too slow and its stream ends.
+	StreamWriteTimeout time.Duration
+
+	// WriteTimeout bounds writing the response of an ordinary request (a
+	// long-poll gets its wait on top). It is set per request, not on the
+	// http.Server, so streams are not cut off.
+	WriteTimeout time.Duration
+	// ReadHeaderTimeout, ReadTimeout and IdleTimeout configure the
+	// http.Server that HTTPServer returns.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+
+	// Ready lists the checks GET /readyz runs; ReadyTimeout bounds them.
+	Ready        []Check
+	ReadyTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.PingInterval, DefaultPingInterval)
+	def(&c.StreamWriteTimeout, DefaultStreamWriteTimeout)
+	def(&c.WriteTimeout, DefaultWriteTimeout)
+	def(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&c.ReadTimeout, DefaultReadTimeout)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.ReadyTimeout, DefaultReadyTimeout)
+	if c.MaxStreamsPerHandle <= 0 {
+		c.MaxStreamsPerHandle = DefaultMaxStreamsPerHandle
+	}
+}
+
+// Server is the HTTP API. Create it with New; serve Handler, or the
+// http.Server from HTTPServer.
+type Server struct {
+	cfg  Config
+	svc  Service
+	log  *slog.Logger
+	echo *echo.Echo
+	base string // PublicURL without a trailing slash, for links
+
+	// closing is cancelled by CloseStreams; streams and long-polls end with it.
+	closing   context.Context
+	closeOnce context.CancelFunc
+
+	mu      sync.Mutex
+	streams map[string]int // open streams per handle
+	wg      sync.WaitGroup // open streams
+}
+
+// New returns a Server for svc. It does no I/O.
+func New(cfg Config, svc Service, log *slog.Logger) *Server {
+	cfg.setDefaults()
+	if cfg.PublicURL == nil {
+		cfg.PublicURL = &url.URL{Scheme: "http", Host: "localhost"}
+	}
+	closing, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:       cfg,
+		svc:       svc,
+		log:       log,
+		base:      strings.TrimSuffix(cfg.PublicURL.String(), "/"),
+		closing:   closing,
+		closeOnce: cancel,
+		streams:   make(map[string]int),
+	}
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.recoverPanic)
+
+	timed := s.writeDeadline
+	e.POST("/v1/handles", s.register, timed)
+	e.GET("/v1/handles/:handle", s.lookup, timed)
+	e.POST("/v1/messages", s.send, timed)
+	e.GET("/v1/inbox/:handle", s.poll, timed)
+	e.GET("/v1/inbox/:handle/stream", s.stream)
+	e.GET("/.well-known/webfinger", s.webfinger, timed)
+	e.GET("/healthz", s.healthz, timed)
+	e.GET("/readyz", s.readyz, timed)
+	s.echo = e
+	return s
+}
+
+// Handler returns the HTTP handler serving the API.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// HTTPServer returns an http.Server for the API on addr with the configured
+// timeouts. It has no WriteTimeout, which would cut streams off; ordinary
+// requests get a per-request write deadline instead. Shutting it down calls
+// CloseStreams, so open streams and long-polls end and Shutdown can finish.
+func (s *Server) HTTPServer(addr string) *http.Server {
+	srv := &http.Server{
+		Addr:              addr,
+		Handler:           s.echo,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	srv.RegisterOnShutdown(s.CloseStreams)
+	return srv
+}
+
+// CloseStreams ends every open stream and long-poll, and makes new ones
+// fail with 503, so that a graceful shutdown is not held up by them. Clients
+// reconnect (to another instance) with Last-Event-ID and lose nothing.
+// WaitStreams waits for the stream handlers to return.
+func (s *Server) CloseStreams() { s.closeOnce() }
+
+// WaitStreams blocks until every stream handler has returned or ctx ends.
+func (s *Server) WaitStreams(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writeDeadline bounds how long an ordinary response may take to write, so
+// a client that stops reading cannot hold a connection forever.
+func (s *Server) writeDeadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		rc := http.NewResponseController(c.Response())
+		// Not every ResponseWriter supports deadlines (httptest recorders);
+		// then the server's own timeouts are all there is.
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		return next(c)
+	}
+}
+
+// recoverPanic turns a handler panic into a 500, with the panic logged.
+func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+// acquireStream counts a new stream for handle, or refuses it when the
+// handle has too many open here or the server is closing.
+func (s *Server) acquireStream(handle string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Err() != nil {
+		return nil, chat.Errorf(chat.CodeUnavailable, "the server is shutting down; reconnect")
+	}
+	if s.streams[handle] >= s.cfg.MaxStreamsPerHandle {
+		return nil, chat.Errorf(chat.CodeRateLimited, "handle %q has %d streams open here; close one first", handle, s.cfg.MaxStreamsPerHandle)
+	}
+	s.streams[handle]++
+	s.wg.Add(1)
+	return func() {
+		s.mu.Lock()
+		if s.streams[handle]--; s.streams[handle] <= 0 {
+			delete(s.streams, handle)
+		}
+		s.mu.Unlock()
+		s.wg.Done()
+	}, nil
+}

@@ -1,0 +1,116 @@
+package httpapi
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/identity"
+)
+
+// WebFinger property names and link relations (PROTOCOL.md).
+const (
+	PropSigningKey    = "https://kez.chat/ns/signing-key"
+	PropEncryptionKey = "https://kez.chat/ns/encryption-key"
+	RelInbox          = "https://kez.chat/rel/inbox"
+	RelStream         = "https://kez.chat/rel/stream"
+	RelNATS           = "https://kez.chat/rel/nats"
+)
+
+// jrd is an RFC 7033 JSON Resource Descriptor.
+type jrd struct {
+	Subject    string            `json:"subject"`
+	Aliases    []string          `json:"aliases,omitempty"`
+	Properties map[string]string `json:"properties,omitempty"`
+	Links      []jrdLink         `json:"links"`
+}
+
+type jrdLink struct {
+	Rel  string `json:"rel"`
+	Type string `json:"type,omitempty"`
+	Href string `json:"href"`
+}
+
+// webfinger serves GET /.well-known/webfinger?resource=acct:<handle>@<domain>.
+// The domain is PublicURL's host; any other domain is 404, as is an
+// unknown handle. rel, which may repeat, keeps only the links with those
+// relations (RFC 7033 §4.3); it never filters the rest of the document.
+func (s *Server) webfinger(c echo.Context) error {
+	// Browsers on other origins resolve addresses, and errors must be
+	// readable to them too.
+	c.Response().Header().Set(echo.HeaderAccessControlAllowOrigin, "*")
+	q := c.QueryParams()
+	resource := q.Get("resource")
+	if resource == "" {
+		return chat.Errorf(chat.CodeInvalidRequest, "resource is required, as acct:<handle>@<domain>")
+	}
+	local, domain, err := parseAcct(resource)
+	if err != nil {
+		return err
+	}
+	if !s.isOurDomain(domain) {
+		return chat.Errorf(chat.CodeUnknownHandle, "%q is not a domain this server answers for", domain)
+	}
+	if err := identity.ValidateHandle(local); err != nil {
+		return chat.Errorf(chat.CodeInvalidHandle, "%v", err)
+	}
+	h, err := s.svc.Lookup(c.Request().Context(), local)
+	if err != nil {
+		return err
+	}
+
+	links := []jrdLink{
+		{Rel: RelInbox, Type: "application/json", Href: s.base + "/v1/inbox/" + h.Handle},
+		{Rel: RelStream, Type: "text/event-stream", Href: s.base + "/v1/inbox/" + h.Handle + "/stream"},
+	}
+	if s.cfg.NATSURL != "" {
+		links = append(links, jrdLink{Rel: RelNATS, Href: s.cfg.NATSURL})
+	}
+	if rels := q["rel"]; len(rels) > 0 {
+		links = slices.DeleteFunc(links, func(l jrdLink) bool { return !slices.Contains(rels, l.Rel) })
+	}
+	doc := jrd{
+		Subject: "acct:" + h.Handle + "@" + s.domain(),
+		Aliases: []string{s.base + "/v1/handles/" + h.Handle},
+		Properties: map[string]string{
+			PropSigningKey:    h.SigningKey,
+			PropEncryptionKey: h.EncryptionKey,
+		},
+		Links: links,
+	}
+	return writeJSONType(c, http.StatusOK, "application/jrd+json", doc)
+}
+
+// parseAcct splits an acct: URI (RFC 7565) into its user and host. Anything
+// that is not one is a malformed resource: 400.
+func parseAcct(resource string) (user, host string, err error) {
+	scheme, rest, ok := strings.Cut(resource, ":")
+	if !ok || !strings.EqualFold(scheme, "acct") {
+		return "", "", chat.Errorf(chat.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
+	}
+	i := strings.LastIndexByte(rest, '@')
+	if i <= 0 || i == len(rest)-1 {
+		return "", "", chat.Errorf(chat.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
+	}
+	// The user part may be percent-encoded (RFC 7565 §7).
+	user, err = url.PathUnescape(rest[:i])
+	if err != nil {
+		return "", "", chat.Errorf(chat.CodeInvalidRequest, "resource: %v", err)
+	}
+	return user, rest[i+1:], nil
+}
+
+// domain is the WebFinger domain: PublicURL's host, with a port only when
+// the URL names one.
+func (s *Server) domain() string { return strings.ToLower(s.cfg.PublicURL.Host) }
+
+// isOurDomain accepts the domain with or without PublicURL's port, since a
+// client may name the host alone; host names are case-insensitive.
+func (s *Server) isOurDomain(d string) bool {
+	d = strings.ToLower(d)
+	return d == s.domain() || d == strings.ToLower(s.cfg.PublicURL.Hostname())
+}
