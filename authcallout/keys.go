@@ -1,0 +1,223 @@
+package authcallout
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// Keys are the NATS keys of one kezd deployment. Every instance of the
+// deployment, and every nats-server it uses, must share them: any instance may
+// answer any server's callout, and the servers trust only this issuer.
+type Keys struct {
+	// Issuer is the account key that signs callout responses and the user
+	// JWTs in them (an "A…" nkey); nats-server trusts it as auth_callout.issuer.
+	Issuer nkeys.KeyPair
+	// XKey is the curve key ("X…") callout requests are sealed to, so that
+	// nothing else in the auth account can read a client's credentials.
+	XKey nkeys.KeyPair
+	// Service is the user ("U…") the callout responder logs in as, in the
+	// auth account; it is an auth_users entry, so it bypasses the callout.
+	Service nkeys.KeyPair
+	// App is kezd's own user ("U…") in the application account, used to
+	// publish inbox messages and answer sends; also an auth_users entry.
+	App nkeys.KeyPair
+}
+
+// PublicKeys are the public halves of Keys, as they appear in server config.
+type PublicKeys struct {
+	Issuer  string
+	XKey    string
+	Service string
+	App     string
+}
+
+// Seeds are the secret halves of Keys as nkey seed strings ("SA…", "SX…",
+// "SU…", "SU…"), the form operators pass through flags or the environment.
+type Seeds struct {
+	Issuer  string
+	XKey    string
+	Service string
+	App     string
+}
+
+// keyFile describes one of the seed files LoadOrCreateKeys keeps.
+type keyFile struct {
+	name   string
+	prefix nkeys.PrefixByte
+	dst    func(*Keys) *nkeys.KeyPair
+}
+
+var keyFiles = []keyFile{
+	{"nats-issuer.nk", nkeys.PrefixByteAccount, func(k *Keys) *nkeys.KeyPair { return &k.Issuer }},
+	{"nats-xkey.nk", nkeys.PrefixByteCurve, func(k *Keys) *nkeys.KeyPair { return &k.XKey }},
+	{"nats-service.nk", nkeys.PrefixByteUser, func(k *Keys) *nkeys.KeyPair { return &k.Service }},
+	{"nats-app.nk", nkeys.PrefixByteUser, func(k *Keys) *nkeys.KeyPair { return &k.App }},
+}
+
+// LoadOrCreateKeys returns the keys kept in dir, generating any that are
+// missing. dir is created with mode 0700 and each seed file with 0600; a seed
+// file that others may read is refused rather than used. Creation is safe
+// against another process doing the same at once: one of them wins and both
+// use its key.
+func LoadOrCreateKeys(dir string) (Keys, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Keys{}, fmt.Errorf("nats keys: %w", err)
+	}
+	var k Keys
+	for _, f := range keyFiles {
+		kp, err := loadOrCreateKey(filepath.Join(dir, f.name), f.prefix)
+		if err != nil {
+			return Keys{}, fmt.Errorf("nats keys: %w", err)
+		}
+		*f.dst(&k) = kp
+	}
+	return k, nil
+}
+
+func loadOrCreateKey(path string, prefix nkeys.PrefixByte) (nkeys.KeyPair, error) {
+	kp, err := readKey(path, prefix)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return kp, err
+	}
+	var fresh nkeys.KeyPair
+	if prefix == nkeys.PrefixByteCurve {
+		fresh, err = nkeys.CreateCurveKeys()
+	} else {
+		fresh, err = nkeys.CreatePair(prefix)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generate %s: %w", filepath.Base(path), err)
+	}
+	seed, err := fresh.Seed()
+	if err != nil {
+		return nil, err
+	}
+	// Write a private temporary file, then link it into place: the link fails
+	// if another process got there first, and a reader never sees half a seed.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	_, err = tmp.Write(append(seed, '\n'))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return readKey(path, prefix)
+}
+
+func readKey(path string, prefix nkeys.PrefixByte) (nkeys.KeyPair, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is accessible by other users (mode %v); chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := parseSeed(string(bytes.TrimSpace(b)), prefix)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return kp, nil
+}
+
+// KeysFromSeeds parses keys given as seed strings. Every seed is required and
+// must be of its kind.
+func KeysFromSeeds(s Seeds) (Keys, error) {
+	var k Keys
+	var err error
+	for _, f := range []struct {
+		what   string
+		seed   string
+		prefix nkeys.PrefixByte
+		dst    *nkeys.KeyPair
+	}{
+		{"issuer", s.Issuer, nkeys.PrefixByteAccount, &k.Issuer},
+		{"xkey", s.XKey, nkeys.PrefixByteCurve, &k.XKey},
+		{"service user", s.Service, nkeys.PrefixByteUser, &k.Service},
+		{"app user", s.App, nkeys.PrefixByteUser, &k.App},
+	} {
+		if *f.dst, err = parseSeed(f.seed, f.prefix); err != nil {
+			return Keys{}, fmt.Errorf("nats %s seed: %w", f.what, err)
+		}
+	}
+	return k, nil
+}
+
+func parseSeed(seed string, want nkeys.PrefixByte) (nkeys.KeyPair, error) {
+	if seed == "" {
+		return nil, errors.New("missing")
+	}
+	prefix, _, err := nkeys.DecodeSeed([]byte(seed))
+	if err != nil {
+		// The nkeys error does not echo the seed, but keep it generic anyway.
+		return nil, errors.New("not a valid nkey seed")
+	}
+	if prefix != want {
+		return nil, fmt.Errorf("a %v seed, want a %v seed", prefix, want)
+	}
+	return nkeys.FromSeed([]byte(seed))
+}
+
+// Public returns the public keys.
+func (k Keys) Public() (PublicKeys, error) {
+	var p PublicKeys
+	var err error
+	for _, f := range []struct {
+		kp  nkeys.KeyPair
+		dst *string
+	}{{k.Issuer, &p.Issuer}, {k.XKey, &p.XKey}, {k.Service, &p.Service}, {k.App, &p.App}} {
+		if f.kp == nil {
+			return PublicKeys{}, errors.New("nats keys: incomplete")
+		}
+		if *f.dst, err = f.kp.PublicKey(); err != nil {
+			return PublicKeys{}, fmt.Errorf("nats keys: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// ServiceUser is the nats.Option that logs a connection in as the callout
+// service user (in the auth account).
+func (k Keys) ServiceUser() nats.Option { return nkeyOption(k.Service) }
+
+// AppUser is the nats.Option that logs a connection in as kezd's own user in
+// the application account.
+func (k Keys) AppUser() nats.Option { return nkeyOption(k.App) }
+
+func nkeyOption(kp nkeys.KeyPair) nats.Option {
+	return func(o *nats.Options) error {
+		if kp == nil {
+			return errors.New("nats keys: missing user key")
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return err
+		}
+		return nats.Nkey(pub, kp.Sign)(o)
+	}
+}

@@ -1,0 +1,267 @@
+// Package authcallout owns how native NATS clients log in to kezd's NATS:
+// the auth-callout responder on $SYS.REQ.USER.AUTH that verifies a client's
+// kez signing key over the connection nonce and issues a short-lived user JWT
+// with exactly PROTOCOL.md's permissions, the deployment's NATS keys, and the
+// nats-server configuration that matches them.
+package authcallout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/kez-chat/kezd/store"
+)
+
+// Subject is where nats-server sends authorization requests.
+const Subject = "$SYS.REQ.USER.AUTH"
+
+// serverXKeyHeader carries the requesting server's curve key when the request
+// is sealed.
+const serverXKeyHeader = "Nats-Server-Xkey"
+
+// Defaults for Config.
+const (
+	DefaultAppAccount = "APP"
+	DefaultTTL        = time.Hour
+	DefaultQueueGroup = "kezd.authcallout"
+	lookupTimeout     = 5 * time.Second
+)
+
+// HandleLookup finds the handle whose registered signing key is the given
+// lowercase hex Ed25519 public key, or store.ErrNotFound.
+type HandleLookup interface {
+	HandleByKey(ctx context.Context, signingKeyHex string) (store.Handle, error)
+}
+
+// Config configures the callout service.
+type Config struct {
+	// Keys are the deployment's NATS keys; Issuer is required, XKey is needed
+	// when the servers seal requests.
+	Keys Keys
+	// AppAccount is the account logged-in clients are placed in; default "APP".
+	AppAccount string
+	// TTL is how long an issued user JWT is valid; at expiry the server
+	// disconnects the client, which logs in again. Default one hour.
+	TTL time.Duration
+	// Workers bounds how many requests are handled at once; default
+	// 8×GOMAXPROCS (handling waits mostly on the store).
+	Workers int
+	// QueueGroup lets any number of instances answer; exactly one does.
+	QueueGroup string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Stats counts what the service has decided since it started.
+type Stats struct {
+	Authorized int64 // logins granted
+	Rejected   int64 // logins refused
+	Dropped    int64 // requests that could not be read or answered
+}
+
+// Service answers authorization requests. Start it with Start.
+type Service struct {
+	cfg    Config
+	issuer string
+	lookup HandleLookup
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	sub    *nats.Subscription
+	sem    chan struct{}
+
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+
+	authorized, rejected, dropped atomic.Int64
+}
+
+// Start subscribes to Subject on nc, which must be logged in as the callout
+// service user in the auth account (Keys.ServiceUser), and answers requests
+// until Stop. Requests are handled concurrently, at most cfg.Workers at a
+// time; lookups run under ctx.
+func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, log *slog.Logger) (*Service, error) {
+	if cfg.Keys.Issuer == nil {
+		return nil, errors.New("auth callout: no issuer key")
+	}
+	issuer, err := cfg.Keys.Issuer.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("auth callout: issuer key: %w", err)
+	}
+	if cfg.AppAccount == "" {
+		cfg.AppAccount = DefaultAppAccount
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.QueueGroup == "" {
+		cfg.QueueGroup = DefaultQueueGroup
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log, sem: make(chan struct{}, cfg.Workers)}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.sub, err = nc.QueueSubscribe(Subject, cfg.QueueGroup, s.dispatch)
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("auth callout: subscribe: %w", err)
+	}
+	// Make sure the server has the subscription before anyone relies on it.
+	if err := nc.Flush(); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("auth callout: subscribe: %w", err)
+	}
+	return s, nil
+}
+
+// dispatch runs on the subscription's goroutine: it blocks while all workers
+// are busy, so a burst queues in the client's pending buffer, not in goroutines.
+func (s *Service) dispatch(m *nats.Msg) {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.ctx.Done():
+		s.wg.Done()
+		return
+	}
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem }()
+		s.handle(m)
+	}()
+}
+
+// Stop stops answering and waits for requests in flight. Servers then refuse
+// new logins (after their auth timeout) unless another instance answers;
+// connections already logged in stay up until their JWT expires.
+func (s *Service) Stop() {
+	if err := s.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+		s.log.Warn("auth callout: unsubscribe", "err", err)
+	}
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Stats returns the counters.
+func (s *Service) Stats() Stats {
+	return Stats{Authorized: s.authorized.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load()}
+}
+
+func (s *Service) handle(m *nats.Msg) {
+	data := m.Data
+	serverXKey := m.Header.Get(serverXKeyHeader)
+	if serverXKey != "" {
+		if s.cfg.Keys.XKey == nil {
+			s.drop("request is sealed but no xkey is configured")
+			return
+		}
+		var err error
+		if data, err = s.cfg.Keys.XKey.Open(m.Data, serverXKey); err != nil {
+			s.drop("cannot open sealed request", "err", err)
+			return
+		}
+	}
+	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
+	if err != nil {
+		// Without the request's user key and server id no answer can be
+		// addressed; the server times the login out.
+		s.drop("undecodable request", "err", err)
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(s.ctx, lookupTimeout)
+	defer cancel()
+	handle, err := authorize(ctx, s.lookup, req)
+	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
+	resp.Audience = req.Server.ID
+	if err == nil {
+		resp.Jwt, err = s.userJWT(req.UserNkey, handle)
+	}
+	if err != nil {
+		resp.Error = s.refusal(req, err)
+	}
+	tok, err := resp.Encode(s.cfg.Keys.Issuer)
+	if err != nil {
+		s.drop("encode response", "err", err)
+		return
+	}
+	out := []byte(tok)
+	if serverXKey != "" {
+		if out, err = s.cfg.Keys.XKey.Seal(out, serverXKey); err != nil {
+			s.drop("seal response", "err", err)
+			return
+		}
+	}
+	if err := m.Respond(out); err != nil {
+		s.drop("respond", "err", err)
+		return
+	}
+	if resp.Error == "" {
+		s.authorized.Add(1)
+		s.log.Debug("nats login", "handle", handle, "client_host", req.ClientInformation.Host, "server", req.Server.Name)
+	} else {
+		s.rejected.Add(1)
+	}
+}
+
+// refusal logs why a login was refused and returns the reason for the
+// response (nats-server logs it; the client only sees an authorization
+// violation). Credentials never reach the log: only public keys and names.
+func (s *Service) refusal(req *jwt.AuthorizationRequestClaims, err error) string {
+	attrs := []any{
+		"client_host", req.ClientInformation.Host,
+		"client_kind", req.ClientInformation.Type,
+		"user", req.ConnectOptions.Username,
+		"server", req.Server.Name,
+	}
+	var rj *rejection
+	if errors.As(err, &rj) && rj.err == nil {
+		s.log.Info("nats login refused", append(attrs, "reason", rj.reason)...)
+		return rj.reason
+	}
+	s.log.Error("nats login failed", append(attrs, "err", err)...)
+	return "internal error"
+}
+
+// userJWT issues the JWT for handle: PROTOCOL.md's permissions, in the
+// application account, valid for the TTL.
+func (s *Service) userJWT(userNkey, handle string) (string, error) {
+	uc := jwt.NewUserClaims(userNkey)
+	uc.Name = handle
+	uc.Audience = s.cfg.AppAccount
+	uc.Expires = s.cfg.Now().Add(s.cfg.TTL).Unix()
+	uc.Permissions = Permissions(handle)
+	tok, err := uc.Encode(s.cfg.Keys.Issuer)
+	if err != nil {
+		return "", fmt.Errorf("encode user jwt: %w", err)
+	}
+	return tok, nil
+}
+
+func (s *Service) drop(msg string, args ...any) {
+	s.dropped.Add(1)
+	s.log.Warn("auth callout: "+msg, args...)
+}

@@ -1,0 +1,180 @@
+// Package natsapi owns kezd's request/reply API on NATS: the responder on
+// kez.chat.send.<handle> that sends a message for the handle in the subject
+// through the same core send path as POST /v1/messages.
+package natsapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/identity"
+)
+
+// SendSubject is what the responder subscribes to; the last token is the sender.
+const SendSubject = "kez.chat.send.*"
+
+const sendPrefix = "kez.chat.send."
+
+// Defaults for SendConfig.
+const (
+	DefaultSendQueueGroup = "kezd.send"
+	DefaultSendTimeout    = 10 * time.Second
+)
+
+// Sender is the core's send path: chat.Service implements it.
+type Sender interface {
+	Send(ctx context.Context, from string, body []byte) (chat.SendResult, error)
+}
+
+// SendConfig configures the send responder.
+type SendConfig struct {
+	// QueueGroup lets every instance subscribe; each send is handled once.
+	QueueGroup string
+	// Workers bounds how many sends are handled at once; default 8×GOMAXPROCS.
+	Workers int
+	// Timeout bounds one send; default 10 s.
+	Timeout time.Duration
+}
+
+// SendResponder answers sends on NATS. Start it with StartSend.
+type SendResponder struct {
+	cfg    SendConfig
+	sender Sender
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	sub    *nats.Subscription
+	sem    chan struct{}
+
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// StartSend subscribes to SendSubject on nc (kezd's own connection in the
+// application account) and answers until Stop. The sender is the handle in
+// the subject: the callout's permissions let only that handle publish there.
+// Each request's data is a POST /v1/messages body; the reply is the same JSON
+// the HTTP API answers, or {"error":code,"message":text}.
+func StartSend(ctx context.Context, nc *nats.Conn, cfg SendConfig, sender Sender, log *slog.Logger) (*SendResponder, error) {
+	if cfg.QueueGroup == "" {
+		cfg.QueueGroup = DefaultSendQueueGroup
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultSendTimeout
+	}
+	r := &SendResponder{cfg: cfg, sender: sender, log: log, sem: make(chan struct{}, cfg.Workers)}
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	var err error
+	r.sub, err = nc.QueueSubscribe(SendSubject, cfg.QueueGroup, r.dispatch)
+	if err != nil {
+		r.cancel()
+		return nil, fmt.Errorf("send responder: subscribe: %w", err)
+	}
+	if err := nc.Flush(); err != nil {
+		r.Stop()
+		return nil, fmt.Errorf("send responder: subscribe: %w", err)
+	}
+	return r, nil
+}
+
+// dispatch blocks while all workers are busy, so a burst waits in the
+// client's pending buffer rather than in unbounded goroutines.
+func (r *SendResponder) dispatch(m *nats.Msg) {
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	select {
+	case r.sem <- struct{}{}:
+	case <-r.ctx.Done():
+		r.wg.Done()
+		return
+	}
+	go func() {
+		defer r.wg.Done()
+		defer func() { <-r.sem }()
+		r.handle(m)
+	}()
+}
+
+// Stop stops answering and waits for sends in flight to finish.
+func (r *SendResponder) Stop() {
+	if err := r.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+		r.log.Warn("send responder: unsubscribe", "err", err)
+	}
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
+	// Sends in flight finish: a message being stored should get its reply.
+	r.wg.Wait()
+	r.cancel()
+}
+
+func (r *SendResponder) handle(m *nats.Msg) {
+	from := strings.TrimPrefix(m.Subject, sendPrefix)
+	var reply any
+	if err := identity.ValidateHandle(from); err != nil {
+		reply = errorBody(chat.Errorf(chat.CodeInvalidHandle, "sender in subject: %v", err))
+	} else {
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.Timeout)
+		res, err := r.sender.Send(ctx, from, m.Data)
+		cancel()
+		if err != nil {
+			e := chat.AsError(err)
+			if e.Code == chat.CodeInternal || e.Code == chat.CodeUnavailable {
+				r.log.Error("nats send failed", "from", from, "code", string(e.Code), "err", err)
+			}
+			reply = errorBody(e)
+		} else {
+			reply = res
+		}
+	}
+	if m.Reply == "" {
+		// A plain publish: the send happened (or not); nobody is listening.
+		return
+	}
+	b, err := encode(reply)
+	if err == nil {
+		err = m.Respond(b)
+	}
+	if err != nil {
+		r.log.Warn("nats send: reply failed", "from", from, "err", err)
+	}
+}
+
+// errorReply is the error object PROTOCOL.md's HTTP API answers with.
+type errorReply struct {
+	Error   chat.Code `json:"error"`
+	Message string    `json:"message"`
+}
+
+func errorBody(e *chat.Error) errorReply { return errorReply{Error: e.Code, Message: e.Message} }
+
+// encode marshals v without escaping <, > and &, and without the newline.
+func encode(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
