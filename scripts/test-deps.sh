@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and this machine lacks. Today that is
+# PostgreSQL's server binaries (initdb, pg_ctl, postgres), which the test
+# harness uses to start a throwaway cluster. Skipped when KEZ_TEST_DATABASE_URL
+# points the tests at an existing server.
+set -euo pipefail
+
+have_postgres() {
+	command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
+	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+if [ -n "${KEZ_TEST_DATABASE_URL:-}" ]; then
+	echo "test-deps: using KEZ_TEST_DATABASE_URL; not installing PostgreSQL"
+	exit 0
+fi
+if have_postgres; then
+	exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		sudo="sudo"
+	else
+		echo "test-deps: PostgreSQL is missing and this user cannot install it." >&2
+		echo "test-deps: run 'apt-get install -y postgresql' as root, or set KEZ_TEST_DATABASE_URL." >&2
+		exit 1
+	fi
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "test-deps: PostgreSQL is missing and apt-get is not available." >&2
+	echo "test-deps: install the PostgreSQL server binaries (initdb, pg_ctl), or set KEZ_TEST_DATABASE_URL." >&2
+	exit 1
+fi
+echo "test-deps: installing PostgreSQL with apt-get"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+# The Debian package creates the unprivileged 'postgres' user the harness runs
+# the cluster as when the tests run as root. Its own cluster is not needed.
+$sudo apt-get install -y -q --no-install-recommends postgresql
+have_postgres || { echo "test-deps: PostgreSQL still not found after install" >&2; exit 1; }
