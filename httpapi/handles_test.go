@@ -1,0 +1,113 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store"
+)
+
+func TestRegisterAndLookup(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
+		e := newEnv(t, open(t))
+		alice := newUser(t, "alice")
+
+		r := e.do(http.MethodPost, "/v1/handles", alice.registerBody(now()), nil)
+		r.want(t, http.StatusCreated)
+		var created store.Handle
+		r.decode(t, &created)
+		if created.Handle != "alice" || created.SigningKey != alice.sk || created.EncryptionKey != alice.ek || created.CreatedAt.IsZero() {
+			t.Fatalf("register returned %s", r.body)
+		}
+
+		r = e.do(http.MethodGet, "/v1/handles/alice", nil, nil)
+		r.want(t, http.StatusOK)
+		var got store.Handle
+		r.decode(t, &got)
+		if got != created {
+			t.Fatalf("lookup %+v, want %+v", got, created)
+		}
+
+		e.do(http.MethodGet, "/v1/handles/nobody", nil, nil).wantError(t, http.StatusNotFound, chat.CodeUnknownHandle)
+
+		// The same handle again, with another key.
+		other := newUser(t, "alice")
+		e.do(http.MethodPost, "/v1/handles", other.registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeHandleTaken)
+
+		// Alice's key for another handle.
+		again := alice
+		again.handle = "alice2"
+		e.do(http.MethodPost, "/v1/handles", again.registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeKeyTaken)
+	})
+}
+
+func TestRegisterErrors(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	bob := newUser(t, "bob")
+	badSig := newUser(t, "bob")
+	badSig.priv = newUser(t, "x").priv // signs with a key that is not the one it claims
+
+	tests := []struct {
+		name   string
+		body   []byte
+		status int
+		code   chat.Code
+	}{
+		{"bad signature", badSig.registerBody(now()), http.StatusUnauthorized, chat.CodeBadSignature},
+		{"stale timestamp", bob.registerBody(now() - 1000), http.StatusUnauthorized, chat.CodeStaleTimestamp},
+		{"future timestamp", bob.registerBody(now() + 1000), http.StatusUnauthorized, chat.CodeStaleTimestamp},
+		{"malformed JSON", []byte(`{"handle":"bob",`), http.StatusBadRequest, chat.CodeInvalidRequest},
+		{"not an object", []byte(`[1,2]`), http.StatusBadRequest, chat.CodeInvalidRequest},
+		{"ts as a string", bytes.Replace(bob.registerBody(now()), []byte(`"ts":`), []byte(`"ts":"1",`+`"x":`), 1), http.StatusBadRequest, chat.CodeInvalidRequest},
+		{"empty body", nil, http.StatusBadRequest, chat.CodeInvalidRequest},
+		{"bad key", []byte(`{"handle":"bob","signing_key":"zz","encryption_key":"` + bob.ek + `","ts":1,"sig":"00"}`), http.StatusBadRequest, chat.CodeInvalidRequest},
+		{"too large", append([]byte(`{"handle":"bob","pad":"`), bytes.Repeat([]byte("x"), maxRegisterBody)...), http.StatusRequestEntityTooLarge, chat.CodeTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e.do(http.MethodPost, "/v1/handles", tt.body, nil).wantError(t, tt.status, tt.code)
+		})
+	}
+	if _, err := e.st.Handle(t.Context(), "bob"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("bob was stored after failed registrations: %v", err)
+	}
+}
+
+// invalidHandles are rejected everywhere a handle appears, and store nothing.
+var invalidHandles = []string{"a.b", "*", ">", "Alice", "a b", strings.Repeat("a", 33), "_a", "é"}
+
+func TestInvalidHandles(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	alice := newUser(t, "alice")
+	e.register(alice)
+
+	for _, h := range invalidHandles {
+		t.Run(h, func(t *testing.T) {
+			u := newUser(t, h)
+			e.do(http.MethodPost, "/v1/handles", u.registerBody(now()), nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+
+			p := url.PathEscape(h)
+			e.do(http.MethodGet, "/v1/handles/"+p, nil, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+
+			ts := now()
+			e.do(http.MethodGet, "/v1/inbox/"+p, nil, http.Header{
+				"Authorization": {alice.authHeader(identity.PollString(h, 0, ts), ts)},
+			}).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+			e.do(http.MethodGet, "/v1/inbox/"+p+"/stream?auth="+itoa(ts)+":"+identity.Sign(alice.priv, "x"), nil, nil).
+				wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+
+			e.send(alice, sendBody(strings.ReplaceAll(h, `"`, ``), "m1", `{}`)).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+
+			if _, err := e.st.Handle(context.WithoutCancel(t.Context()), h); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("handle %q: store lookup %v, want not found", h, err)
+			}
+		})
+	}
+}
