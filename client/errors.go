@@ -1,0 +1,96 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// Code is a PROTOCOL.md error code.
+type Code string
+
+// The protocol's error codes.
+const (
+	CodeInvalidRequest Code = "invalid_request"
+	CodeInvalidHandle  Code = "invalid_handle"
+	CodeBadSignature   Code = "bad_signature"
+	CodeStaleTimestamp Code = "stale_timestamp"
+	CodeUnauthorized   Code = "unauthorized"
+	CodeForbidden      Code = "forbidden"
+	CodeUnknownHandle  Code = "unknown_handle"
+	CodeHandleTaken    Code = "handle_taken"
+	CodeKeyTaken       Code = "key_taken"
+	CodeTooLarge       Code = "too_large"
+	CodeRateLimited    Code = "rate_limited"
+	CodeUnavailable    Code = "unavailable"
+	CodeInternal       Code = "internal"
+)
+
+// Error is a failure the server reported, with its protocol code. Status is
+// the HTTP status, or 0 when the answer came over NATS.
+type Error struct {
+	Status  int
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return string(e.Code)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+// IsCode reports whether err is an *Error with the given code.
+func IsCode(err error, code Code) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// ErrEnvelopeMismatch reports an envelope whose signed sender, recipient or id
+// differs from the stored message the server delivered it in: the server (or
+// someone in between) relabelled it.
+var ErrEnvelopeMismatch = errors.New("envelope does not match the message it was delivered in")
+
+// readError turns a non-2xx answer into an *Error. A body that is not the
+// protocol's error object (a proxy's page, say) still yields a code from the
+// status, so callers can always switch on Code.
+func readError(resp *http.Response) error {
+	e := &Error{Status: resp.StatusCode}
+	var body struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(raw, &body) == nil && body.Error != "" {
+		e.Code, e.Message = Code(body.Error), body.Message
+		return e
+	}
+	e.Code = codeForStatus(resp.StatusCode)
+	e.Message = http.StatusText(resp.StatusCode)
+	return e
+}
+
+func codeForStatus(status int) Code {
+	switch status {
+	case http.StatusBadRequest:
+		return CodeInvalidRequest
+	case http.StatusUnauthorized:
+		return CodeUnauthorized
+	case http.StatusForbidden:
+		return CodeForbidden
+	case http.StatusNotFound:
+		return CodeUnknownHandle
+	case http.StatusConflict:
+		return CodeHandleTaken
+	case http.StatusRequestEntityTooLarge:
+		return CodeTooLarge
+	case http.StatusTooManyRequests:
+		return CodeRateLimited
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return CodeUnavailable
+	}
+	return CodeInternal
+}

@@ -1,0 +1,279 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/identity"
+)
+
+// State is the condition of a Stream's connection.
+type State int
+
+// The states a Stream reports, in the order they usually come.
+const (
+	// StateConnecting: the first connection is being opened.
+	StateConnecting State = iota
+	// StateLive: the backlog has been delivered; messages arrive as they are sent.
+	StateLive
+	// StateReconnecting: the connection ended or failed; the stream waits
+	// and reconnects with Last-Event-ID.
+	StateReconnecting
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateLive:
+		return "live"
+	case StateReconnecting:
+		return "reconnecting"
+	}
+	return "state(" + strconv.Itoa(int(s)) + ")"
+}
+
+// FromNow as StreamOptions.Since starts the stream with the messages stored
+// after it opens, skipping the backlog.
+const FromNow int64 = -1
+
+// StreamOptions configure Stream.
+type StreamOptions struct {
+	// Since is the seq to start after: 0 delivers the whole inbox, FromNow
+	// only what arrives once the stream is open.
+	Since int64
+	// OnState, if set, is called on every state change, with the error
+	// that caused a reconnect (nil otherwise). It must not block for long.
+	OnState func(State, error)
+}
+
+// Stream follows as's inbox over Server-Sent Events and calls deliver for
+// each message, exactly once and in seq order, across reconnects: a
+// connection that ends or fails is reopened with a freshly signed auth and
+// Last-Event-ID, after a backoff with jitter. It returns ctx's error when ctx
+// ends, deliver's error if it fails, or an *Error the server gave that no
+// retry can fix (a bad signature, an unknown handle, ...).
+func (c *Client) Stream(ctx context.Context, as *envelope.Identity, opts StreamOptions, deliver func(Message) error) error {
+	st := &streamer{c: c, as: as, deliver: deliver, onState: opts.OnState, last: opts.Since}
+	return st.run(ctx)
+}
+
+type streamer struct {
+	c       *Client
+	as      *envelope.Identity
+	deliver func(Message) error
+	onState func(State, error)
+	last    int64 // the seq of the last message delivered, or FromNow before the cursor is known
+}
+
+func (s *streamer) state(st State, err error) {
+	if s.onState != nil {
+		s.onState(st, err)
+	}
+}
+
+// errDeliver wraps the caller's error so it ends the stream rather than
+// causing a reconnect.
+type errDeliver struct{ err error }
+
+func (e errDeliver) Error() string { return e.err.Error() }
+
+func (s *streamer) run(ctx context.Context) error {
+	s.state(StateConnecting, nil)
+	failures := 0
+	for {
+		live, err := s.connect(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var de errDeliver
+		if errors.As(err, &de) {
+			return de.err
+		}
+		if err != nil && !retryable(err) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return err
+		}
+		if err == nil {
+			err = io.EOF // the server ended the stream; resume
+		}
+		if live {
+			failures = 0
+		}
+		s.state(StateReconnecting, err)
+		if err := sleep(ctx, s.c.backoff.delay(failures)); err != nil {
+			return err
+		}
+		failures++
+	}
+}
+
+// connect runs one connection until it ends. live reports whether it got as
+// far as the ready event.
+func (s *streamer) connect(ctx context.Context) (live bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ts := s.c.now().Unix()
+	q := url.Values{"auth": {strconv.FormatInt(ts, 10) + ":" + identity.Sign(s.as.Signing, identity.StreamString(s.as.Handle, ts))}}
+	h := http.Header{"Accept": {"text/event-stream"}}
+	if s.last >= 0 {
+		// Last-Event-ID takes precedence at the server; since covers a
+		// server that only reads the query on the first connection.
+		h.Set("Last-Event-ID", strconv.FormatInt(s.last, 10))
+		q.Set("since", strconv.FormatInt(s.last, 10))
+	}
+	resp, err := s.c.send(ctx, http.MethodGet, "/v1/inbox/"+s.as.Handle+"/stream", q, nil, "", h)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, readError(resp)
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
+		return false, fmt.Errorf("stream: content type %q, want text/event-stream", resp.Header.Get("Content-Type"))
+	}
+	r := newEventReader(resp.Body)
+	for {
+		ev, err := r.next()
+		if err != nil {
+			return live, err
+		}
+		switch ev.event {
+		case "message", "":
+			var m Message
+			if err := json.Unmarshal([]byte(ev.data), &m); err != nil {
+				return live, fmt.Errorf("stream: message event: %w", err)
+			}
+			if m.To != s.as.Handle {
+				return live, fmt.Errorf("stream: message %d is for %q", m.Seq, m.To)
+			}
+			if s.last >= 0 && m.Seq <= s.last {
+				continue // already delivered on an earlier connection
+			}
+			if err := s.deliver(m); err != nil {
+				return live, errDeliver{err}
+			}
+			s.last = m.Seq
+		case "ready":
+			var r struct {
+				Latest int64 `json:"latest"`
+			}
+			if err := json.Unmarshal([]byte(ev.data), &r); err != nil {
+				return live, fmt.Errorf("stream: ready event: %w", err)
+			}
+			if r.Latest > s.last {
+				// Starting from now, or after deleted messages: the
+				// server's cursor is where a reconnect resumes.
+				s.last = r.Latest
+			}
+			if !live {
+				live = true
+				s.state(StateLive, nil)
+			}
+		case "reset":
+			// Messages before "oldest" were deleted; the server continues
+			// from there and seqs only grow, so there is nothing to do.
+		}
+	}
+}
+
+// maxEventSize bounds one event's lines: a 64 KiB envelope in a stored
+// message with generous room for the rest.
+const maxEventSize = 256 << 10
+
+// sseEvent is one dispatched Server-Sent Event.
+type sseEvent struct {
+	id    string
+	event string
+	data  string
+}
+
+// eventReader parses the text/event-stream format (the WHATWG HTML
+// standard's "interpreting an event stream").
+type eventReader struct {
+	sc *bufio.Scanner
+}
+
+func newEventReader(r io.Reader) *eventReader {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), maxEventSize)
+	sc.Split(scanLines)
+	return &eventReader{sc: sc}
+}
+
+// next returns the next event with data. A stream that ends mid-event
+// returns io.ErrUnexpectedEOF; one that ends between events io.EOF.
+func (r *eventReader) next() (sseEvent, error) {
+	var ev sseEvent
+	var data []string
+	pending := false
+	for r.sc.Scan() {
+		line := r.sc.Text()
+		if line == "" {
+			if len(data) > 0 {
+				ev.data = strings.Join(data, "\n")
+				return ev, nil
+			}
+			ev, pending = sseEvent{}, false
+			continue
+		}
+		if strings.HasPrefix(line, ":") {
+			continue // a comment: ": ping"
+		}
+		pending = true
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "event":
+			ev.event = value
+		case "data":
+			data = append(data, value)
+		case "id":
+			if !strings.ContainsRune(value, 0) {
+				ev.id = value
+			}
+		}
+	}
+	if err := r.sc.Err(); err != nil {
+		return sseEvent{}, err
+	}
+	if pending {
+		return sseEvent{}, io.ErrUnexpectedEOF
+	}
+	return sseEvent{}, io.EOF
+}
+
+// scanLines splits on "\n", "\r\n" or a lone "\r", as event streams allow.
+func scanLines(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	for i, b := range data {
+		switch b {
+		case '\n':
+			return i + 1, data[:i], nil
+		case '\r':
+			if i+1 < len(data) {
+				if data[i+1] == '\n' {
+					return i + 2, data[:i], nil
+				}
+				return i + 1, data[:i], nil
+			}
+			if atEOF {
+				return i + 1, data[:i], nil
+			}
+			return 0, nil, nil // need the next byte to know whether "\n" follows
+		}
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
