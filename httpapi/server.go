@@ -250,3 +250,4 @@ func (s *Server) acquireStream(handle string) (release func(), err error) {
 		s.wg.Done()
 	}, nil
 }
+
