@@ -250,4 +250,3 @@ func (s *Server) acquireStream(handle string) (release func(), err error) {
 		s.wg.Done()
 	}, nil
 }
-
