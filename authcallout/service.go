@@ -215,15 +215,16 @@ func (s *Service) handle(m *nats.Msg) {
 			return
 		}
 	}
-	if err := m.Respond(out); err != nil {
-		s.drop("respond", "err", err)
-		return
-	}
+	// Count the decision before answering, so that whoever sees the login's
+	// outcome also sees it counted.
 	if resp.Error == "" {
 		s.authorized.Add(1)
 		s.log.Debug("nats login", "handle", handle, "client_host", req.ClientInformation.Host, "server", req.Server.Name)
 	} else {
 		s.rejected.Add(1)
+	}
+	if err := m.Respond(out); err != nil {
+		s.drop("respond", "err", err)
 	}
 }
 

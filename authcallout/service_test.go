@@ -1,0 +1,333 @@
+package authcallout_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/natsapi"
+)
+
+// env is one kezd deployment in miniature: an embedded server with the
+// callout, the store, kezd's own connection and the core.
+type env struct {
+	url    string
+	keys   authcallout.Keys
+	callot *authcallout.Service
+	app    *nats.Conn
+	core   *chat.Service
+	alice, bob user
+	send       func(from, to, id, envelope string)
+}
+
+func newEnv(t *testing.T, cfg authcallout.Config, timeout time.Duration) *env {
+	t.Helper()
+	k := testKeys(t)
+	s := startServer(t, k, timeout)
+	db := openStore(t)
+	e := &env{url: s.ClientURL(), keys: k}
+	e.callot = startCallout(t, e.url, k, db, cfg)
+	e.app = connect(t, e.url, k.AppUser())
+	c := core(t, db, e.app)
+	e.core = c
+	e.alice = register(t, db, "alice")
+	e.bob = register(t, db, "bob")
+	e.send = func(from, to, id, envelope string) { send(t, c, from, to, id, envelope) }
+	return e
+}
+
+func TestLoginReceivesInbox(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{}, authTimeout)
+	nc := login(t, e.url, e.alice)
+	sub, err := nc.SubscribeSync("kez.chat.inbox.alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	e.send("bob", "alice", "m1", `{"ct":"<&>"}`)
+	m := nextMsg(t, sub)
+	if got := m.Header.Get("Kez-Seq"); got != "1" {
+		t.Errorf("Kez-Seq = %q, want 1", got)
+	}
+	var stored struct {
+		From     string          `json:"from"`
+		Envelope json.RawMessage `json:"envelope"`
+	}
+	if err := json.Unmarshal(m.Data, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored.From != "bob" || string(stored.Envelope) != `{"ct":"<&>"}` {
+		t.Errorf("got %s", m.Data)
+	}
+	if st := e.callot.Stats(); st.Authorized != 1 || st.Rejected != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestLoginWithoutName: the key alone identifies the handle.
+func TestLoginWithoutName(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{}, authTimeout)
+	nc := connect(t, e.url, kezLogin("", e.alice.priv)...)
+	sub, err := nc.SubscribeSync("kez.chat.inbox.alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	e.send("bob", "alice", "m1", `"x"`)
+	nextMsg(t, sub)
+}
+
+func TestSendOverNATS(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{}, authTimeout)
+	r, err := natsapi.StartSend(context.Background(), e.app, natsapi.SendConfig{}, e.core, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+
+	bob := login(t, e.url, e.bob)
+	inbox, err := bob.SubscribeSync("kez.chat.inbox.bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.Flush()
+
+	alice := login(t, e.url, e.alice)
+	body := `{"to":"bob","id":"n1","envelope":{"a":"<b>"}}`
+	for i, wantDup := range []bool{false, true} {
+		reply, err := alice.Request("kez.chat.send.alice", []byte(body), 10*time.Second)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		var res struct {
+			Seq       int64  `json:"seq"`
+			To        string `json:"to"`
+			ID        string `json:"id"`
+			Duplicate bool   `json:"duplicate"`
+		}
+		if err := json.Unmarshal(reply.Data, &res); err != nil {
+			t.Fatal(err)
+		}
+		if res.Seq != 1 || res.To != "bob" || res.ID != "n1" || res.Duplicate != wantDup {
+			t.Errorf("reply %d: %s", i, reply.Data)
+		}
+	}
+	m := nextMsg(t, inbox)
+	if !strings.Contains(string(m.Data), `"from":"alice"`) || !strings.Contains(string(m.Data), `{"a":"<b>"}`) {
+		t.Errorf("delivered %s", m.Data)
+	}
+
+	reply, err := alice.Request("kez.chat.send.alice", []byte(`{"to":"nobody","id":"n2","envelope":1}`), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(reply.Data) != `{"error":"unknown_handle","message":"no handle \"nobody\""}` {
+		t.Errorf("unknown recipient reply: %s", reply.Data)
+	}
+}
+
+// TestPermissions: a logged-in handle may read only its own inbox and reply
+// inboxes and publish only its own sends.
+func TestPermissions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{}, authTimeout)
+	asyncErr := make(chan error, 16)
+	nc := login(t, e.url, e.alice, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		// Subscription violations are asserted on the subscription itself.
+		if !strings.Contains(err.Error(), "for Subscription") {
+			asyncErr <- err
+		}
+	}))
+
+	for _, subj := range []string{"kez.chat.inbox.bob", "kez.chat.inbox.*", "_INBOX.bob.>", "_INBOX.>", ">", "kez.chat.send.alice"} {
+		t.Run("sub "+subj, func(t *testing.T) {
+			sub, err := nc.SubscribeSync(subj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			nc.Flush()
+			if _, err := sub.NextMsg(10 * time.Second); !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("subscribe %s: %v, want a permissions violation", subj, err)
+			}
+		})
+	}
+	for _, subj := range []string{"kez.chat.inbox.alice", "kez.chat.inbox.bob", "kez.chat.send.bob", "_INBOX.alice.x", "other"} {
+		t.Run("pub "+subj, func(t *testing.T) {
+			if err := nc.Publish(subj, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			nc.Flush()
+			select {
+			case err := <-asyncErr:
+				if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), subj) {
+					t.Errorf("publish %s: %v", subj, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("publish %s: no permissions violation", subj)
+			}
+		})
+	}
+	t.Run("allowed", func(t *testing.T) {
+		for _, subj := range []string{"kez.chat.inbox.alice", "_INBOX.alice.>"} {
+			sub, err := nc.SubscribeSync(subj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc.Flush()
+			// A refused subscription would already have its error here.
+			if _, err := sub.NextMsg(time.Millisecond); !errors.Is(err, nats.ErrTimeout) {
+				t.Errorf("subscribe %s: %v", subj, err)
+			}
+			sub.Unsubscribe()
+		}
+		// Nobody answers sends here: a request must fail for lack of a
+		// responder, not for permissions.
+		_, err := nc.Request("kez.chat.send.alice", []byte("{}"), 10*time.Second)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			t.Errorf("request: %v, want no responders", err)
+		}
+		select {
+		case err := <-asyncErr:
+			t.Errorf("unexpected error: %v", err)
+		default:
+		}
+	})
+}
+
+func TestLoginRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{}, authTimeout)
+	stranger := newKey(t)
+	tests := []struct {
+		name string
+		opts []nats.Option
+	}{
+		{"no credentials", nil},
+		{"user name only", []nats.Option{nats.UserInfo("alice", "")}},
+		{"password", []nats.Option{nats.UserInfo("alice", "secret")}},
+		{"token only", []nats.Option{nats.Token("alice")}},
+		{"unknown key", kezLogin("alice", stranger)},
+		{"unknown key without name", kezLogin("", stranger)},
+		{"key of another handle", kezLogin("bob", e.alice.priv)},
+		{"token of another handle", append(kezLogin("", e.alice.priv), nats.Token("bob"))},
+		{"bad signature", badSignature(t, e.alice)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nc, err := nats.Connect(e.url, tt.opts...)
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) {
+				t.Errorf("err = %v, want an authorization violation", err)
+			}
+		})
+	}
+	if st := e.callot.Stats(); st.Authorized != 0 || st.Rejected != int64(len(tests)) {
+		t.Errorf("stats %+v, want %d rejected", st, len(tests))
+	}
+}
+
+// badSignature presents alice's key but signs the nonce with another one.
+func badSignature(t *testing.T, u user) []nats.Option {
+	other := newKey(t)
+	opts := kezLogin(u.handle, other)
+	nk, _ := nkeyPublic(u.pub())
+	return append(opts, func(o *nats.Options) error {
+		o.Nkey = nk
+		return nil
+	})
+}
+
+// TestTokenNamesHandle: the nats CLI's --user with --nkey arrives as a token.
+func TestTokenNamesHandle(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{}, authTimeout)
+	connect(t, e.url, append(kezLogin("", e.alice.priv), nats.Token("alice"))...)
+}
+
+// TestExpiryReauthenticates: at JWT expiry the server drops the client, which
+// logs in again with a fresh nonce and keeps its subscriptions.
+func TestExpiryReauthenticates(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{TTL: time.Second}, authTimeout)
+	reconnected := make(chan struct{}, 4)
+	nc := login(t, e.url, e.alice,
+		nats.ReconnectWait(20*time.Millisecond),
+		nats.MaxReconnects(100),
+		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
+	sub, err := nc.SubscribeSync("kez.chat.inbox.alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	select {
+	case <-reconnected:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no reconnect after the JWT expired")
+	}
+	if st := e.callot.Stats(); st.Authorized < 2 {
+		t.Errorf("stats %+v: want a second login", st)
+	}
+	nc.Flush()
+	e.send("bob", "alice", "after", `1`)
+	nextMsg(t, sub)
+}
+
+// TestServiceStopped: without a responder new logins fail at the auth
+// timeout; clients already logged in keep working.
+func TestServiceStopped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{}, 2*time.Second)
+	nc := login(t, e.url, e.alice)
+	sub, err := nc.SubscribeSync("kez.chat.inbox.alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+
+	e.callot.Stop()
+	_, err = nats.Connect(e.url, append(kezLogin("bob", e.bob.priv), nats.Timeout(30*time.Second))...)
+	if !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("new login: %v, want an authorization violation", err)
+	}
+	e.send("bob", "alice", "m1", `1`)
+	nextMsg(t, sub)
+	if !nc.IsConnected() {
+		t.Error("existing connection dropped")
+	}
+}
+
+// TestQueueGroup: with two instances' responders, each login is answered once.
+func TestQueueGroup(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	s := startServer(t, k, authTimeout)
+	db := openStore(t)
+	alice := register(t, db, "alice")
+	a := startCallout(t, s.ClientURL(), k, db, authcallout.Config{})
+	b := startCallout(t, s.ClientURL(), k, db, authcallout.Config{})
+	const n = 10
+	for range n {
+		nc := login(t, s.ClientURL(), alice)
+		nc.Close()
+	}
+	sa, sb := a.Stats(), b.Stats()
+	if sa.Authorized+sb.Authorized != n || sa.Dropped+sb.Dropped != 0 {
+		t.Errorf("stats %+v and %+v, want %d logins in all", sa, sb, n)
+	}
+}
