@@ -1,0 +1,92 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+
+	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/envelope"
+)
+
+// usageError marks a mistake in the command line: exit code 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// Exit codes: 2 for usage, 3 when the server cannot be reached, 1 otherwise.
+func exitCode(err error) int {
+	var u usageError
+	var ne net.Error
+	var ue *url.Error
+	switch {
+	case errors.As(err, &u), errors.Is(err, flag.ErrHelp):
+		return 2
+	case errors.As(err, &ne), errors.As(err, &ue):
+		return 3
+	}
+	return 1
+}
+
+// codeMessages say what each protocol error means for the person at the
+// keyboard.
+var codeMessages = map[client.Code]string{
+	client.CodeInvalidRequest: "the server rejected the request as malformed",
+	client.CodeInvalidHandle:  "not a valid handle: use 1 to 32 of a-z 0-9 _ -, starting with a letter or digit",
+	client.CodeBadSignature:   "the server did not accept the signature: this key is not the one registered for the handle",
+	client.CodeStaleTimestamp: "the server says this computer's clock is wrong; fix the system time and retry",
+	client.CodeUnauthorized:   "the server does not know this handle; register it first with kez register",
+	client.CodeForbidden:      "not allowed: a handle may only read its own inbox",
+	client.CodeUnknownHandle:  "no such handle on the server",
+	client.CodeHandleTaken:    "that handle is already registered",
+	client.CodeKeyTaken:       "this key is already registered for another handle",
+	client.CodeTooLarge:       "the message is too large",
+	client.CodeRateLimited:    "the server is busy with too many requests or streams for this handle; try again later",
+	client.CodeUnavailable:    "the server is temporarily unavailable; try again shortly",
+	client.CodeInternal:       "the server failed with an internal error",
+}
+
+// describe turns an error into one line a person understands.
+func describe(err error) string {
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		msg, ok := codeMessages[ce.Code]
+		if !ok {
+			msg = "the server refused: " + string(ce.Code)
+		}
+		if ce.Message != "" {
+			return fmt.Sprintf("%s (%s)", msg, ce.Message)
+		}
+		return msg
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Sprintf("cannot reach the server at %s: %v", ue.URL, ue.Err)
+	}
+	return err.Error()
+}
+
+// describeOpen says why a received message could not be read.
+func describeOpen(err error) string {
+	switch {
+	case errors.Is(err, envelope.ErrUnknownSender):
+		return "sender is not registered; message not shown"
+	case errors.Is(err, envelope.ErrSenderKeyMismatch):
+		return "not signed with the sender's registered key; message not shown"
+	case errors.Is(err, envelope.ErrBadSignature):
+		return "signature does not verify: the message was altered or forged; not shown"
+	case errors.Is(err, envelope.ErrWrongRecipient):
+		return "message was encrypted for someone else; not shown"
+	case errors.Is(err, envelope.ErrDecrypt):
+		return "message does not decrypt with this key; not shown"
+	case errors.Is(err, envelope.ErrUnsupportedVersion):
+		return "message uses a newer envelope format; upgrade kez to read it"
+	case errors.Is(err, envelope.ErrMalformed):
+		return "message is not a kez envelope; not shown"
+	case errors.Is(err, client.ErrEnvelopeMismatch):
+		return "the server relabelled this message (sender or id differ from the signed ones); not shown"
+	}
+	return describe(err)
+}
