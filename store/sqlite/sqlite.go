@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -207,6 +208,11 @@ func (db *DB) findHandle(ctx context.Context, where string, arg string) (store.H
 // (From, ID) is already stored is not stored again: the original comes back
 // with Duplicate set. An unknown recipient is store.ErrNotFound.
 func (db *DB) AppendMessage(ctx context.Context, m store.NewMessage) (store.Appended, error) {
+	// Postgres cannot hold such text; refuse it here too, so both backends
+	// behave alike.
+	if !utf8.Valid(m.Envelope) {
+		return store.Appended{}, errors.New("append message: envelope is not valid UTF-8")
+	}
 	a, err := db.appendMessage(ctx, m)
 	if err != nil {
 		return store.Appended{}, fmt.Errorf("append message: %w", err)

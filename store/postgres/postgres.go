@@ -1,0 +1,298 @@
+// Package postgres is the production store: Postgres through a pgx v5 pool,
+// shared by any number of kezd processes. Appends are group-committed: the
+// sends in flight in this process share one transaction and one fsync (see
+// append.go). Errors are translated here, so nothing above the store imports
+// pgx.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/kez-chat/kezd/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// migrationLock is the pg_advisory_lock key that serialises migrations
+// between kezd processes starting at once.
+const migrationLock = 0x6b657a64 // "kezd"
+
+// Config configures the store.
+type Config struct {
+	// URL is a postgres:// connection URL.
+	URL string
+	// MaxConns caps the pool; 0 means 16.
+	MaxConns int32
+	// CommitWorkers is how many group-commit batches may be in flight at
+	// once; 0 means 2. One batch fills while another waits for its fsync.
+	CommitWorkers int
+	// MaxBatch caps the appends in one batch; 0 means 256.
+	MaxBatch int
+	// ConnectTimeout bounds dialling the server; 0 means 5s.
+	ConnectTimeout time.Duration
+}
+
+// DB is the Postgres store. It is safe for concurrent use; Close it when done.
+type DB struct {
+	pool     *pgxpool.Pool
+	log      *slog.Logger
+	maxBatch int
+
+	// Group commit: AppendMessage queues requests, committer workers take
+	// whatever is queued and commit it as one transaction.
+	mu      sync.RWMutex // guards closed against queueing
+	closed  bool
+	queue   chan *appendRequest
+	closing chan struct{}
+	workers sync.WaitGroup
+}
+
+// Open connects to Postgres, applies pending migrations, and starts the
+// group committer. An unreachable server is store.ErrUnavailable.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		// The URL may hold a password; do not echo it.
+		return nil, errors.New("open postgres: invalid database URL")
+	}
+	pcfg.MaxConns = cfg.MaxConns
+	if pcfg.MaxConns <= 0 {
+		pcfg.MaxConns = 16
+	}
+	pcfg.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	if pcfg.ConnConfig.ConnectTimeout <= 0 {
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	workers := cfg.CommitWorkers
+	if workers <= 0 {
+		workers = 2
+	}
+	maxBatch := cfg.MaxBatch
+	if maxBatch <= 0 {
+		maxBatch = 256
+	}
+
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", translate(err))
+	}
+	if err := migrate(ctx, pool, log); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+
+	db := &DB{
+		pool:     pool,
+		log:      log,
+		maxBatch: maxBatch,
+		queue:    make(chan *appendRequest, 4*maxBatch),
+		closing:  make(chan struct{}),
+	}
+	for range workers {
+		db.workers.Go(db.commitLoop)
+	}
+	return db, nil
+}
+
+// Close stops taking appends, commits those already queued, waits for the
+// committer, and closes the pool.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	close(db.closing)
+	db.mu.Unlock()
+	db.workers.Wait()
+	db.pool.Close()
+	return nil
+}
+
+// Ping reports whether the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping: %w", translate(err))
+	}
+	return nil
+}
+
+// migrate applies the embedded migrations not yet recorded in
+// schema_migrations, in order, each in its own transaction, holding an
+// advisory lock so that processes starting together take turns.
+func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", translate(err))
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLock); err != nil {
+		return fmt.Errorf("migrate: %w", translate(err))
+	}
+	defer func() {
+		// The lock is per session; if unlocking fails the connection is
+		// broken, and the server releases the lock when it goes.
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLock)
+	}()
+
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    text        PRIMARY KEY,
+		applied_at timestamptz NOT NULL DEFAULT now()
+	)`); err != nil {
+		return fmt.Errorf("migrate: %w", translate(err))
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		version := strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+		applied, err := apply(ctx, conn.Conn(), version, name)
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", version, translate(err))
+		}
+		if applied {
+			log.Info("applied migration", "version", version)
+		}
+	}
+	return nil
+}
+
+func apply(ctx context.Context, conn *pgx.Conn, version, name string) (bool, error) {
+	script, err := migrations.ReadFile(name)
+	if err != nil {
+		return false, err
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var done bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, version).Scan(&done); err != nil {
+		return false, err
+	}
+	if done {
+		return false, nil
+	}
+	// A script holds several statements: run it with the simple protocol.
+	if _, err := tx.Conn().PgConn().Exec(ctx, string(script)).ReadAll(); err != nil {
+		return false, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, version); err != nil {
+		return false, err
+	}
+	return true, tx.Commit(ctx)
+}
+
+// CreateHandle registers h and returns it with CreatedAt set. It reports
+// store.ErrHandleTaken or store.ErrKeyTaken when either is in use.
+func (db *DB) CreateHandle(ctx context.Context, h store.Handle) (store.Handle, error) {
+	// One statement, so the handle and its counter exist together or not at all.
+	err := db.pool.QueryRow(ctx, `
+		WITH h AS (
+			INSERT INTO handles (handle, signing_key, encryption_key) VALUES ($1, $2, $3)
+			RETURNING handle, created_at
+		), c AS (
+			INSERT INTO inbox_counters (handle) SELECT handle FROM h
+		)
+		SELECT created_at FROM h`,
+		h.Handle, h.SigningKey, h.EncryptionKey).Scan(&h.CreatedAt)
+	if err != nil {
+		return store.Handle{}, fmt.Errorf("create handle: %w", translate(err))
+	}
+	h.CreatedAt = h.CreatedAt.UTC()
+	return h, nil
+}
+
+// Handle returns a registered handle, or store.ErrNotFound.
+func (db *DB) Handle(ctx context.Context, handle string) (store.Handle, error) {
+	h, err := db.findHandle(ctx, `handle = $1`, handle)
+	if err != nil {
+		return store.Handle{}, fmt.Errorf("handle: %w", err)
+	}
+	return h, nil
+}
+
+// HandleByKey returns the handle whose signing key is signingKey, or
+// store.ErrNotFound.
+func (db *DB) HandleByKey(ctx context.Context, signingKey string) (store.Handle, error) {
+	h, err := db.findHandle(ctx, `signing_key = $1`, signingKey)
+	if err != nil {
+		return store.Handle{}, fmt.Errorf("handle by key: %w", err)
+	}
+	return h, nil
+}
+
+func (db *DB) findHandle(ctx context.Context, where, arg string) (store.Handle, error) {
+	var h store.Handle
+	err := db.pool.QueryRow(ctx,
+		`SELECT handle, signing_key, encryption_key, created_at FROM handles WHERE `+where, arg).
+		Scan(&h.Handle, &h.SigningKey, &h.EncryptionKey, &h.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Handle{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Handle{}, translate(err)
+	}
+	h.CreatedAt = h.CreatedAt.UTC()
+	return h, nil
+}
+
+// ListMessages returns the messages to `to` with seq > since, ascending, at
+// most limit of them.
+func (db *DB) ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT seq, sender, recipient, client_id, envelope, sent_at FROM messages
+		WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3`, to, since, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", translate(err))
+	}
+	ms, err := pgx.CollectRows(rows, scanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", translate(err))
+	}
+	if ms == nil {
+		ms = []store.Message{}
+	}
+	return ms, nil
+}
+
+// LatestSeq returns the highest seq stored for `to`, 0 when there is none.
+func (db *DB) LatestSeq(ctx context.Context, to string) (int64, error) {
+	var seq int64
+	err := db.pool.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM messages WHERE recipient = $1`, to).Scan(&seq)
+	if err != nil {
+		return 0, fmt.Errorf("latest seq: %w", translate(err))
+	}
+	return seq, nil
+}
+
+func scanMessage(row pgx.CollectableRow) (store.Message, error) {
+	var m store.Message
+	var env []byte
+	if err := row.Scan(&m.Seq, &m.From, &m.To, &m.ID, &env, &m.SentAt); err != nil {
+		return store.Message{}, err
+	}
+	m.Envelope = env
+	m.SentAt = m.SentAt.UTC()
+	return m, nil
+}

@@ -1,0 +1,232 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/kez-chat/kezd/store"
+	"github.com/kez-chat/kezd/store/pgtest"
+	"github.com/kez-chat/kezd/store/postgres"
+	"github.com/kez-chat/kezd/store/storetest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func open(t testing.TB, url string) *postgres.DB {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), postgres.Config{URL: url}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Store {
+		return open(t, pgtest.NewDatabase(t))
+	})
+}
+
+func register(t testing.TB, db *postgres.DB, handle string) {
+	t.Helper()
+	_, err := db.CreateHandle(context.Background(), store.Handle{
+		Handle: handle, SigningKey: "sk-" + handle, EncryptionKey: "ek-" + handle,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two *DB on one database behave as two kezd processes: each has its own
+// pool and committer. Together they must hand out one gapless sequence, and
+// store a (sender, id) sent through both exactly once.
+func TestTwoProcessesOneRecipient(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	// Both migrate at once: the advisory lock makes them take turns.
+	var a, b *postgres.DB
+	var wg sync.WaitGroup
+	wg.Go(func() { a = open(t, url) })
+	wg.Go(func() { b = open(t, url) })
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	register(t, a, "bob")
+	const writers, each = 8, 250
+	for w := range writers {
+		register(t, b, fmt.Sprintf("w%d", w))
+	}
+
+	type sent struct {
+		key string
+		seq int64
+		dup bool
+	}
+	results := make(chan sent, 2*writers*each)
+	errs := make(chan error, 2*writers)
+	for _, db := range []*postgres.DB{a, b} {
+		for w := range writers {
+			wg.Go(func() {
+				// Each message is sent through both processes, as a client
+				// retrying against another instance would.
+				for i := range each {
+					m := store.NewMessage{From: fmt.Sprintf("w%d", w), To: "bob", ID: fmt.Sprintf("m%d", i), Envelope: []byte(`{}`)}
+					res, err := db.AppendMessage(t.Context(), m)
+					if err != nil {
+						errs <- err
+						return
+					}
+					results <- sent{m.From + "/" + m.ID, res.Message.Seq, res.Duplicate}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(results)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	seqOf := map[string]int64{}
+	stored := map[string]int{}
+	for r := range results {
+		if s, ok := seqOf[r.key]; ok && s != r.seq {
+			t.Fatalf("%s got seq %d and %d", r.key, s, r.seq)
+		}
+		seqOf[r.key] = r.seq
+		if !r.dup {
+			stored[r.key]++
+		}
+	}
+	for k, n := range stored {
+		if n != 1 {
+			t.Errorf("%s stored %d times", k, n)
+		}
+	}
+	if len(seqOf) != writers*each {
+		t.Fatalf("%d distinct messages acknowledged, want %d", len(seqOf), writers*each)
+	}
+
+	var all []store.Message
+	for since := int64(0); ; {
+		page, err := a.ListMessages(t.Context(), "bob", since, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+		since = page[len(page)-1].Seq
+	}
+	if len(all) != writers*each {
+		t.Fatalf("bob holds %d messages, want %d", len(all), writers*each)
+	}
+	for i, m := range all {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d: gap or duplicate", i, m.Seq)
+		}
+		if seqOf[m.From+"/"+m.ID] != m.Seq {
+			t.Fatalf("seq %d holds %s/%s, acknowledged with seq %d", m.Seq, m.From, m.ID, seqOf[m.From+"/"+m.ID])
+		}
+	}
+}
+
+func TestUnreachableIsUnavailable(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	_, err = postgres.Open(t.Context(), postgres.Config{URL: "postgres://kez@" + addr + "/kez?sslmode=disable"}, nil)
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Open on an unreachable server error = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestDroppedDatabaseIsUnavailable(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	db := open(t, url)
+	register(t, db, "alice")
+	register(t, db, "bob")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := db.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: "bob", ID: "1", Envelope: []byte(`{}`)})
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("append after Close error = %v, want ErrUnavailable", err)
+	}
+	if _, err := db.Handle(t.Context(), "alice"); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("lookup after Close error = %v, want ErrUnavailable", err)
+	}
+	if err := db.Ping(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("ping after Close error = %v, want ErrUnavailable", err)
+	}
+}
+
+// A caller giving up must not disturb the others in its batch.
+func TestCancelledCallerDoesNotDisturbBatch(t *testing.T) {
+	t.Parallel()
+	db := open(t, pgtest.NewDatabase(t))
+	register(t, db, "alice")
+	register(t, db, "bob")
+
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			ctx := t.Context()
+			if i%2 == 1 {
+				c, cancel := context.WithCancel(ctx)
+				cancel()
+				ctx = c
+			}
+			_, errs[i] = db.AppendMessage(ctx, store.NewMessage{From: "alice", To: "bob", ID: fmt.Sprint(i), Envelope: []byte(`{}`)})
+		})
+	}
+	wg.Wait()
+	for i := 0; i < n; i += 2 {
+		if errs[i] != nil {
+			t.Errorf("append %d: %v", i, errs[i])
+		}
+	}
+	ms, err := db.ListMessages(t.Context(), "bob", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cancelled appends may or may not have been stored; either way the
+	// sequence has no gap.
+	if len(ms) < n/2 {
+		t.Errorf("bob holds %d messages, want at least %d", len(ms), n/2)
+	}
+	for i, m := range ms {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d", i, m.Seq)
+		}
+	}
+}
+
+func TestInvalidEnvelopeFailsAlone(t *testing.T) {
+	t.Parallel()
+	db := open(t, pgtest.NewDatabase(t))
+	register(t, db, "alice")
+	register(t, db, "bob")
+	_, err := db.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: "bob", ID: "bad", Envelope: []byte("\"\xff\"")})
+	if err == nil {
+		t.Fatal("an envelope that is not UTF-8 was accepted")
+	}
+	if _, err := db.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: "bob", ID: "good", Envelope: []byte(`"ok"`)}); err != nil {
+		t.Fatal(err)
+	}
+}
