@@ -46,9 +46,9 @@ func unavailable(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources: too many connections, disk full
-			strings.HasPrefix(pgErr.Code, "57"), // operator intervention: shutdown, cannot connect now, timeouts
-			strings.HasPrefix(pgErr.Code, "58"), // system error: I/O
+			strings.HasPrefix(pgErr.Code, "53"),          // insufficient resources: too many connections, disk full
+			strings.HasPrefix(pgErr.Code, "57"),          // operator intervention: shutdown, cannot connect now, timeouts
+			strings.HasPrefix(pgErr.Code, "58"),          // system error: I/O
 			pgErr.Code == "40001", pgErr.Code == "40P01", // serialization failure, deadlock (after our retries)
 			pgErr.Code == "25006": // read-only transaction: a standby
 			return true
