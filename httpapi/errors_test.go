@@ -1,0 +1,62 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/store"
+)
+
+func TestRouterErrors(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	e.do(http.MethodGet, "/v2/nothing", nil, nil).wantError(t, http.StatusNotFound, codeNotFound)
+	e.do(http.MethodDelete, "/v1/handles/alice", nil, nil).wantError(t, http.StatusMethodNotAllowed, codeMethodNotAllowed)
+}
+
+func TestStatusOfEveryCode(t *testing.T) {
+	want := map[chat.Code]int{
+		chat.CodeInvalidRequest: 400, chat.CodeInvalidHandle: 400,
+		chat.CodeBadSignature: 401, chat.CodeStaleTimestamp: 401, chat.CodeUnauthorized: 401,
+		chat.CodeForbidden: 403, chat.CodeUnknownHandle: 404,
+		chat.CodeHandleTaken: 409, chat.CodeKeyTaken: 409,
+		chat.CodeTooLarge: 413, chat.CodeRateLimited: 429,
+		chat.CodeUnavailable: 503, chat.CodeInternal: 500,
+	}
+	for code, status := range want {
+		if statusOf[code] != status {
+			t.Errorf("%s: %d, want %d", code, statusOf[code], status)
+		}
+	}
+}
+
+// brokenLookup is the real service with a Lookup that fails in a way the
+// client must not see.
+type brokenLookup struct{ *chat.Service }
+
+func (brokenLookup) Lookup(context.Context, string) (store.Handle, error) {
+	return store.Handle{}, errors.New("dial tcp 10.0.0.7:5432: connection refused")
+}
+
+func TestInternalErrorIsNotSent(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	svc := chat.New(chat.Config{}, openSQLite(t), nil, nil, log)
+	hs := httptest.NewServer(New(Config{}, brokenLookup{svc}, log).Handler())
+	t.Cleanup(hs.Close)
+	e := &env{t: t, url: hs.URL}
+
+	r := e.do(http.MethodGet, "/v1/handles/alice", nil, nil)
+	r.wantError(t, http.StatusInternalServerError, chat.CodeInternal)
+	if bytes.Contains(r.body, []byte("10.0.0.7")) {
+		t.Fatalf("the cause reached the client: %s", r.body)
+	}
+	if !bytes.Contains(logs.Bytes(), []byte("10.0.0.7")) {
+		t.Fatalf("the cause was not logged: %s", logs.Bytes())
+	}
+}

@@ -1,0 +1,131 @@
+package httpapi
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/kez-chat/kezd/chat"
+)
+
+type jrdDoc struct {
+	Subject    string            `json:"subject"`
+	Aliases    []string          `json:"aliases"`
+	Properties map[string]string `json:"properties"`
+	Links      []jrdLink         `json:"links"`
+}
+
+func (d jrdDoc) rels() []string {
+	var rels []string
+	for _, l := range d.Links {
+		rels = append(rels, l.Rel)
+	}
+	return rels
+}
+
+func TestWebFinger(t *testing.T) {
+	const natsURL = "nats://nats.kez.example:4222"
+	e := newEnv(t, openSQLite(t), func(c *Config) { c.NATSURL = natsURL })
+	alice := newUser(t, "alice")
+	e.register(alice)
+
+	get := func(query string) response {
+		t.Helper()
+		return e.do(http.MethodGet, "/.well-known/webfinger?"+query, nil, nil)
+	}
+	resource := "resource=" + url.QueryEscape("acct:alice@"+testDomain)
+
+	r := get(resource)
+	r.want(t, http.StatusOK)
+	if ct := r.header.Get("Content-Type"); ct != "application/jrd+json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if o := r.header.Get("Access-Control-Allow-Origin"); o != "*" {
+		t.Errorf("Access-Control-Allow-Origin %q", o)
+	}
+	var doc jrdDoc
+	r.decode(t, &doc)
+	if doc.Subject != "acct:alice@"+testDomain || len(doc.Aliases) == 0 {
+		t.Errorf("subject %q aliases %v", doc.Subject, doc.Aliases)
+	}
+	if doc.Properties[PropSigningKey] != alice.sk || doc.Properties[PropEncryptionKey] != alice.ek {
+		t.Errorf("properties %v", doc.Properties)
+	}
+	want := map[string]string{
+		RelInbox:  "https://" + testDomain + "/v1/inbox/alice",
+		RelStream: "https://" + testDomain + "/v1/inbox/alice/stream",
+		RelNATS:   natsURL,
+	}
+	if len(doc.Links) != len(want) {
+		t.Fatalf("links %+v", doc.Links)
+	}
+	for _, l := range doc.Links {
+		if want[l.Rel] != l.Href {
+			t.Errorf("link %s: %q, want %q", l.Rel, l.Href, want[l.Rel])
+		}
+	}
+
+	t.Run("rel filter", func(t *testing.T) {
+		tests := []struct {
+			query string
+			want  []string
+		}{
+			{"&rel=" + url.QueryEscape(RelStream), []string{RelStream}},
+			{"&rel=" + url.QueryEscape(RelInbox) + "&rel=" + url.QueryEscape(RelNATS), []string{RelInbox, RelNATS}},
+			{"&rel=http%3A%2F%2Fexample.com%2Fother", nil},
+		}
+		for _, tt := range tests {
+			r := get(resource + tt.query)
+			r.want(t, http.StatusOK)
+			var doc jrdDoc
+			r.decode(t, &doc)
+			got := doc.rels()
+			if len(got) != len(tt.want) || doc.Properties[PropSigningKey] == "" {
+				t.Fatalf("%s: rels %v, want %v; properties must stay (%v)", tt.query, got, tt.want, doc.Properties)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("%s: rels %v, want %v", tt.query, got, tt.want)
+				}
+			}
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		tests := []struct {
+			name   string
+			query  string
+			status int
+			code   chat.Code
+		}{
+			{"unknown handle", "resource=acct:bob@" + testDomain, http.StatusNotFound, chat.CodeUnknownHandle},
+			{"other domain", "resource=acct:alice@elsewhere.example", http.StatusNotFound, chat.CodeUnknownHandle},
+			{"missing resource", "", http.StatusBadRequest, chat.CodeInvalidRequest},
+			{"no scheme", "resource=alice@" + testDomain, http.StatusBadRequest, chat.CodeInvalidRequest},
+			{"no domain", "resource=acct:alice", http.StatusBadRequest, chat.CodeInvalidRequest},
+			{"empty user", "resource=acct:@" + testDomain, http.StatusBadRequest, chat.CodeInvalidRequest},
+			{"invalid handle", "resource=acct:Alice@" + testDomain, http.StatusBadRequest, chat.CodeInvalidHandle},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				r := get(tt.query)
+				r.wantError(t, tt.status, tt.code)
+				if o := r.header.Get("Access-Control-Allow-Origin"); o != "*" {
+					t.Errorf("Access-Control-Allow-Origin %q on an error", o)
+				}
+			})
+		}
+	})
+
+	t.Run("without NATS", func(t *testing.T) {
+		e := newEnv(t, openSQLite(t))
+		e.register(alice)
+		r := e.do(http.MethodGet, "/.well-known/webfinger?"+resource, nil, nil)
+		r.want(t, http.StatusOK)
+		var doc jrdDoc
+		r.decode(t, &doc)
+		if rels := doc.rels(); len(rels) != 2 || rels[0] != RelInbox || rels[1] != RelStream {
+			t.Fatalf("rels %v, want inbox and stream only", rels)
+		}
+	})
+}
