@@ -22,6 +22,7 @@ import (
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/store/pgtest"
+	"github.com/kez-chat/kezd/store/postgres"
 	"github.com/kez-chat/kezd/store/sqlite"
 )
 
@@ -49,9 +50,20 @@ func openSQLite(t *testing.T) testStore {
 	return db
 }
 
-// backends are the stores every API test runs against.
+func openPostgres(t *testing.T) testStore {
+	t.Helper()
+	db, err := postgres.Open(t.Context(), postgres.Config{URL: pgtest.NewDatabase(t)}, nil)
+	if err != nil {
+		t.Fatalf("open postgres: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// backends are the stores the main API tests run against.
 var backends = []backend{
 	{"sqlite", openSQLite},
+	{"postgres", openPostgres},
 }
 
 // forEachBackend runs test once per store backend.
