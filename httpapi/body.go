@@ -20,7 +20,9 @@ func readBody(c echo.Context, limit int64) ([]byte, error) {
 	if req.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, limit))
+	// The net/http writer itself, so that on overflow it knows to close the
+	// connection rather than drain the rest.
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response().Writer, req.Body, limit))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, tooLarge(limit)

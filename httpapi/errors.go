@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -47,12 +48,15 @@ var statusOf = map[chat.Code]int{
 // the same JSON shape, anything else as 500 internal with the cause logged
 // and not sent.
 func (s *Server) handleError(err error, c echo.Context) {
+	req := c.Request()
+	if req.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		return // the client went away; there is no one to answer
+	}
 	e := s.toChatError(err)
 	status, ok := statusOf[e.Code]
 	if !ok {
 		status = http.StatusInternalServerError
 	}
-	req := c.Request()
 	if status >= 500 {
 		s.log.Error("request failed", "method", req.Method, "path", req.URL.Path,
 			"status", status, "code", string(e.Code), "err", err)
