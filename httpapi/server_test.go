@@ -126,7 +126,7 @@ type user struct {
 	sk, ek string
 }
 
-func newUser(t *testing.T, handle string) user {
+func newUser(t testing.TB, handle string) user {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
