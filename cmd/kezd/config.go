@@ -1,0 +1,221 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is everything `kezd serve` is told, parsed once from flags whose
+// defaults come from KEZ_* environment variables.
+type config struct {
+	Listen      string
+	PublicURL   *url.URL
+	DatabaseURL string
+	DataDir     string
+	AuthSkew    time.Duration
+	LogLevel    slog.Level
+
+	PingInterval    time.Duration
+	ShutdownTimeout time.Duration
+
+	NATSListen        string // host:port, or "off"
+	NATSURL           string // external NATS; empty runs the embedded server
+	NATSCreds         string
+	NATSNKeySeedFile  string
+	NATSUser          string
+	NATSPassword      string
+	NATSToken         string
+	NATSCA            string
+	NATSCert          string
+	NATSKey           string
+	NATSClusterListen string
+	NATSRoutes        []string
+	NATSClusterName   string
+	NATSWebSocket     string
+	NATSPublicURL     string
+
+	CalloutIssuerSeed  string
+	CalloutXKeySeed    string
+	CalloutServiceSeed string
+	CalloutAppSeed     string
+	PublicURLSet       bool
+	NATSUserTTL        time.Duration
+}
+
+// envFlags registers flags on fs whose defaults are read from getenv.
+type envFlags struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	errs   []error
+}
+
+func (e *envFlags) str(p *string, name, env, def, usage string) {
+	if v := e.getenv(env); v != "" {
+		def = v
+	}
+	e.fs.StringVar(p, name, def, fmt.Sprintf("%s [%s]", usage, env))
+}
+
+func (e *envFlags) dur(p *time.Duration, name, env string, def time.Duration, usage string) {
+	if v := e.getenv(env); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("invalid --%s (from %s=%q): %v", name, env, v, err))
+		} else {
+			def = d
+		}
+	}
+	e.fs.DurationVar(p, name, def, fmt.Sprintf("%s [%s]", usage, env))
+}
+
+// parseServe parses the serve subcommand's arguments. The error is one line
+// naming the offending flag.
+func parseServe(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("kezd serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	e := &envFlags{fs: fs, getenv: getenv}
+	var publicURL, logLevel, routes string
+	e.str(&c.Listen, "listen", "KEZ_LISTEN", ":8080", "HTTP listen address")
+	e.str(&publicURL, "public-url", "KEZ_PUBLIC_URL", "", "URL clients use; its host is the WebFinger domain (default derived from --listen)")
+	e.str(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "", "postgres:// URL; empty uses the embedded SQLite store in --data-dir")
+	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory for the embedded store and generated keys")
+	e.dur(&c.AuthSkew, "auth-skew", "KEZ_AUTH_SKEW", 120*time.Second, "accepted clock difference for signed requests")
+	e.str(&logLevel, "log-level", "KEZ_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	e.dur(&c.PingInterval, "sse-ping", "KEZ_SSE_PING", 15*time.Second, "interval of SSE keep-alive comments")
+	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "KEZ_SHUTDOWN_TIMEOUT", 20*time.Second, "how long in-flight requests may take to finish on shutdown")
+
+	e.str(&c.NATSListen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")
+	e.str(&c.NATSURL, "nats-url", "KEZ_NATS_URL", "", "external NATS URL(s), comma-separated; empty runs the embedded server")
+	e.str(&c.NATSCreds, "nats-creds", "KEZ_NATS_CREDS", "", "external NATS: user credentials file")
+	e.str(&c.NATSNKeySeedFile, "nats-nkey", "KEZ_NATS_NKEY", "", "external NATS: nkey seed file")
+	e.str(&c.NATSUser, "nats-user", "KEZ_NATS_USER", "", "external NATS: user name")
+	e.str(&c.NATSPassword, "nats-password", "KEZ_NATS_PASSWORD", "", "external NATS: password")
+	e.str(&c.NATSToken, "nats-token", "KEZ_NATS_TOKEN", "", "external NATS: token")
+	e.str(&c.NATSCA, "nats-ca", "KEZ_NATS_CA", "", "external NATS: CA certificate file")
+	e.str(&c.NATSCert, "nats-cert", "KEZ_NATS_CERT", "", "external NATS: client certificate file")
+	e.str(&c.NATSKey, "nats-key", "KEZ_NATS_KEY", "", "external NATS: client key file")
+	e.str(&c.NATSClusterListen, "nats-cluster-listen", "KEZ_NATS_CLUSTER_LISTEN", "", "embedded NATS cluster (route) address")
+	e.str(&routes, "nats-routes", "KEZ_NATS_ROUTES", "", "embedded NATS: comma-separated route URLs of the other instances (nats://host:port)")
+	e.str(&c.NATSClusterName, "nats-cluster-name", "KEZ_NATS_CLUSTER_NAME", "kezd", "embedded NATS cluster name")
+	e.str(&c.NATSWebSocket, "nats-websocket-listen", "KEZ_NATS_WEBSOCKET_LISTEN", "", "embedded NATS WebSocket address for browsers (off when empty)")
+	e.str(&c.NATSPublicURL, "nats-public-url", "KEZ_NATS_PUBLIC_URL", "", "NATS URL advertised to clients in WebFinger (default derived from --nats-listen)")
+
+	e.str(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "", "auth callout issuer account seed (default: generated in --data-dir)")
+	e.str(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "", "auth callout curve seed (default: generated in --data-dir)")
+	e.str(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "", "auth callout service user seed (default: generated in --data-dir)")
+	e.str(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "", "kezd's own NATS user seed (default: generated in --data-dir)")
+	e.dur(&c.NATSUserTTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
+
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if len(e.errs) > 0 {
+		return config{}, e.errs[0]
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return config{}, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", logLevel)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return config{}, fmt.Errorf("invalid --listen %q: want host:port", c.Listen)
+	}
+	if c.AuthSkew <= 0 {
+		return config{}, fmt.Errorf("invalid --auth-skew %s: must be positive", c.AuthSkew)
+	}
+	if c.PingInterval <= 0 {
+		return config{}, fmt.Errorf("invalid --sse-ping %s: must be positive", c.PingInterval)
+	}
+	if c.NATSUserTTL < time.Minute {
+		return config{}, fmt.Errorf("invalid --nats-user-ttl %s: must be at least 1m", c.NATSUserTTL)
+	}
+	if c.DatabaseURL != "" {
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return config{}, errors.New("invalid --database-url: want a postgres:// URL, or empty for the embedded store")
+		}
+	} else if c.DataDir == "" {
+		return config{}, errors.New("invalid --data-dir: must not be empty with the embedded store")
+	}
+	if c.NATSListen != "off" {
+		if _, port, err := net.SplitHostPort(c.NATSListen); err != nil || !validPort(port) {
+			return config{}, fmt.Errorf("invalid --nats-listen %q: want host:port or off", c.NATSListen)
+		}
+	}
+	for _, addr := range []struct{ flag, v string }{{"nats-cluster-listen", c.NATSClusterListen}, {"nats-websocket-listen", c.NATSWebSocket}} {
+		if addr.v == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr.v); err != nil || !validPort(port) {
+			return config{}, fmt.Errorf("invalid --%s %q: want host:port", addr.flag, addr.v)
+		}
+	}
+	for _, r := range splitList(routes) {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "nats" && u.Scheme != "nats-route" || u.Host == "" {
+			return config{}, fmt.Errorf("invalid --nats-routes entry %q: want nats://host:port", r)
+		}
+		c.NATSRoutes = append(c.NATSRoutes, r)
+	}
+	if len(c.NATSRoutes) > 0 && c.NATSClusterListen == "" {
+		return config{}, errors.New("invalid --nats-routes: needs --nats-cluster-listen")
+	}
+	if c.NATSURL != "" && (c.NATSClusterListen != "" || c.NATSWebSocket != "") {
+		return config{}, errors.New("invalid --nats-url: external NATS cannot be combined with --nats-cluster-listen or --nats-websocket-listen")
+	}
+	if (c.NATSUser == "") != (c.NATSPassword == "") && c.NATSURL != "" {
+		return config{}, errors.New("invalid --nats-user/--nats-password: give both or neither")
+	}
+	if (c.NATSCert == "") != (c.NATSKey == "") {
+		return config{}, errors.New("invalid --nats-cert/--nats-key: give both or neither")
+	}
+	c.PublicURLSet = publicURL != ""
+	pu, err := derivePublicURL(publicURL, c.Listen)
+	if err != nil {
+		return config{}, err
+	}
+	c.PublicURL = pu
+	return c, nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= -1 && n <= 65535
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// derivePublicURL parses --public-url, or derives it from the listen address.
+func derivePublicURL(raw, listen string) (*url.URL, error) {
+	if raw == "" {
+		host, port, _ := net.SplitHostPort(listen)
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "localhost"
+		}
+		raw = "http://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid --public-url %q: want http(s)://host[:port]", raw)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	return u, nil
+}

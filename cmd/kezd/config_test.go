@@ -1,0 +1,81 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestParseServeDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := parseServe(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":8080" || c.DataDir != "./kez-data" || c.AuthSkew != 120*time.Second ||
+		c.NATSListen != "127.0.0.1:4222" || c.DatabaseURL != "" || c.PingInterval != 15*time.Second {
+		t.Fatalf("defaults = %+v", c)
+	}
+	if got := c.PublicURL.String(); got != "http://localhost:8080" {
+		t.Fatalf("derived public URL = %q", got)
+	}
+}
+
+func TestParseServeEnvAndFlags(t *testing.T) {
+	t.Parallel()
+	c, err := parseServe([]string{"--auth-skew", "30s"}, env(map[string]string{
+		"KEZ_LISTEN":       "127.0.0.1:9000",
+		"KEZ_AUTH_SKEW":    "10s",
+		"KEZ_PUBLIC_URL":   "https://chat.example.org/",
+		"KEZ_DATABASE_URL": "postgres://u@h/db",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:9000" || c.AuthSkew != 30*time.Second || c.DatabaseURL != "postgres://u@h/db" {
+		t.Fatalf("config = %+v", c)
+	}
+	if c.PublicURL.Host != "chat.example.org" || !c.PublicURLSet {
+		t.Fatalf("public URL = %v", c.PublicURL)
+	}
+}
+
+func TestParseServeRejects(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		flag string // the flag the one-line error must name
+	}{
+		{"bad skew", []string{"--auth-skew", "soon"}, nil, "auth-skew"},
+		{"negative skew", []string{"--auth-skew", "-1s"}, nil, "auth-skew"},
+		{"bad skew env", nil, map[string]string{"KEZ_AUTH_SKEW": "x"}, "auth-skew"},
+		{"listen", []string{"--listen", "8080"}, nil, "listen"},
+		{"database", []string{"--database-url", "mysql://x"}, nil, "database-url"},
+		{"public url", []string{"--public-url", "ftp://x"}, nil, "public-url"},
+		{"nats listen", []string{"--nats-listen", "nowhere"}, nil, "nats-listen"},
+		{"routes without cluster", []string{"--nats-routes", "nats://a:1"}, nil, "nats-routes"},
+		{"bad route", []string{"--nats-cluster-listen", ":6222", "--nats-routes", "http://a"}, nil, "nats-routes"},
+		{"log level", []string{"--log-level", "loud"}, nil, "log-level"},
+		{"ttl", []string{"--nats-user-ttl", "1s"}, nil, "nats-user-ttl"},
+		{"extra arg", []string{"extra"}, nil, "extra"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseServe(tt.args, env(tt.env), io.Discard)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, tt.flag) {
+				t.Fatalf("error %q: want one line naming %q", msg, tt.flag)
+			}
+		})
+	}
+}

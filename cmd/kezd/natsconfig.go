@@ -1,0 +1,43 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/kez-chat/kezd/authcallout"
+)
+
+// natsConfig prints a nats-server configuration whose accounts, users and
+// auth_callout block match this deployment's keys (from --data-dir or the
+// seed flags, exactly as serve finds them), so no operator crafts keys by hand.
+func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var c config
+	fs := flag.NewFlagSet("kezd nats-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	e := &envFlags{fs: fs, getenv: getenv}
+	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory holding the generated keys")
+	e.str(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "", "auth callout issuer account seed")
+	e.str(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "", "auth callout curve seed")
+	e.str(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "", "auth callout service user seed")
+	e.str(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "", "kezd's own NATS user seed")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	keys, err := loadKeys(c)
+	if err != nil {
+		return err
+	}
+	pub, err := keys.Public()
+	if err != nil {
+		return fmt.Errorf("nats keys: %w", err)
+	}
+	return authcallout.WriteNATSConfig(stdout, authcallout.NATSConfigOptions{Keys: pub})
+}

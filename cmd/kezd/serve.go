@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/httpapi"
+	"github.com/kez-chat/kezd/natsapi"
+	"github.com/kez-chat/kezd/store/postgres"
+	"github.com/kez-chat/kezd/store/sqlite"
+	"github.com/nats-io/nats.go"
+)
+
+// backend is what serve needs from either store.
+type backend interface {
+	chat.Store
+	authcallout.HandleLookup
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// started tells a caller (a test) where a serving kezd can be reached.
+type started struct {
+	HTTPURL string // base URL of the HTTP API
+	NATSURL string // client URL of the NATS kezd uses ("" when not exposed)
+	Broker  *broker.Broker
+}
+
+// serve runs kezd until ctx ends, then shuts down in order: stop accepting
+// HTTP and end streams, let in-flight requests finish, stop the NATS
+// responders, drain NATS and shut the embedded server, close the store.
+func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(started)) (err error) {
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
+		}
+	}()
+
+	keys, err := loadKeys(cfg)
+	if err != nil {
+		return err
+	}
+	pub, err := keys.Public()
+	if err != nil {
+		return fmt.Errorf("nats keys: %w", err)
+	}
+
+	bcfg := broker.Config{
+		URL:          cfg.NATSURL,
+		CredsFile:    cfg.NATSCreds,
+		NkeySeedFile: cfg.NATSNKeySeedFile,
+		User:         cfg.NATSUser,
+		Password:     cfg.NATSPassword,
+		Token:        cfg.NATSToken,
+		TLSCA:        cfg.NATSCA,
+		TLSCert:      cfg.NATSCert,
+		TLSKey:       cfg.NATSKey,
+
+		Listen:          cfg.NATSListen,
+		ClusterListen:   cfg.NATSClusterListen,
+		Routes:          cfg.NATSRoutes,
+		ClusterName:     cfg.NATSClusterName,
+		WebSocketListen: cfg.NATSWebSocket,
+		Auth: &broker.Auth{
+			Issuer:      pub.Issuer,
+			XKey:        pub.XKey,
+			ServiceUser: pub.Service,
+		},
+	}
+	b, err := broker.Start(ctx, bcfg, log.With("component", "nats"))
+	if err != nil {
+		return fmt.Errorf("start nats: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if cerr := b.Close(sctx); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close nats: %w", cerr))
+		}
+	}()
+
+	// The callout service has its own connection, as the service user in the
+	// auth account; kezd's own connection lives in the application account.
+	calloutConn, err := b.Connect(keys.ServiceUser(), nats.Name("kezd-auth-callout"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect auth callout service: %w", err)
+	}
+	defer calloutConn.Close()
+	callout, err := authcallout.Start(ctx, calloutConn, authcallout.Config{Keys: keys, TTL: cfg.NATSUserTTL}, st, log.With("component", "auth_callout"))
+	if err != nil {
+		return fmt.Errorf("start auth callout: %w", err)
+	}
+	defer callout.Stop()
+
+	svc := chat.New(chat.Config{Skew: cfg.AuthSkew}, st, b, b, log.With("component", "chat"))
+
+	sender, err := natsapi.StartSend(ctx, b.Conn(), natsapi.SendConfig{}, svc, log.With("component", "nats_send"))
+	if err != nil {
+		return fmt.Errorf("start nats send responder: %w", err)
+	}
+	defer sender.Stop()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on --listen %s: %w", cfg.Listen, err)
+	}
+	publicURL := *cfg.PublicURL
+	if !cfg.PublicURLSet {
+		// Derived from --listen: use the port actually bound (":0" in tests).
+		publicURL.Host = net.JoinHostPort(publicURL.Hostname(), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	}
+	natsURL := cfg.NATSPublicURL
+	if natsURL == "" {
+		natsURL = b.ClientURL()
+	}
+	api := httpapi.New(httpapi.Config{
+		PublicURL:    &publicURL,
+		NATSURL:      natsURL,
+		PingInterval: cfg.PingInterval,
+		Ready: []httpapi.Check{
+			{Name: "store", Fn: st.Ping},
+			{Name: "nats", Fn: b.Ping},
+		},
+	}, svc, log.With("component", "http"))
+	srv := api.HTTPServer(cfg.Listen)
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("kezd serving", "http", ln.Addr().String(), "public_url", publicURL.String(),
+		"nats", b.ClientURL(), "store", storeKind(cfg), "version", version())
+	if onStart != nil {
+		onStart(started{HTTPURL: "http://" + ln.Addr().String(), NATSURL: b.ClientURL(), Broker: b})
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	// Shutdown stops accepting, ends open streams and long-polls, and waits
+	// for in-flight requests; then the deferred steps stop NATS and the store.
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	if err := api.WaitStreams(sctx); err != nil {
+		return fmt.Errorf("waiting for streams: %w", err)
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", err)
+	}
+	return nil
+}
+
+func hasExternalCreds(cfg config) bool {
+	return cfg.NATSCreds != "" || cfg.NATSNKeySeedFile != "" || cfg.NATSUser != "" || cfg.NATSToken != ""
+}
+
+func storeKind(cfg config) string {
+	if cfg.DatabaseURL != "" {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+func openStore(ctx context.Context, cfg config, log *slog.Logger) (backend, error) {
+	if cfg.DatabaseURL != "" {
+		db, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL}, log.With("component", "store"))
+		if err != nil {
+			return nil, fmt.Errorf("open postgres (--database-url): %w", err)
+		}
+		return db, nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create --data-dir: %w", err)
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "kez.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open embedded store in --data-dir %s: %w", cfg.DataDir, err)
+	}
+	return db, nil
+}
+
+// loadKeys takes the deployment's NATS keys from flags when given, else from
+// (or newly into) the data dir. Every instance of a deployment must share them.
+func loadKeys(cfg config) (authcallout.Keys, error) {
+	seeds := authcallout.Seeds{Issuer: cfg.CalloutIssuerSeed, XKey: cfg.CalloutXKeySeed, Service: cfg.CalloutServiceSeed, App: cfg.CalloutAppSeed}
+	if seeds != (authcallout.Seeds{}) {
+		k, err := authcallout.KeysFromSeeds(seeds)
+		if err != nil {
+			return authcallout.Keys{}, fmt.Errorf("invalid --callout-*-seed: %w", err)
+		}
+		return k, nil
+	}
+	k, err := authcallout.LoadOrCreateKeys(filepath.Join(cfg.DataDir, "nats-keys"))
+	if err != nil {
+		return authcallout.Keys{}, fmt.Errorf("nats keys in --data-dir: %w", err)
+	}
+	return k, nil
+}
