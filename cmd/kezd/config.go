@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -115,7 +116,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "", "kezd's own NATS user seed (default: generated in --data-dir)")
 	e.dur(&c.NATSUserTTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
 
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stderr); err != nil {
 		return config{}, err
 	}
 	if len(e.errs) > 0 {
@@ -187,6 +188,26 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	c.PublicURL = pu
 	return c, nil
 }
+
+// parseFlags parses args with fs, printing usage only when asked (-h), so
+// a mistake is reported as one line naming the flag as --name.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stderr)
+		fmt.Fprintf(stderr, "usage: %s [flags]\n", fs.Name())
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return errors.New(flagName.ReplaceAllString(err.Error(), "$1--$2"))
+	}
+	return nil
+}
+
+// flagName matches the flag package's "-name" in its error messages.
+var flagName = regexp.MustCompile(`(^|\s)-([a-z][a-z0-9-]*)`)
 
 func validPort(p string) bool {
 	n, err := strconv.Atoi(p)

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/kezdtest"
+	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// startServe runs serve in-process with args and returns where it listens.
+// The server is shut down (and must return nil) when the test ends.
+func startServe(t *testing.T, args ...string) started {
+	t.Helper()
+	cfg, err := parseServe(append([]string{
+		"--listen", "127.0.0.1:0",
+		"--nats-listen", "127.0.0.1:-1",
+		"--data-dir", t.TempDir(),
+		"--log-level", "warn",
+	}, args...), env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	up := make(chan started, 1)
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() { done <- serve(ctx, cfg, logs, func(s started) { up <- s }) }()
+	var s started
+	select {
+	case s = <-up:
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve: %v\n%s", err, logs)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v\n%s", err, logs)
+		}
+	})
+	return s
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newUser(t *testing.T, ctx context.Context, c *client.Client, handle string) *envelope.Identity {
+	t.Helper()
+	id, err := envelope.Generate(handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Register(ctx, id); err != nil {
+		t.Fatalf("register %s: %v", handle, err)
+	}
+	return id
+}
+
+// TestServeEmbeddedDefaults is the first-run promise: with no external
+// service, kezd serves, and a handle can be registered, sent to and polled.
+func TestServeEmbeddedDefaults(t *testing.T) {
+	t.Parallel()
+	s := startServe(t)
+	ctx := t.Context()
+	c, err := client.New(s.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, bob := newUser(t, ctx, c, "alice"), newUser(t, ctx, c, "bob")
+	if _, err := c.Send(ctx, bob, "alice", []byte("hello <alice> & co")); err != nil {
+		t.Fatal(err)
+	}
+	page, err := c.Poll(ctx, alice, client.PollOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Messages) != 1 || page.Messages[0].Seq != 1 || page.Messages[0].From != "bob" {
+		t.Fatalf("poll = %+v", page)
+	}
+	opened, err := c.Open(ctx, alice, page.Messages[0])
+	if err != nil || string(opened.Plaintext) != "hello <alice> & co" {
+		t.Fatalf("open = %+v, %v", opened, err)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(s.HTTPURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s = %d", path, resp.StatusCode)
+		}
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	t.Parallel()
+	var out, errOut strings.Builder
+	if err := run(t.Context(), []string{"version"}, env(nil), &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "kezd ") {
+		t.Fatalf("version: %q, %v", out.String(), err)
+	}
+	err := run(t.Context(), []string{"serve", "--auth-skew", "soon"}, env(nil), &out, &errOut)
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "--auth-skew") {
+		t.Fatalf("bad flag: %v (exit %d)", err, exitCode(err))
+	}
+	if err := run(t.Context(), []string{"frobnicate"}, env(nil), &out, &errOut); exitCode(err) != 2 {
+		t.Fatalf("unknown command: %v", err)
+	}
+	out.Reset()
+	dir := t.TempDir()
+	if err := run(t.Context(), []string{"nats-config", "--data-dir", dir}, env(nil), &out, &errOut); err != nil {
+		t.Fatalf("nats-config: %v", err)
+	}
+	if !strings.Contains(out.String(), "auth_callout") {
+		t.Fatalf("nats-config printed no auth_callout block:\n%s", out.String())
+	}
+	// The config names the keys serve will use from the same data dir.
+	keys, err := loadKeys(config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := keys.Public()
+	for _, k := range []string{pub.Issuer, pub.XKey, pub.Service} {
+		if !strings.Contains(out.String(), k) {
+			t.Fatalf("nats-config lacks key %s", k)
+		}
+	}
+}
+
+var servingAddr = regexp.MustCompile(`msg="kezd serving" http=(\S+)`)
+
+// TestGracefulShutdownOnSignal runs the real binary: on SIGTERM it stops
+// accepting connections, lets a request that is half uploaded finish, and
+// exits 0.
+func TestGracefulShutdownOnSignal(t *testing.T) {
+	t.Parallel()
+	bin := kezdtest.Binary(t, "github.com/kez-chat/kezd/cmd/kezd", "kezd")
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--nats-listen", "off",
+		"--data-dir", t.TempDir(), "--shutdown-timeout", "30s")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	waitLine := func(re *regexp.Regexp) []string {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("kezd exited before logging %v", re)
+				}
+				if m := re.FindStringSubmatch(l); m != nil {
+					return m
+				}
+			case <-timeout:
+				t.Fatalf("kezd did not log %v", re)
+			}
+		}
+	}
+	addr := waitLine(servingAddr)[1]
+	base := "http://" + addr
+	ctx := t.Context()
+	c, _ := client.New(base)
+	bob := newUser(t, ctx, c, "bob")
+	newUser(t, ctx, c, "alice")
+
+	// A send whose body is only half uploaded when the signal arrives.
+	body := []byte(`{"to":"alice","id":"inflight-1","envelope":{"text":"made it"}}`)
+	ts := time.Now().Unix()
+	sig := identity.Sign(bob.Signing, identity.SendString(sha256Hex(body), ts))
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"+
+		"Authorization: Kez bob:%d:%s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", addr, ts, sig, len(body))
+	half := len(body) / 2
+	if _, err := conn.Write(body[:half]); err != nil {
+		t.Fatal(err)
+	}
+	// Make sure the server has the request before signalling: it answers a
+	// ping on another connection only after accepting ours (accepts are in order).
+	if resp, err := http.Get(base + "/healthz"); err == nil {
+		resp.Body.Close()
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLine(regexp.MustCompile(`msg="shutting down"`))
+	// New connections are refused once shutdown has begun. The listener
+	// closes right after the log line, so retry until it has.
+	refused := false
+	for range 200 {
+		nc, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			refused = true
+			break
+		}
+		nc.Close()
+		<-time.After(10 * time.Millisecond)
+	}
+	if !refused {
+		t.Fatal("new connections still accepted during shutdown")
+	}
+	if _, err := conn.Write(body[half:]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("in-flight request: %v", err)
+	}
+	var sent struct{ Seq int64 }
+	json.NewDecoder(resp.Body).Decode(&sent)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || sent.Seq != 1 {
+		t.Fatalf("in-flight request: status %d seq %d", resp.StatusCode, sent.Seq)
+	}
+	for range lines {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+func sha256Hex(b []byte) string { return chat.BodySHA256(b) }
