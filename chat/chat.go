@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/store"
@@ -200,6 +201,10 @@ func ParseSend(body []byte) (SendRequest, error) {
 	}
 	if len(r.Envelope) == 0 || bytes.Equal(r.Envelope, []byte("null")) {
 		return SendRequest{}, Errorf(CodeInvalidRequest, "envelope is required")
+	}
+	if !utf8.Valid(r.Envelope) {
+		// JSON text is UTF-8 (RFC 8259); the stores keep text, not bytes.
+		return SendRequest{}, Errorf(CodeInvalidRequest, "envelope is not valid UTF-8")
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, r.Envelope); err != nil {

@@ -1,0 +1,66 @@
+package chat
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseSend(t *testing.T) {
+	t.Parallel()
+	big := `{"x":"` + strings.Repeat("a", MaxEnvelope) + `"}`
+	tests := []struct {
+		name     string
+		body     string
+		code     Code   // "" when accepted
+		envelope string // the stored envelope when accepted
+	}{
+		{"valid", `{"to":"bob","id":"m1","envelope":{"b":1,"a":"<&>"}}`, "", `{"b":1,"a":"<&>"}`},
+		{"whitespace removed, spelling kept", `{"to":"bob","id":"m1","envelope": { "n" : 1.0e2 , "s":"\u003c" } }`, "", `{"n":1.0e2,"s":"\u003c"}`},
+		{"string envelope", `{"to":"bob","id":"m1","envelope":"opaque"}`, "", `"opaque"`},
+		{"not json", `{"to":`, CodeInvalidRequest, ""},
+		{"array body", `[]`, CodeInvalidRequest, ""},
+		{"missing to", `{"id":"m1","envelope":{}}`, CodeInvalidRequest, ""},
+		{"bad to", `{"to":"Bob","id":"m1","envelope":{}}`, CodeInvalidHandle, ""},
+		{"wildcard to", `{"to":">","id":"m1","envelope":{}}`, CodeInvalidHandle, ""},
+		{"missing id", `{"to":"bob","envelope":{}}`, CodeInvalidRequest, ""},
+		{"bad id", `{"to":"bob","id":"a.b","envelope":{}}`, CodeInvalidRequest, ""},
+		{"long id", `{"to":"bob","id":"` + strings.Repeat("x", 65) + `","envelope":{}}`, CodeInvalidRequest, ""},
+		{"missing envelope", `{"to":"bob","id":"m1"}`, CodeInvalidRequest, ""},
+		{"null envelope", `{"to":"bob","id":"m1","envelope":null}`, CodeInvalidRequest, ""},
+		{"too large", `{"to":"bob","id":"m1","envelope":` + big + `}`, CodeTooLarge, ""},
+		{"invalid utf-8", "{\"to\":\"bob\",\"id\":\"m1\",\"envelope\":\"\xff\"}", CodeInvalidRequest, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := ParseSend([]byte(tt.body))
+			if tt.code == "" {
+				if err != nil {
+					t.Fatalf("ParseSend: %v", err)
+				}
+				if string(r.Envelope) != tt.envelope {
+					t.Fatalf("envelope = %s, want %s", r.Envelope, tt.envelope)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != tt.code {
+				t.Fatalf("ParseSend = %v, want code %s", err, tt.code)
+			}
+		})
+	}
+}
+
+func TestAsError(t *testing.T) {
+	t.Parallel()
+	cause := errors.New("disk on fire")
+	e := AsError(cause)
+	if e.Code != CodeInternal || strings.Contains(e.Message, "disk") || !errors.Is(e, cause) {
+		t.Fatalf("AsError = %+v", e)
+	}
+	orig := Errorf(CodeForbidden, "no")
+	if AsError(orig) != orig {
+		t.Fatal("AsError must keep an *Error")
+	}
+}
