@@ -1,0 +1,334 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kez-chat/kezd/store"
+	"github.com/nats-io/nats.go"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	t.Helper()
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// startBroker starts a broker and closes it when the test ends.
+func startBroker(t testing.TB, cfg Config) *Broker {
+	t.Helper()
+	b, err := Start(t.Context(), cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("start broker: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("close broker: %v", err)
+		}
+	})
+	return b
+}
+
+// connect opens a plain client connection to url.
+func connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("connect %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// recv waits for a value or fails after a generous bound.
+func recv[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting")
+		var zero T
+		return zero
+	}
+}
+
+func testMessage(to string, seq int64, envelope string) store.Message {
+	return store.Message{
+		Seq: seq, From: "alice", To: to, ID: "m" + string(rune('a'+seq%26)),
+		Envelope: json.RawMessage(envelope),
+		SentAt:   time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+}
+
+func TestPublishWireFormat(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, Config{Listen: "127.0.0.1:-1"})
+	nc := connect(t, b.ClientURL())
+	sub, err := nc.SubscribeSync(InboxSubject("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Key order, escapes, number spelling and <>& must survive byte for byte.
+	envelope := `{"z":1,"a":"<b>&amp;</b>","u":"\u00e9\u2028","n":1.50e+3,"s":"\"q\""}`
+	if err := b.Publish(t.Context(), testMessage("bob", 42, envelope)); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"seq":42,"from":"alice","to":"bob","id":"mq","envelope":` + envelope + `,"sent_at":"2025-01-02T03:04:05Z"}`
+	if string(msg.Data) != want {
+		t.Errorf("data\n got %s\nwant %s", msg.Data, want)
+	}
+	if got := msg.Header.Get("Kez-Seq"); got != "42" {
+		t.Errorf("Kez-Seq = %q, want 42", got)
+	}
+}
+
+func TestPublishRejectsBadRecipient(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, Config{})
+	for _, to := range []string{"", "a.b", "*", ">", "Bob"} {
+		if err := b.Publish(t.Context(), testMessage(to, 1, `{}`)); err == nil {
+			t.Errorf("Publish to %q succeeded", to)
+		}
+	}
+}
+
+// listenerRec records what a hub listener is told.
+type listenerRec struct {
+	msgs   chan store.Message
+	resync chan struct{}
+}
+
+func newListener() *listenerRec {
+	return &listenerRec{msgs: make(chan store.Message, 100), resync: make(chan struct{}, 100)}
+}
+
+func (l *listenerRec) subscribe(t testing.TB, b *Broker, handle string) func() {
+	t.Helper()
+	cancel, err := b.Subscribe(t.Context(), handle,
+		func(m store.Message) { l.msgs <- m },
+		func() { l.resync <- struct{}{} })
+	if err != nil {
+		t.Fatalf("subscribe %s: %v", handle, err)
+	}
+	t.Cleanup(cancel)
+	return cancel
+}
+
+func TestSubscribeFansOutPerHandle(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, Config{}) // no listener: all in-process
+	a1, a2, bob := newListener(), newListener(), newListener()
+	cancelA1 := a1.subscribe(t, b, "alice")
+	a2.subscribe(t, b, "alice")
+	bob.subscribe(t, b, "bob")
+
+	if err := b.Publish(t.Context(), testMessage("alice", 1, `{"x":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(t.Context(), testMessage("bob", 7, `{"x":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []*listenerRec{a1, a2} {
+		if m := recv(t, l.msgs); m.Seq != 1 || m.To != "alice" {
+			t.Errorf("alice listener got %+v", m)
+		}
+	}
+	if m := recv(t, bob.msgs); m.Seq != 7 {
+		t.Errorf("bob listener got %+v", m)
+	}
+
+	cancelA1()
+	cancelA1() // idempotent
+	if err := b.Publish(t.Context(), testMessage("alice", 2, `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, a2.msgs); m.Seq != 2 {
+		t.Errorf("remaining alice listener got %+v", m)
+	}
+	// bob's later message proves the dispatcher moved past seq 2.
+	if err := b.Publish(t.Context(), testMessage("bob", 8, `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, bob.msgs)
+	select {
+	case m := <-a1.msgs:
+		t.Errorf("cancelled listener got %+v", m)
+	default:
+	}
+	if n := b.hub.subscriptions(); n != 2 {
+		t.Errorf("%d NATS subscriptions, want 2 (alice, bob)", n)
+	}
+}
+
+func TestLastListenerUnsubscribes(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, Config{})
+	l := newListener()
+	cancel := l.subscribe(t, b, "alice")
+	cancel()
+	if n := b.hub.subscriptions(); n != 0 {
+		t.Errorf("%d subscriptions after the last cancel", n)
+	}
+	if n := b.Conn().NumSubscriptions(); n != 0 {
+		t.Errorf("connection still has %d subscriptions", n)
+	}
+}
+
+func TestMalformedInboxMessagesAreDropped(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, Config{Listen: "127.0.0.1:-1"})
+	l := newListener()
+	l.subscribe(t, b, "alice")
+	nc := connect(t, b.ClientURL())
+	good, _ := EncodeMessage(testMessage("alice", 3, `{}`))
+	bad := []*nats.Msg{
+		{Data: []byte("not json")},
+		{Data: good}, // no header
+		{Data: good, Header: nats.Header{SeqHeader: {"4"}}},
+		{Data: mustEncode(t, testMessage("bob", 3, `{}`)), Header: nats.Header{SeqHeader: {"3"}}},
+		{Data: mustEncode(t, testMessage("alice", 0, `{}`)), Header: nats.Header{SeqHeader: {"0"}}},
+	}
+	for _, m := range bad {
+		m.Subject = InboxSubject("alice")
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.PublishMsg(&nats.Msg{Subject: InboxSubject("alice"), Data: good, Header: nats.Header{SeqHeader: {"3"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, l.msgs); m.Seq != 3 {
+		t.Errorf("got %+v, want only the well-formed seq 3", m)
+	}
+}
+
+func mustEncode(t testing.TB, m store.Message) []byte {
+	t.Helper()
+	b, err := EncodeMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestReconnectResyncsListeners(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, Config{})
+	l1, l2 := newListener(), newListener()
+	l1.subscribe(t, b, "alice")
+	l2.subscribe(t, b, "bob")
+	cid, err := b.Conn().GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Server().DisconnectClientByID(cid); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, l1.resync)
+	recv(t, l2.resync)
+	// After the reconnect the subscriptions are back.
+	if err := b.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(t.Context(), testMessage("alice", 9, `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, l1.msgs); m.Seq != 9 {
+		t.Errorf("after reconnect got %+v", m)
+	}
+}
+
+func TestSubscribeConcurrentlyOneSubscription(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, Config{})
+	const n = 20
+	ls := make([]*listenerRec, n)
+	var wg sync.WaitGroup
+	for i := range ls {
+		ls[i] = newListener()
+		wg.Go(func() { ls[i].subscribe(t, b, "alice") })
+	}
+	wg.Wait()
+	if got := b.Conn().NumSubscriptions(); got != 1 {
+		t.Errorf("%d NATS subscriptions for one handle, want 1", got)
+	}
+	if err := b.Publish(t.Context(), testMessage("alice", 5, `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls {
+		recv(t, l.msgs)
+	}
+}
+
+func TestClusteredBrokers(t *testing.T) {
+	t.Parallel()
+	a := startBroker(t, Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez"})
+	b := startBroker(t, Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez", Routes: []string{a.ClusterURL()}})
+	l := newListener()
+	l.subscribe(t, b, "alice")
+	waitInterest(t, a, "alice")
+	if err := a.Publish(t.Context(), testMessage("alice", 1, `{"via":"a"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, l.msgs); m.Seq != 1 || string(m.Envelope) != `{"via":"a"}` {
+		t.Errorf("got %+v", m)
+	}
+}
+
+// waitInterest waits until b's embedded server routes handle's inbox
+// somewhere (after a route forms and a subscription propagates).
+func waitInterest(t testing.TB, b *Broker, handle string) {
+	t.Helper()
+	acc := b.Server().GlobalAccount()
+	if b.Server().SystemAccount() != nil && b.Server().SystemAccount().Name == AccountSystem {
+		var err error
+		if acc, err = b.Server().LookupAccount(AccountApp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Interest arrives over a route asynchronously, with no event to wait
+	// on: check it on a ticker, within a bound.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for !acc.SubscriptionInterest(InboxSubject(handle)) {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("no interest in %s after 10s", InboxSubject(handle))
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	for name, cfg := range map[string]Config{
+		"bad listen":         {Listen: "nope"},
+		"bad port":           {Listen: "127.0.0.1:99999"},
+		"routes no cluster":  {Routes: []string{"nats://127.0.0.1:6222"}},
+		"cluster no listen":  {ClusterListen: "127.0.0.1:-1"},
+		"bad route":          {ClusterListen: "127.0.0.1:-1", Routes: []string{"::"}},
+		"bad issuer":         {Auth: &Auth{Issuer: "x", ServiceUser: "U"}},
+		"half a client cert": {URL: "nats://127.0.0.1:1", TLSCert: "c.pem"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if b, err := Start(t.Context(), cfg, testLogger(t)); err == nil {
+				b.Close(t.Context())
+				t.Errorf("Start(%+v) succeeded", cfg)
+			}
+		})
+	}
+}

@@ -1,0 +1,172 @@
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// startEmbedded builds the server options from cfg, starts the server and
+// returns it with the options kezd's own connection needs to log in.
+func startEmbedded(cfg Config, log *slog.Logger) (*server.Server, []nats.Option, error) {
+	opts, internal, err := serverOptions(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	srv.SetLogger(serverLogger{log.With("component", "nats-server")}, false, false)
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, nil, errors.New("embedded nats: not ready after 10s")
+	}
+	return srv, internal, nil
+}
+
+// serverOptions translates cfg into nats-server options. It does no I/O
+// beyond reading random bytes for a generated password.
+func serverOptions(cfg Config) (*server.Options, []nats.Option, error) {
+	opts := &server.Options{
+		ServerName: cfg.ServerName,
+		NoSigs:     true, // kezd's main owns the signals
+		MaxPayload: 1 << 20,
+	}
+	if cfg.Listen == "" || cfg.Listen == "off" {
+		opts.DontListen = true
+	} else {
+		host, port, err := splitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("nats listen: %w", err)
+		}
+		opts.Host, opts.Port = host, port
+	}
+	if cfg.ClusterListen != "" {
+		if opts.DontListen {
+			// nats-server starts routing only once its client listener is up.
+			return nil, nil, errors.New("a clustered embedded nats needs a client listen address")
+		}
+		host, port, err := splitHostPort(cfg.ClusterListen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("nats cluster listen: %w", err)
+		}
+		opts.Cluster.Host, opts.Cluster.Port = host, port
+		opts.Cluster.Name = cfg.ClusterName
+		for _, r := range cfg.Routes {
+			u, err := url.Parse(r)
+			if err != nil || u.Host == "" {
+				return nil, nil, fmt.Errorf("nats route %q: not a URL like nats://host:6222", r)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	} else if len(cfg.Routes) > 0 {
+		return nil, nil, errors.New("nats routes need a cluster listen address")
+	}
+	if cfg.WebSocketListen != "" {
+		host, port, err := splitHostPort(cfg.WebSocketListen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("nats websocket listen: %w", err)
+		}
+		opts.Websocket.Host, opts.Websocket.Port = host, port
+		opts.Websocket.NoTLS = true
+	}
+	if cfg.Auth == nil {
+		return opts, nil, nil
+	}
+	internal, err := configureAuth(opts, *cfg.Auth)
+	if err != nil {
+		return nil, nil, err
+	}
+	return opts, internal, nil
+}
+
+// configureAuth sets up the three accounts, the service and internal users
+// and the auth callout. See the auth-callout notes: AuthCallout.Account must
+// be set explicitly, the system account must stay enabled, and the nonce must
+// always be sent so that kez keys can sign it.
+func configureAuth(opts *server.Options, a Auth) ([]nats.Option, error) {
+	if !nkeys.IsValidPublicAccountKey(a.Issuer) {
+		return nil, errors.New("nats auth: issuer must be an account public nkey (A…)")
+	}
+	if !nkeys.IsValidPublicUserKey(a.ServiceUser) {
+		return nil, errors.New("nats auth: service user must be a user public nkey (U…)")
+	}
+	if a.XKey != "" && !nkeys.IsValidPublicCurveKey(a.XKey) {
+		return nil, errors.New("nats auth: xkey must be a curve public key (X…)")
+	}
+	user, password := a.InternalUser, a.InternalPassword
+	if user == "" {
+		user = "kezd"
+	}
+	if password == "" {
+		var b [24]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("nats auth: internal password: %w", err)
+		}
+		password = hex.EncodeToString(b[:])
+	}
+	sys, auth, app := server.NewAccount(AccountSystem), server.NewAccount(AccountAuth), server.NewAccount(AccountApp)
+	opts.Accounts = []*server.Account{sys, auth, app}
+	opts.SystemAccount = AccountSystem
+	opts.Nkeys = []*server.NkeyUser{{
+		Nkey:    a.ServiceUser,
+		Account: auth,
+		Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"$SYS._INBOX.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{CalloutSubject}},
+		},
+	}}
+	opts.Users = []*server.User{{Username: user, Password: password, Account: app}}
+	opts.AuthCallout = &server.AuthCallout{
+		Issuer:    a.Issuer,
+		Account:   AccountAuth,
+		AuthUsers: []string{a.ServiceUser, user},
+		XKey:      a.XKey,
+	}
+	opts.AlwaysEnableNonce = true
+	if a.Timeout > 0 {
+		opts.AuthTimeout = a.Timeout.Seconds()
+	}
+	return []nats.Option{nats.UserInfo(user, password)}, nil
+}
+
+// splitHostPort parses "host:port"; port 0 or -1 asks for a free one (to
+// nats-server, 0 would mean its default port).
+func splitHostPort(s string) (string, int, error) {
+	host, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+// serverLogger sends the embedded server's log to slog. The server logs why
+// a callout refused a client; that reason never reaches the client.
+type serverLogger struct{ log *slog.Logger }
+
+func (l serverLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }

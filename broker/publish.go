@@ -1,0 +1,62 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store"
+	"github.com/nats-io/nats.go"
+)
+
+// InboxPrefix starts every inbox subject: kez.chat.inbox.<handle>.
+const InboxPrefix = "kez.chat.inbox."
+
+// SeqHeader carries a published message's seq.
+const SeqHeader = "Kez-Seq"
+
+// InboxSubject is the subject handle's messages are published on. The handle
+// must be valid (a single subject token).
+func InboxSubject(handle string) string { return InboxPrefix + handle }
+
+// Publish sends a stored message to its recipient's inbox subject: data is
+// the stored message JSON, the Kez-Seq header its seq. It does not wait for
+// the server: while the connection is down the message is buffered (bounded;
+// an error once the buffer is full) and flushed on reconnect, and streams
+// resync from the store anyway.
+func (b *Broker) Publish(ctx context.Context, m store.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := identity.ValidateHandle(m.To); err != nil {
+		return fmt.Errorf("publish: recipient: %w", err)
+	}
+	data, err := EncodeMessage(m)
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	msg := &nats.Msg{
+		Subject: InboxSubject(m.To),
+		Data:    data,
+		Header:  nats.Header{SeqHeader: []string{strconv.FormatInt(m.Seq, 10)}},
+	}
+	if err := b.nc.PublishMsg(msg); err != nil {
+		return fmt.Errorf("publish %s: %w", msg.Subject, err)
+	}
+	return nil
+}
+
+// EncodeMessage is the stored message JSON as published. It does not escape
+// <, > and & (PROTOCOL.md: the envelope is returned as the text that was sent).
+func EncodeMessage(m store.Message) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
