@@ -2,17 +2,43 @@ package chat
 
 import (
 	"context"
+	"sync"
 	"time"
 
+	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/store"
 )
 
 // MaxPollWait is the longest a long-poll may wait.
 const MaxPollWait = 30 * time.Second
 
-// Live is the broker side of the read path. PLACEHOLDER: the live-delivery
-// work replaces this with the real subscription interface.
-type Live interface{}
+// Live is the broker side of the read path (broker.Broker implements it).
+type Live interface {
+	// Subscribe calls deliver with every message published for handle from
+	// the moment it returns until cancel is called, and resync whenever
+	// messages may have been missed (after a broker reconnect). Both are
+	// called from the broker's dispatcher and must not block; deliver must
+	// not modify the message.
+	Subscribe(ctx context.Context, handle string, deliver func(store.Message), resync func()) (cancel func(), err error)
+}
+
+// A slow reader never makes a stream buffer without bound, and never needs
+// to end it: past liveBuffer queued messages the stream drops its queue and
+// reads the store instead, a page at a time, which is what the client would
+// do on reconnecting. A reader whose connection stops taking writes is ended
+// by the writer (emit fails on its write deadline).
+const (
+	// liveBuffer bounds the live messages a stream holds while its reader is
+	// busy. Beyond it the stream drops them and catches up from the store.
+	liveBuffer = 64
+	// catchUpPage is how many messages a stream reads from the store at a
+	// time; with liveBuffer it bounds a stream's memory (envelopes are at
+	// most MaxEnvelope each).
+	catchUpPage = 100
+	// fallbackPoll is how often a stream without a broker (Live is nil)
+	// looks at the store.
+	fallbackPoll = time.Second
+)
 
 // EventKind says what an Event carries.
 type EventKind int
@@ -41,45 +67,224 @@ type Cursor struct {
 
 // Follow streams handle's inbox to emit: the backlog after cursor, one ready
 // event, then live messages, each exactly once and in seq order. It returns
-// when ctx ends (nil), when emit fails (that error), or when the stream must
-// end (for instance a reader too slow to keep up).
+// nil when ctx ends and emit's error when emit fails; other errors are
+// *Error (unavailable when the store or the broker is). Every end leaves the
+// client able to resume from the last message it received.
 //
-// PLACEHOLDER: backlog and ready only; the live-delivery work completes it.
+// The store is the truth and the broker only a wake-up: the stream subscribes
+// before it reads the backlog, drops what it already sent, fills any gap
+// from the store before a message that skips ahead (normal with several
+// instances), and reads the store again after a broker reconnect or an
+// overflow. Without a broker (Live nil) it reads the store every second.
 func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit func(Event) error) error {
+	if err := identity.ValidateHandle(handle); err != nil {
+		return Errorf(CodeInvalidHandle, "%v", err)
+	}
+	q := newLiveQueue()
+	var tick <-chan time.Time
+	if s.live != nil {
+		cancel, err := s.live.Subscribe(ctx, handle, q.deliver, q.resync)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
+		}
+		defer cancel()
+	} else {
+		t := time.NewTicker(fallbackPoll)
+		defer t.Stop()
+		tick = t.C
+	}
+
 	last := cursor.Seq
 	if cursor.Now {
 		seq, err := s.store.LatestSeq(ctx, handle)
 		if err != nil {
-			return storeError("latest seq", err)
+			return endErr(ctx, storeError("latest seq", err))
 		}
 		last = seq
 	}
+	last, err := s.catchUp(ctx, handle, last, emit)
+	if err != nil {
+		return endErr(ctx, err)
+	}
+	if err := emit(Event{Kind: EventReady, Latest: last}); err != nil {
+		return err
+	}
+
 	for {
-		ms, err := s.List(ctx, handle, last, MaxPollLimit)
-		if err != nil {
-			return err
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick:
+			if last, err = s.catchUp(ctx, handle, last, emit); err != nil {
+				return endErr(ctx, err)
+			}
+			continue
+		case <-q.wake:
 		}
-		for _, m := range ms {
+		msgs, resync, lagged := q.take()
+		if resync || lagged {
+			if last, err = s.catchUp(ctx, handle, last, emit); err != nil {
+				return endErr(ctx, err)
+			}
+		}
+		for _, m := range msgs {
+			if m.Seq <= last {
+				continue
+			}
+			if m.Seq > last+1 {
+				// A gap: the missing messages are stored, published by
+				// another instance and not here yet. The store has m too.
+				if last, err = s.catchUp(ctx, handle, last, emit); err != nil {
+					return endErr(ctx, err)
+				}
+				if m.Seq <= last {
+					continue
+				}
+			}
 			if err := emit(Event{Kind: EventMessage, Message: m}); err != nil {
 				return err
 			}
 			last = m.Seq
 		}
-		if len(ms) < MaxPollLimit {
-			break
+	}
+}
+
+// catchUp emits every stored message after last, a page at a time, and
+// returns the seq of the last one emitted (or last).
+func (s *Service) catchUp(ctx context.Context, handle string, last int64, emit func(Event) error) (int64, error) {
+	for {
+		ms, err := s.List(ctx, handle, last, catchUpPage)
+		if err != nil {
+			return last, err
+		}
+		for _, m := range ms {
+			if m.Seq <= last {
+				continue
+			}
+			if err := emit(Event{Kind: EventMessage, Message: m}); err != nil {
+				return last, err
+			}
+			last = m.Seq
+		}
+		if len(ms) < catchUpPage {
+			return last, nil
 		}
 	}
-	if err := emit(Event{Kind: EventReady, Latest: last}); err != nil {
-		return err
+}
+
+// endErr turns a failure caused by the stream's own context ending into the
+// clean end (nil) that Follow promises.
+func endErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
 	}
-	<-ctx.Done()
-	return nil
+	return err
 }
 
 // Poll is List that, when nothing is there and wait > 0, waits up to wait
-// (at most MaxPollWait) for a message to arrive.
-//
-// PLACEHOLDER: does not wait yet; the live-delivery work completes it.
+// (at most MaxPollWait) for a message to arrive, then lists again. It returns
+// an empty list at the deadline, and when ctx ends.
 func (s *Service) Poll(ctx context.Context, handle string, since int64, limit int, wait time.Duration) ([]store.Message, error) {
-	return s.List(ctx, handle, since, limit)
+	wait = min(wait, MaxPollWait)
+	if wait <= 0 {
+		return s.List(ctx, handle, since, limit)
+	}
+	if err := identity.ValidateHandle(handle); err != nil {
+		return nil, Errorf(CodeInvalidHandle, "%v", err)
+	}
+	q := newLiveQueue()
+	var tick <-chan time.Time
+	if s.live != nil {
+		cancel, err := s.live.Subscribe(ctx, handle, q.deliver, q.resync)
+		if err != nil {
+			if ctx.Err() != nil {
+				return []store.Message{}, nil
+			}
+			return nil, &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
+		}
+		defer cancel()
+	} else {
+		t := time.NewTicker(fallbackPoll)
+		defer t.Stop()
+		tick = t.C
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		ms, err := s.List(ctx, handle, since, limit)
+		if ctx.Err() != nil {
+			return []store.Message{}, nil
+		}
+		if err != nil || len(ms) > 0 {
+			return ms, err
+		}
+		for again := false; !again; {
+			select {
+			case <-ctx.Done():
+				return []store.Message{}, nil
+			case <-deadline.C:
+				return []store.Message{}, nil
+			case <-tick:
+				again = true
+			case <-q.wake:
+				msgs, resync, lagged := q.take()
+				again = resync || lagged
+				for _, m := range msgs {
+					again = again || m.Seq > since
+				}
+			}
+		}
+	}
+}
+
+// liveQueue is one stream's bounded buffer between the broker's dispatcher
+// and the stream's goroutine. It holds no memory while the stream is idle.
+type liveQueue struct {
+	wake chan struct{} // capacity 1: "look at the queue"
+
+	mu         sync.Mutex
+	msgs       []store.Message
+	needResync bool
+	lagged     bool
+}
+
+func newLiveQueue() *liveQueue { return &liveQueue{wake: make(chan struct{}, 1)} }
+
+// deliver queues m, or on overflow forgets the queue and marks the stream
+// lagged: it will read the store instead. It never blocks.
+func (q *liveQueue) deliver(m store.Message) {
+	q.mu.Lock()
+	if len(q.msgs) >= liveBuffer {
+		q.msgs, q.lagged = nil, true
+	} else if !q.lagged {
+		q.msgs = append(q.msgs, m)
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *liveQueue) resync() {
+	q.mu.Lock()
+	q.needResync = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *liveQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take empties the queue.
+func (q *liveQueue) take() (msgs []store.Message, resync, lagged bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	msgs, resync, lagged = q.msgs, q.needResync, q.lagged
+	q.msgs, q.needResync, q.lagged = nil, false, false
+	return msgs, resync, lagged
 }

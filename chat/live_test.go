@@ -1,0 +1,438 @@
+package chat_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/store"
+	"github.com/kez-chat/kezd/store/pgtest"
+	"github.com/kez-chat/kezd/store/postgres"
+	"github.com/nats-io/nats.go"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// openDB opens a fresh Postgres database with alice and bob registered.
+func openDB(t testing.TB) *postgres.DB {
+	t.Helper()
+	return openURL(t, pgtest.NewDatabase(t), "alice", "bob")
+}
+
+func openURL(t testing.TB, url string, handles ...string) *postgres.DB {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), postgres.Config{URL: url}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for _, h := range handles {
+		// Fake but distinct keys: these tests never check signatures.
+		_, err := db.CreateHandle(context.Background(), store.Handle{
+			Handle: h, SigningKey: strings.Repeat("a", 60) + fmt.Sprintf("%04x", len(h)) + h, EncryptionKey: "ek-" + h,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
+}
+
+func startBroker(t testing.TB, cfg broker.Config) *broker.Broker {
+	t.Helper()
+	b, err := broker.Start(context.Background(), cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b.Close(ctx)
+	})
+	return b
+}
+
+// newService is a chat.Service on db; b may be nil (no broker).
+func newService(db chat.Store, b *broker.Broker) *chat.Service {
+	if b == nil {
+		return chat.New(chat.Config{}, db, nil, nil, quietLog())
+	}
+	return chat.New(chat.Config{}, db, b, b, quietLog())
+}
+
+// send sends a message from alice to bob and returns its seq.
+func send(t testing.TB, svc *chat.Service, id string) int64 {
+	t.Helper()
+	body := fmt.Sprintf(`{"to":"bob","id":%q,"envelope":{"n":%q,"html":"<&>"}}`, id, id)
+	r, err := svc.Send(context.Background(), "alice", []byte(body))
+	if err != nil {
+		t.Errorf("send %s: %v", id, err)
+	}
+	return r.Seq
+}
+
+// follower runs Follow in the background and collects its events.
+type follower struct {
+	events chan chat.Event
+	done   chan error
+	cancel context.CancelFunc
+}
+
+func follow(t testing.TB, svc *chat.Service, cursor chat.Cursor) *follower {
+	t.Helper()
+	return followWith(t, svc, cursor, nil)
+}
+
+// followWith lets emit be held: before each message event it waits on gate
+// (when not nil).
+func followWith(t testing.TB, svc *chat.Service, cursor chat.Cursor, gate <-chan struct{}) *follower {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &follower{events: make(chan chat.Event, 10000), done: make(chan error, 1), cancel: cancel}
+	go func() {
+		f.done <- svc.Follow(ctx, "bob", cursor, func(e chat.Event) error {
+			if gate != nil && e.Kind == chat.EventMessage {
+				<-gate
+			}
+			f.events <- e
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-f.done; err != nil {
+			t.Errorf("Follow: %v", err)
+		}
+	})
+	return f
+}
+
+func (f *follower) next(t testing.TB) chat.Event {
+	t.Helper()
+	select {
+	case e := <-f.events:
+		return e
+	case err := <-f.done:
+		t.Fatalf("Follow ended early: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("timed out waiting for an event")
+	}
+	return chat.Event{}
+}
+
+// ready waits for the ready event and returns its latest.
+func (f *follower) ready(t testing.TB) int64 {
+	t.Helper()
+	e := f.next(t)
+	if e.Kind != chat.EventReady {
+		t.Fatalf("got %+v, want ready", e)
+	}
+	return e.Latest
+}
+
+// expect reads messages and checks their seqs are exactly want, in order.
+func (f *follower) expect(t testing.TB, want ...int64) {
+	t.Helper()
+	for _, w := range want {
+		e := f.next(t)
+		if e.Kind != chat.EventMessage || e.Message.Seq != w {
+			t.Fatalf("got %v seq %d, want message seq %d", e.Kind, e.Message.Seq, w)
+		}
+	}
+}
+
+func seqs(from, to int64) []int64 {
+	var s []int64
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+func TestFollowBacklogReadyLive(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, startBroker(t, broker.Config{}))
+	for i := range 3 {
+		send(t, svc, fmt.Sprintf("m%d", i))
+	}
+	f := follow(t, svc, chat.Cursor{Seq: 1})
+	f.expect(t, 2, 3)
+	if got := f.ready(t); got != 3 {
+		t.Errorf("ready latest = %d, want 3", got)
+	}
+	send(t, svc, "m3")
+	send(t, svc, "m4")
+	f.expect(t, 4, 5)
+	// The envelope reaches the stream as it was sent.
+	send(t, svc, "m5")
+	e := f.next(t)
+	if got, want := string(e.Message.Envelope), `{"n":"m5","html":"<&>"}`; got != want {
+		t.Errorf("envelope %s, want %s", got, want)
+	}
+}
+
+func TestFollowCursorNow(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, startBroker(t, broker.Config{}))
+	send(t, svc, "old1")
+	send(t, svc, "old2")
+	f := follow(t, svc, chat.Cursor{Now: true})
+	if got := f.ready(t); got != 2 {
+		t.Errorf("ready latest = %d, want 2 (nothing sent before it)", got)
+	}
+	send(t, svc, "new")
+	f.expect(t, 3)
+}
+
+func TestFollowEndsWithContextAndEmitError(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, startBroker(t, broker.Config{}))
+	send(t, svc, "m1")
+	boom := errors.New("client gone")
+	err := svc.Follow(t.Context(), "bob", chat.Cursor{}, func(chat.Event) error { return boom })
+	if !errors.Is(err, boom) {
+		t.Errorf("Follow = %v, want the emit error", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	err = svc.Follow(ctx, "bob", chat.Cursor{}, func(e chat.Event) error {
+		if e.Kind == chat.EventReady {
+			cancel()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("Follow after cancel = %v, want nil", err)
+	}
+}
+
+// Two connections, the second resuming from the last event the first
+// received, while a sender keeps sending: every message exactly once, in order.
+func TestFollowResumeExactlyOnce(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, startBroker(t, broker.Config{}))
+	const total = 60
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range total {
+			send(t, svc, fmt.Sprintf("m%d", i))
+		}
+	})
+	first := follow(t, svc, chat.Cursor{})
+	var got []int64
+	for len(got) < total/3 {
+		if e := first.next(t); e.Kind == chat.EventMessage {
+			got = append(got, e.Message.Seq)
+		}
+	}
+	first.cancel()
+	<-first.done
+	first.done <- nil // for its cleanup
+	// Whatever the first emitted after we stopped reading is lost with it,
+	// as bytes written to a dropped connection would be.
+	second := follow(t, svc, chat.Cursor{Seq: got[len(got)-1]})
+	for len(got) < total {
+		if e := second.next(t); e.Kind == chat.EventMessage {
+			got = append(got, e.Message.Seq)
+		}
+	}
+	wg.Wait()
+	for i, s := range got {
+		if s != int64(i+1) {
+			t.Fatalf("sequence across two connections %v: want 1..%d once each", got, total)
+		}
+	}
+}
+
+// The stream's broker goes away while messages are sent (some published
+// into the void, some never published), then comes back: the open stream
+// gets every message once, in order.
+func TestFollowSurvivesBrokerOutage(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	nats1 := startBroker(t, broker.Config{Listen: "127.0.0.1:-1"})
+	url := nats1.ClientURL()
+	b := startBroker(t, broker.Config{URL: url})
+	svc := newService(db, b)
+	storeOnly := newService(db, nil) // a send whose publish is lost
+
+	f := follow(t, svc, chat.Cursor{})
+	f.ready(t)
+	send(t, svc, "m1")
+	f.expect(t, 1)
+
+	down := b.Conn().StatusChanged(nats.RECONNECTING)
+	if err := nats1.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	<-down
+	send(t, storeOnly, "m2")
+	send(t, svc, "m3") // buffered by the client, flushed on reconnect
+	send(t, storeOnly, "m4")
+
+	up := b.Conn().StatusChanged(nats.CONNECTED)
+	startBroker(t, broker.Config{Listen: strings.TrimPrefix(url, "nats://")})
+	<-up
+	f.expect(t, 2, 3, 4)
+	send(t, svc, "m5")
+	f.expect(t, 5) // and nothing twice before it
+}
+
+// Two instances on one Postgres with clustered embedded NATS: concurrent
+// senders through both, and a stream on each sees the same complete sequence.
+func TestFollowTwoInstancesClustered(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	dbA := openURL(t, url, "alice", "bob")
+	dbB := openURL(t, url)
+	natsA := startBroker(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez"})
+	natsB := startBroker(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez", Routes: []string{natsA.ClusterURL()}})
+	svcA, svcB := newService(dbA, natsA), newService(dbB, natsB)
+
+	fA := follow(t, svcA, chat.Cursor{})
+	fB := follow(t, svcB, chat.Cursor{})
+	fA.ready(t)
+	fB.ready(t)
+	waitInterest(t, natsA)
+	waitInterest(t, natsB)
+
+	const perSender, senders = 25, 4
+	var wg sync.WaitGroup
+	for i := range senders {
+		svc := []*chat.Service{svcA, svcB}[i%2]
+		wg.Go(func() {
+			for j := range perSender {
+				send(t, svc, fmt.Sprintf("s%d-%d", i, j))
+			}
+		})
+	}
+	wg.Wait()
+	fA.expect(t, seqs(1, perSender*senders)...)
+	fB.expect(t, seqs(1, perSender*senders)...)
+}
+
+// waitInterest waits until b's server routes bob's inbox to both instances
+// (its own stream and the route to the other server).
+func waitInterest(t testing.TB, b *broker.Broker) {
+	t.Helper()
+	acc := b.Server().GlobalAccount()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	// Route interest has no event to wait on; check it on a ticker.
+	for acc.Interest(broker.InboxSubject("bob")) < 2 {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("bob's inbox interest did not propagate")
+		}
+	}
+}
+
+// A reader that stops reading while many messages arrive: its live buffer
+// overflows, and once it reads again it gets everything once, in order.
+func TestFollowSlowReaderCatchesUp(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, startBroker(t, broker.Config{}))
+	gate := make(chan struct{})
+	f := followWith(t, svc, chat.Cursor{}, gate)
+	f.ready(t)
+	const total = 300 // well past the live buffer
+	for i := range total {
+		send(t, svc, fmt.Sprintf("m%d", i))
+	}
+	close(gate)
+	f.expect(t, seqs(1, total)...)
+	send(t, svc, "after")
+	f.expect(t, total+1)
+}
+
+func TestFollowWithoutBroker(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, nil)
+	send(t, svc, "m1")
+	f := follow(t, svc, chat.Cursor{})
+	f.expect(t, 1)
+	f.ready(t)
+	send(t, svc, "m2")
+	f.expect(t, 2) // found by the periodic store read
+}
+
+func TestPollWakesOnMessage(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, startBroker(t, broker.Config{}))
+	send(t, svc, "m1")
+	got := make(chan []store.Message, 1)
+	go func() {
+		ms, err := svc.Poll(t.Context(), "bob", 1, 10, chat.MaxPollWait)
+		if err != nil {
+			t.Errorf("Poll: %v", err)
+		}
+		got <- ms
+	}()
+	send(t, svc, "m2")
+	// Well before MaxPollWait: the poll woke up (or found m2 at once).
+	select {
+	case ms := <-got:
+		if len(ms) != 1 || ms[0].Seq != 2 {
+			t.Errorf("Poll returned %+v, want seq 2", ms)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Poll did not wake on a message")
+	}
+}
+
+func TestPollReturnsAtOnceWhenThereIsSomething(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, startBroker(t, broker.Config{}))
+	send(t, svc, "m1")
+	ms, err := svc.Poll(t.Context(), "bob", 0, 10, chat.MaxPollWait)
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("Poll = %v, %v", ms, err)
+	}
+}
+
+func TestPollTimesOutEmpty(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	b := startBroker(t, broker.Config{})
+	// The NATS subscription is set up outside the bubble (its round trip runs
+	// on the client's goroutines); Poll's own Subscribe then shares it.
+	cancel, err := b.Subscribe(t.Context(), "bob", func(store.Message) {}, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	synctest.Test(t, func(t *testing.T) {
+		svc := newService(db, b)
+		start := time.Now()
+		ms, err := svc.Poll(t.Context(), "bob", 0, 10, time.Hour) // clamped to MaxPollWait
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != 0 {
+			t.Errorf("Poll returned %d messages, want none", len(ms))
+		}
+		if waited := time.Since(start); waited != chat.MaxPollWait {
+			t.Errorf("waited %s, want %s", waited, chat.MaxPollWait)
+		}
+	})
+}
