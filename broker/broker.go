@@ -307,14 +307,17 @@ func (b *Broker) Ping(ctx context.Context) error {
 // the embedded server down. It returns early, closing hard, when ctx ends.
 func (b *Broker) Close(ctx context.Context) error {
 	var err error
-	if derr := b.nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
+	switch derr := b.nc.Drain(); {
+	case derr == nil:
+		select {
+		case <-b.closed:
+		case <-ctx.Done():
+			err = fmt.Errorf("drain nats: %w", ctx.Err())
+		}
+	case errors.Is(derr, nats.ErrConnectionReconnecting), errors.Is(derr, nats.ErrConnectionClosed):
+		// Nothing can be drained without a server; close.
+	default:
 		err = fmt.Errorf("drain nats: %w", derr)
-	}
-	select {
-	case <-b.closed:
-	case <-ctx.Done():
-		b.nc.Close()
-		err = errors.Join(err, fmt.Errorf("drain nats: %w", ctx.Err()))
 	}
 	b.shutdown()
 	return err
