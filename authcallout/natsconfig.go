@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"text/template"
+	"time"
 )
 
 // NATSConfigOptions says what WriteNATSConfig renders.
@@ -18,6 +20,9 @@ type NATSConfigOptions struct {
 	AppAccount string
 	// SystemAccount is nats-server's system account; default "SYS".
 	SystemAccount string
+	// AuthTimeout, when set, is the server's auth timeout: how long a login,
+	// callout round trip included, may take. Zero keeps the server's default.
+	AuthTimeout time.Duration
 }
 
 // accountName is what the config parser accepts unquoted and what nats-server
@@ -54,6 +59,9 @@ accounts {
 system_account: {{.SystemAccount}}
 
 authorization {
+{{- if .AuthTimeout}}
+  timeout: {{.TimeoutSeconds}}
+{{- end}}
   auth_callout {
     # Responses and user JWTs are signed by this account key.
     issuer: "{{.Keys.Issuer}}"
@@ -105,7 +113,13 @@ func WriteNATSConfig(w io.Writer, opts NATSConfigOptions) error {
 			return fmt.Errorf("nats config: %q is not a public %c… key", c.key, c.prefix)
 		}
 	}
-	return natsConfig.Execute(w, opts)
+	if opts.AuthTimeout < 0 {
+		return errors.New("nats config: negative auth timeout")
+	}
+	return natsConfig.Execute(w, struct {
+		NATSConfigOptions
+		TimeoutSeconds string
+	}{opts, strconv.FormatFloat(opts.AuthTimeout.Seconds(), 'f', -1, 64)})
 }
 
 // publicKey is the shape of an nkey public key: a prefix letter and base32.

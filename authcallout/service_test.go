@@ -18,11 +18,11 @@ import (
 // env is one kezd deployment in miniature: an embedded server with the
 // callout, the store, kezd's own connection and the core.
 type env struct {
-	url    string
-	keys   authcallout.Keys
-	callot *authcallout.Service
-	app    *nats.Conn
-	core   *chat.Service
+	url        string
+	keys       authcallout.Keys
+	callot     *authcallout.Service
+	app        *nats.Conn
+	core       *chat.Service
 	alice, bob user
 	send       func(from, to, id, envelope string)
 }

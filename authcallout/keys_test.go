@@ -1,0 +1,131 @@
+package authcallout_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/kez-chat/kezd/authcallout"
+)
+
+func TestLoadOrCreateKeys(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	k1, err := authcallout.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %v, %v", fi.Mode().Perm(), err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(files) != 4 {
+		t.Errorf("files %v, want 4 seed files and nothing else", files)
+	}
+	for _, f := range files {
+		if fi, _ := os.Stat(f); fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v", f, fi.Mode().Perm())
+		}
+	}
+	k2, err := authcallout.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if public(t, k1) != public(t, k2) {
+		t.Error("second start generated new keys")
+	}
+	p := public(t, k1)
+	for _, c := range []struct {
+		key string
+		ok  func(string) bool
+	}{
+		{p.Issuer, nkeys.IsValidPublicAccountKey},
+		{p.XKey, nkeys.IsValidPublicCurveKey},
+		{p.Service, nkeys.IsValidPublicUserKey},
+		{p.App, nkeys.IsValidPublicUserKey},
+	} {
+		if !c.ok(c.key) {
+			t.Errorf("%s is not of its kind", c.key)
+		}
+	}
+
+	os.Chmod(filepath.Join(dir, "nats-issuer.nk"), 0o644)
+	if _, err := authcallout.LoadOrCreateKeys(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("world-readable seed: %v", err)
+	}
+}
+
+func TestKeysFromSeeds(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	seed := func(kp nkeys.KeyPair) string {
+		s, err := kp.Seed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(s)
+	}
+	good := authcallout.Seeds{Issuer: seed(k.Issuer), XKey: seed(k.XKey), Service: seed(k.Service), App: seed(k.App)}
+	got, err := authcallout.KeysFromSeeds(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if public(t, got) != public(t, k) {
+		t.Error("keys differ from their seeds")
+	}
+	tests := []struct {
+		name string
+		edit func(*authcallout.Seeds)
+	}{
+		{"missing issuer", func(s *authcallout.Seeds) { s.Issuer = "" }},
+		{"user seed as issuer", func(s *authcallout.Seeds) { s.Issuer = s.Service }},
+		{"account seed as xkey", func(s *authcallout.Seeds) { s.XKey = s.Issuer }},
+		{"garbage", func(s *authcallout.Seeds) { s.App = "SUNOTASEED" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := good
+			tt.edit(&s)
+			_, err := authcallout.KeysFromSeeds(s)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if strings.Contains(err.Error(), good.Issuer) || strings.Contains(err.Error(), good.Service) {
+				t.Errorf("error echoes a seed: %v", err)
+			}
+		})
+	}
+}
+
+func TestWriteNATSConfig(t *testing.T) {
+	t.Parallel()
+	p := public(t, testKeys(t))
+	var buf bytes.Buffer
+	if err := authcallout.WriteNATSConfig(&buf, authcallout.NATSConfigOptions{Keys: p}); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{p.Issuer, p.XKey, p.Service, p.App, "account: AUTH", "system_account: SYS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "SA") && strings.Contains(out, "\"S") {
+		t.Error("config contains a seed")
+	}
+	bad := []authcallout.NATSConfigOptions{
+		{Keys: authcallout.PublicKeys{Issuer: p.Service, XKey: p.XKey, Service: p.Service, App: p.App}},
+		{Keys: p, AppAccount: "AUTH"},
+		{Keys: p, AppAccount: "APP }\nSYS {"},
+	}
+	for _, o := range bad {
+		if err := authcallout.WriteNATSConfig(&bytes.Buffer{}, o); err == nil {
+			t.Errorf("accepted %+v", o)
+		}
+	}
+}
