@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
@@ -18,6 +19,7 @@ import (
 // env is one kezd deployment in miniature: an embedded server with the
 // callout, the store, kezd's own connection and the core.
 type env struct {
+	srv        *server.Server
 	url        string
 	keys       authcallout.Keys
 	callot     *authcallout.Service
@@ -32,7 +34,7 @@ func newEnv(t *testing.T, cfg authcallout.Config, timeout time.Duration) *env {
 	k := testKeys(t)
 	s := startServer(t, k, timeout)
 	db := openStore(t)
-	e := &env{url: s.ClientURL(), keys: k}
+	e := &env{srv: s, url: s.ClientURL(), keys: k}
 	e.callot = startCallout(t, e.url, k, db, cfg)
 	e.app = connect(t, e.url, k.AppUser())
 	c := core(t, db, e.app)
