@@ -271,7 +271,8 @@ func TestExpiryReauthenticates(t *testing.T) {
 	nc := login(t, e.url, e.alice,
 		nats.ReconnectWait(20*time.Millisecond),
 		nats.MaxReconnects(100),
-		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
+		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // expiry is expected
 	sub, err := nc.SubscribeSync("kez.chat.inbox.alice")
 	if err != nil {
 		t.Fatal(err)
