@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -23,13 +22,11 @@ import (
 // ends) bounds throughput. So AppendMessage does not write: it queues a
 // request, and a committer worker takes everything queued at that moment (up
 // to maxBatch, never waiting for more, so a lone sender sees single-row
-// latency) and commits it as one transaction in two round trips:
-//
-//  1. BEGIN; find the batch's (sender, id) pairs already stored; lock the
-//     recipients' counter rows in handle order (so that processes sharing
-//     the database cannot deadlock) and read their last seq; read now().
-//  2. Bump the counters; insert the new messages, seqs given in arrival
-//     order; COMMIT.
+// latency) and commits it as one transaction in one round trip, a pipeline
+// of BEGIN; lock the recipients' counter rows in handle order (so that
+// processes sharing the database cannot deadlock); one statement that finds
+// the (sender, id) pairs already stored, gives the others seqs in arrival
+// order, bumps the counters and inserts the rows; COMMIT.
 //
 // Each request gets its own result: its seq, Duplicate with the original
 // message, or ErrNotFound for an unknown recipient. A race with another
@@ -225,9 +222,52 @@ func retryable(err error) bool {
 	return false
 }
 
-// tryBatch commits reqs (distinct (sender, id) pairs) in one transaction. It
-// returns per-request results, or an error that applies to the whole batch
-// (and then nothing was committed).
+// appendSQL does a batch's work in one statement, after the batch's
+// counter rows are locked. Its inputs are arrays in arrival order ($1
+// recipients, $2 senders, $3 client ids, $4 envelopes) and $5, the distinct
+// recipients. It returns one row per input that is a duplicate (with the
+// stored message) or was stored (with its seq); an input with no row has an
+// unknown recipient. Both lookups are LATERAL ... LIMIT 1, so that they are
+// index probes whatever the planner thinks of the array sizes.
+const appendSQL = `
+WITH input AS (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+		WITH ORDINALITY AS t(recipient, sender, client_id, envelope, ord)
+), dup AS (
+	SELECT i.ord, m.seq, m.recipient, m.envelope, m.sent_at
+	FROM input i CROSS JOIN LATERAL (
+		SELECT seq, recipient, envelope, sent_at FROM messages
+		WHERE sender = i.sender AND client_id = i.client_id LIMIT 1) m
+), fresh AS (
+	SELECT i.ord, i.recipient, i.sender, i.client_id, i.envelope,
+		c.last_seq + row_number() OVER (PARTITION BY i.recipient ORDER BY i.ord) AS seq
+	FROM input i CROSS JOIN LATERAL (
+		SELECT last_seq FROM inbox_counters WHERE handle = i.recipient LIMIT 1) c
+	WHERE i.ord NOT IN (SELECT ord FROM dup)
+), bump AS (
+	UPDATE inbox_counters c SET last_seq = f.last_seq
+	FROM (SELECT recipient, max(seq) AS last_seq FROM fresh GROUP BY recipient) f
+	WHERE c.handle = ANY ($5::text[]) AND c.handle = f.recipient
+), ins AS (
+	-- In (sender, id) order, so that two processes inserting the same pairs
+	-- wait on each other in the same order and cannot deadlock.
+	INSERT INTO messages (recipient, seq, sender, client_id, envelope, sent_at)
+	SELECT recipient, seq, sender, client_id, envelope, now() FROM fresh
+	ORDER BY sender, client_id
+)
+SELECT ord, true, seq, recipient, envelope, sent_at FROM dup
+UNION ALL
+SELECT ord, false, seq, recipient, NULL, now() FROM fresh`
+
+// lockSQL locks the batch's counter rows in handle order, so that processes
+// sharing the database cannot deadlock. appendSQL runs after it, in a new
+// snapshot that sees every commit made before the locks were granted.
+const lockSQL = `SELECT 1 FROM inbox_counters WHERE handle = ANY ($1::text[]) ORDER BY handle FOR UPDATE`
+
+// tryBatch commits reqs (distinct (sender, id) pairs) in one transaction and
+// one round trip: BEGIN, lockSQL, appendSQL and COMMIT go as one pipeline.
+// It returns per-request results, or an error that applies to the whole
+// batch (and then nothing was committed).
 func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []appendResult, err error) {
 	conn, err := db.pool.Acquire(ctx)
 	if err != nil {
@@ -242,136 +282,66 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 		}
 	}()
 
+	recipients := make([]string, len(reqs))
 	senders := make([]string, len(reqs))
 	ids := make([]string, len(reqs))
-	var recipients []string
+	envelopes := make([]string, len(reqs))
 	for i, r := range reqs {
-		senders[i], ids[i] = r.msg.From, r.msg.ID
-		recipients = append(recipients, r.msg.To)
+		recipients[i], senders[i], ids[i], envelopes[i] = r.msg.To, r.msg.From, r.msg.ID, string(r.msg.Envelope)
 	}
-	slices.Sort(recipients)
-	recipients = slices.Compact(recipients)
+	distinct := slices.Clone(recipients)
+	slices.Sort(distinct)
+	distinct = slices.Compact(distinct)
 
-	// Round trip 1.
+	results = make([]appendResult, len(reqs))
+	for i := range results {
+		results[i].err = store.ErrNotFound
+	}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(`SELECT m.sender, m.client_id, m.seq, m.recipient, m.envelope, m.sent_at
-		FROM messages m JOIN unnest($1::text[], $2::text[]) AS k(sender, client_id)
-		ON m.sender = k.sender AND m.client_id = k.client_id`, senders, ids)
-	b.Queue(`SELECT handle, last_seq FROM inbox_counters WHERE handle = ANY($1) ORDER BY handle FOR UPDATE`, recipients)
-	b.Queue(`SELECT now()`)
-	stored := make(map[msgKey]store.Message)
-	counters := make(map[string]int64, len(recipients))
-	var now time.Time
+	b.Queue(lockSQL, distinct)
+	b.Queue(appendSQL, recipients, senders, ids, envelopes, distinct)
+	b.Queue("COMMIT")
 	if err := runBatch(ctx, conn, b, func(br pgx.BatchResults) error {
-		if _, err := br.Exec(); err != nil {
-			return err
+		for range 2 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
 		}
 		rows, err := br.Query()
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
-			var m store.Message
-			var env []byte
-			if err := rows.Scan(&m.From, &m.ID, &m.Seq, &m.To, &env, &m.SentAt); err != nil {
+			var (
+				ord       int64
+				duplicate bool
+				m         store.Message
+				recipient string
+				env       *string
+			)
+			if err := rows.Scan(&ord, &duplicate, &m.Seq, &recipient, &env, &m.SentAt); err != nil {
 				rows.Close()
 				return err
 			}
-			m.Envelope, m.SentAt = env, m.SentAt.UTC()
-			stored[msgKey{m.From, m.ID}] = m
+			if ord < 1 || ord > int64(len(reqs)) {
+				rows.Close()
+				return fmt.Errorf("append returned row %d of %d", ord, len(reqs))
+			}
+			r := reqs[ord-1]
+			m.From, m.To, m.ID, m.SentAt = r.msg.From, recipient, r.msg.ID, m.SentAt.UTC()
+			if duplicate && env != nil {
+				m.Envelope = []byte(*env)
+			} else {
+				m.Envelope = r.msg.Envelope
+			}
+			results[ord-1] = appendResult{appended: store.Appended{Message: m, Duplicate: duplicate}}
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		rows, err = br.Query()
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var h string
-			var last int64
-			if err := rows.Scan(&h, &last); err != nil {
-				rows.Close()
-				return err
-			}
-			counters[h] = last
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		return br.QueryRow().Scan(&now)
-	}); err != nil {
-		return nil, err
-	}
-	now = now.UTC()
-
-	// Seqs in arrival order.
-	results = make([]appendResult, len(reqs))
-	type row struct {
-		i   int
-		msg store.Message
-	}
-	var fresh []row
-	for i, r := range reqs {
-		if m, ok := stored[msgKey{r.msg.From, r.msg.ID}]; ok {
-			results[i].appended = store.Appended{Message: m, Duplicate: true}
-			continue
-		}
-		last, ok := counters[r.msg.To]
-		if !ok {
-			results[i].err = store.ErrNotFound
-			continue
-		}
-		counters[r.msg.To] = last + 1
-		m := store.Message{Seq: last + 1, From: r.msg.From, To: r.msg.To, ID: r.msg.ID, Envelope: r.msg.Envelope, SentAt: now}
-		fresh = append(fresh, row{i, m})
-		results[i].appended = store.Appended{Message: m}
-	}
-
-	// Round trip 2. Rows go in (sender, id) order, so that two processes
-	// inserting the same pairs wait on each other in the same order and
-	// cannot deadlock.
-	b = &pgx.Batch{}
-	if len(fresh) > 0 {
-		slices.SortFunc(fresh, func(a, b row) int {
-			if c := strings.Compare(a.msg.From, b.msg.From); c != 0 {
-				return c
-			}
-			return strings.Compare(a.msg.ID, b.msg.ID)
-		})
-		var handles []string
-		var lasts []int64
-		for h, last := range counters {
-			handles = append(handles, h)
-			lasts = append(lasts, last)
-		}
-		cols := struct {
-			recipient, sender, id, envelope []string
-			seq                             []int64
-		}{}
-		for _, f := range fresh {
-			cols.recipient = append(cols.recipient, f.msg.To)
-			cols.seq = append(cols.seq, f.msg.Seq)
-			cols.sender = append(cols.sender, f.msg.From)
-			cols.id = append(cols.id, f.msg.ID)
-			cols.envelope = append(cols.envelope, string(f.msg.Envelope))
-		}
-		b.Queue(`UPDATE inbox_counters c SET last_seq = v.last_seq
-			FROM unnest($1::text[], $2::bigint[]) AS v(handle, last_seq)
-			WHERE c.handle = v.handle AND c.last_seq < v.last_seq`, handles, lasts)
-		b.Queue(`INSERT INTO messages (recipient, seq, sender, client_id, envelope, sent_at)
-			SELECT r, s, f, c, e, now() FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS v(r, s, f, c, e)`,
-			cols.recipient, cols.seq, cols.sender, cols.id, cols.envelope)
-	}
-	b.Queue("COMMIT")
-	if err := runBatch(ctx, conn, b, func(br pgx.BatchResults) error {
-		for range b.Len() {
-			if _, err := br.Exec(); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err = br.Exec()
+		return err
 	}); err != nil {
 		return nil, err
 	}

@@ -79,10 +79,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	if pcfg.ConnConfig.ConnectTimeout <= 0 {
 		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
-	// The append statements take arrays, and a cached generic plan made
-	// while the tables were small (say, a join that scans messages) stays
-	// in use as they grow; plan each execution for its actual arguments.
-	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	// Every statement here is written to be index probes whatever the
+	// arguments (the append's lookups are LATERAL ... LIMIT 1 rather than
+	// joins a planner could turn into scans), so plan each prepared
+	// statement once per connection: planning the append for its arguments
+	// every time cost more than executing it.
+	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	workers := cfg.CommitWorkers
 	if workers <= 0 {
 		workers = 2
