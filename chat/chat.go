@@ -116,6 +116,13 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle
 		return store.Handle{}, Errorf(CodeBadSignature, "the signature does not verify with signing_key")
 	}
 	h, err := s.store.CreateHandle(ctx, store.Handle{Handle: r.Handle, SigningKey: r.SigningKey, EncryptionKey: r.EncryptionKey})
+	if errors.Is(err, store.ErrKeyTaken) {
+		// Both may be taken (a repeated registration); which constraint a
+		// backend reports first is its own business, so the handle wins.
+		if _, lerr := s.store.Handle(ctx, r.Handle); lerr == nil {
+			err = store.ErrHandleTaken
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrHandleTaken):
 		return store.Handle{}, Errorf(CodeHandleTaken, "handle %q is already registered", r.Handle)
