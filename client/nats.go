@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -110,7 +111,7 @@ func (c *Client) SendNATS(ctx context.Context, nc *nats.Conn, from *envelope.Ide
 			}
 		}
 		var reply *nats.Msg
-		reply, lastErr = nc.RequestWithContext(ctx, SendSubjectPrefix+from.Handle, body)
+		reply, lastErr = request(ctx, nc, SendSubjectPrefix+from.Handle, body)
 		if lastErr == nil {
 			return decodeSendReply(reply.Data)
 		}
@@ -119,6 +120,25 @@ func (c *Client) SendNATS(ctx context.Context, nc *nats.Conn, from *envelope.Ide
 		}
 	}
 	return nil, lastErr
+}
+
+// RequestTimeout bounds one NATS request when the caller's context has no
+// deadline of its own (nats.go refuses a context without one).
+const RequestTimeout = 10 * time.Second
+
+// request is one NATS request/reply bounded by ctx, or by RequestTimeout
+// when ctx has no deadline.
+func request(ctx context.Context, nc *nats.Conn, subject string, data []byte) (*nats.Msg, error) {
+	if _, ok := ctx.Deadline(); ok {
+		return nc.RequestWithContext(ctx, subject, data)
+	}
+	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	msg, err := nc.RequestWithContext(rctx, subject, data)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, nats.ErrTimeout // our own bound, not the caller's: worth a retry
+	}
+	return msg, err
 }
 
 func decodeSendReply(data []byte) (*Sent, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -395,6 +396,9 @@ func (e *env) tail(args []string) error {
 	return err
 }
 
+// natsTimeout bounds one round trip to the NATS server.
+const natsTimeout = 10 * time.Second
+
 func (e *env) tailNATS(c *common, cl *client.Client, id *envelope.Identity, natsURL string) error {
 	if natsURL == "" {
 		u, _ := url.Parse(cl.BaseURL())
@@ -437,11 +441,16 @@ func (e *env) tailNATS(c *common, cl *client.Client, id *envelope.Identity, nats
 		return err
 	}
 	defer sub.Unsubscribe()
-	if err := nc.FlushWithContext(e.ctx); err != nil {
+	// The flush's round trip proves the server has the subscription; nats.go
+	// insists on a deadline for it.
+	fctx, cancel := context.WithTimeout(e.ctx, natsTimeout)
+	err = nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
 		if e.ctx.Err() != nil {
 			return nil
 		}
-		return err
+		return fmt.Errorf("subscribe to the inbox: %w", err)
 	}
 	if err := nc.LastError(); err != nil {
 		return err
