@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
+	"github.com/kez-chat/kezd/store/postgres/baseline"
 )
 
 // The benchmarks write durably (the harness's cluster runs with fsync on)
@@ -48,23 +48,18 @@ func benchDB(b *testing.B) string {
 		b.Fatal(err)
 	}
 	db.Close()
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
+	pool := benchPool(b, url, 1)
+	handles := make([]string, 0, benchRecipients+benchSenders)
+	for i := range benchRecipients {
+		handles = append(handles, fmt.Sprintf("r%d", i))
+	}
+	for i := range benchSenders {
+		handles = append(handles, fmt.Sprintf("s%d", i))
+	}
+	if err := baseline.Seed(context.Background(), pool, handles); err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(context.Background(), `
-		INSERT INTO handles (handle, signing_key, encryption_key)
-			SELECT 'r' || i, 'sk-r' || i, 'ek-r' || i FROM generate_series(0, $1 - 1) i
-			UNION ALL
-			SELECT 's' || i, 'sk-s' || i, 'ek-s' || i FROM generate_series(0, $2 - 1) i;
-		`, benchRecipients, benchSenders)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := conn.Exec(context.Background(), `INSERT INTO inbox_counters (handle) SELECT handle FROM handles`); err != nil {
-		b.Fatal(err)
-	}
+	pool.Close()
 	return url
 }
 
@@ -180,22 +175,8 @@ func benchPool(b *testing.B, url string, conns int32) *pgxpool.Pool {
 	return pool
 }
 
-// rowPerTx is the plain way to append: one transaction per message.
 func rowPerTx(ctx context.Context, pool *pgxpool.Pool, from, to, id string) error {
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx)
-	var seq int64
-	if err := tx.QueryRow(ctx, `UPDATE inbox_counters SET last_seq = last_seq + 1 WHERE handle = $1 RETURNING last_seq`, to).Scan(&seq); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO messages (recipient, seq, sender, client_id, envelope, sent_at) VALUES ($1, $2, $3, $4, $5, now())`,
-		to, seq, from, id, string(benchEnvelope)); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return baseline.RowPerTx(ctx, pool, store.NewMessage{From: from, To: to, ID: id, Envelope: benchEnvelope})
 }
 
 // BenchmarkBaselineRowPerTx: baseline (a), raw pgx, one row per
@@ -266,57 +247,9 @@ func BenchmarkBaselineBatch100(b *testing.B) {
 }
 
 func batch100(ctx context.Context, pool *pgxpool.Pool, from string, first, n int64) error {
-	recips := make([]string, n)
-	count := map[string]int64{}
+	ms := make([]store.NewMessage, n)
 	for j := range n {
-		recips[j] = fmt.Sprintf("r%d", (first+j)%benchRecipients)
-		count[recips[j]]++
+		ms[j] = store.NewMessage{From: from, To: fmt.Sprintf("r%d", (first+j)%benchRecipients), ID: fmt.Sprint(first + j), Envelope: benchEnvelope}
 	}
-	handles := make([]string, 0, len(count))
-	for h := range count {
-		handles = append(handles, h)
-	}
-	slices.Sort(handles)
-	ns := make([]int64, len(handles))
-	for i, h := range handles {
-		ns[i] = count[h]
-	}
-
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM inbox_counters WHERE handle = ANY($1) ORDER BY handle FOR UPDATE`, handles); err != nil {
-		return err
-	}
-	rows, err := tx.Query(ctx, `UPDATE inbox_counters c SET last_seq = c.last_seq + v.n
-		FROM unnest($1::text[], $2::bigint[]) AS v(handle, n) WHERE c.handle = v.handle
-		RETURNING c.handle, c.last_seq - v.n`, handles, ns)
-	if err != nil {
-		return err
-	}
-	next := map[string]int64{}
-	for rows.Next() {
-		var h string
-		var base int64
-		if err := rows.Scan(&h, &base); err != nil {
-			return err
-		}
-		next[h] = base
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	now := time.Now()
-	src := make([][]any, n)
-	for j := range n {
-		next[recips[j]]++
-		src[j] = []any{recips[j], next[recips[j]], from, fmt.Sprint(first + j), string(benchEnvelope), now}
-	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"},
-		[]string{"recipient", "seq", "sender", "client_id", "envelope", "sent_at"}, pgx.CopyFromRows(src)); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return baseline.Batch(ctx, pool, ms)
 }

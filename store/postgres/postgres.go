@@ -50,6 +50,7 @@ type DB struct {
 	pool     *pgxpool.Pool
 	log      *slog.Logger
 	maxBatch int
+	handles  handleCache
 
 	// Group commit: AppendMessage queues requests, committer workers take
 	// whatever is queued and commit it as one transaction.
@@ -231,10 +232,14 @@ func (db *DB) CreateHandle(ctx context.Context, h store.Handle) (store.Handle, e
 
 // Handle returns a registered handle, or store.ErrNotFound.
 func (db *DB) Handle(ctx context.Context, handle string) (store.Handle, error) {
+	if h, ok := db.handles.get(handle); ok {
+		return h, nil
+	}
 	h, err := db.findHandle(ctx, `handle = $1`, handle)
 	if err != nil {
 		return store.Handle{}, fmt.Errorf("handle: %w", err)
 	}
+	db.handles.put(h)
 	return h, nil
 }
 

@@ -230,3 +230,21 @@ func TestInvalidEnvelopeFailsAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Handles are cached once found, but a miss is not: a handle registered
+// through another process is found at once.
+func TestHandleRegisteredElsewhere(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	a, b := open(t, url), open(t, url)
+	if _, err := a.Handle(t.Context(), "carol"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("before registering: err = %v, want ErrNotFound", err)
+	}
+	register(t, b, "carol")
+	for range 2 { // the second from the cache
+		h, err := a.Handle(t.Context(), "carol")
+		if err != nil || h.Handle != "carol" || h.SigningKey != "sk-carol" {
+			t.Fatalf("after registering: %+v, %v", h, err)
+		}
+	}
+}
