@@ -1,12 +1,13 @@
 package broker
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,14 +26,12 @@ var (
 func natsServerBinary(t testing.TB) string {
 	t.Helper()
 	natsServerOnce.Do(func() {
-		version := "unknown"
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			for _, d := range bi.Deps {
-				if d.Path == "github.com/nats-io/nats-server/v2" {
-					version = d.Version
-				}
-			}
+		out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/nats-io/nats-server/v2").Output()
+		if err != nil {
+			natsServerErr = fmt.Errorf("go list nats-server: %w", err)
+			return
 		}
+		version := strings.TrimSpace(string(out))
 		dir, err := os.UserCacheDir()
 		if err != nil {
 			dir = os.TempDir()
@@ -42,7 +41,7 @@ func natsServerBinary(t testing.TB) string {
 			return
 		}
 		tmp := natsServerPath + ".tmp" + strconv.Itoa(os.Getpid())
-		out, err := exec.Command("go", "build", "-o", tmp, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		out, err = exec.Command("go", "build", "-o", tmp, "github.com/nats-io/nats-server/v2").CombinedOutput()
 		if err != nil {
 			natsServerErr = err
 			t.Logf("go build nats-server: %s", out)
