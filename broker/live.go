@@ -100,8 +100,12 @@ func (h *hub) stop() {
 // handle are delivered in the order NATS delivers them; deliver must treat
 // the message as read-only (its envelope is shared between streams).
 //
-// When Subscribe returns, the server has the subscription, so a message
-// stored after that is either delivered or covered by a resync.
+// When Subscribe returns, this instance's server has the subscription, so a
+// message published through it afterwards is delivered, or covered by a
+// resync. Other servers of a cluster learn of it over the routes a moment
+// later (a route round trip); a message published on one of them within
+// that moment reaches the stream only with the next message (as a gap fill)
+// or at its next resync.
 func (b *Broker) Subscribe(ctx context.Context, handle string, deliver func(store.Message), resync func()) (cancel func(), err error) {
 	return b.hub.subscribe(ctx, handle, listener{deliver: deliver, resync: resync})
 }
