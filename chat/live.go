@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -38,7 +39,22 @@ const (
 	// fallbackPoll is how often a stream without a broker (Live is nil)
 	// looks at the store.
 	fallbackPoll = time.Second
+	// firstRecheck and recheckEvery schedule a stream's safety-net reads of
+	// the store. In a NATS cluster a new subscription's interest reaches the
+	// other servers over the routes a moment after Subscribe returns; a
+	// message published on another instance inside that window would
+	// otherwise wait for the next message (a gap fill) or a reconnect. One
+	// read shortly after setup closes the window; the slow periodic one
+	// bounds the delay of anything else the broker might lose. Jitter keeps
+	// many streams from reading at once.
+	firstRecheck = time.Second
+	recheckEvery = 60 * time.Second
 )
+
+// recheckAfter returns the delay before the next safety-net read.
+func recheckAfter() time.Duration {
+	return recheckEvery*4/5 + rand.N(recheckEvery*2/5)
+}
 
 // EventKind says what an Event carries.
 type EventKind int
@@ -75,13 +91,16 @@ type Cursor struct {
 // before it reads the backlog, drops what it already sent, fills any gap
 // from the store before a message that skips ahead (normal with several
 // instances), and reads the store again after a broker reconnect or an
-// overflow. Without a broker (Live nil) it reads the store every second.
+// overflow. It also reads the store a second after setup and about once a
+// minute after that (see firstRecheck). Without a broker (Live nil) it reads
+// the store every second.
 func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit func(Event) error) error {
 	if err := identity.ValidateHandle(handle); err != nil {
 		return Errorf(CodeInvalidHandle, "%v", err)
 	}
 	q := newLiveQueue()
-	var tick <-chan time.Time
+	var tick <-chan time.Time // a store read is due: fallback polling or a safety-net recheck
+	rearm := func() {}
 	if s.live != nil {
 		cancel, err := s.live.Subscribe(ctx, handle, q.deliver, q.resync)
 		if err != nil {
@@ -91,6 +110,10 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 			return &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
 		}
 		defer cancel()
+		recheck := time.NewTimer(firstRecheck)
+		defer recheck.Stop()
+		tick = recheck.C
+		rearm = func() { recheck.Reset(recheckAfter()) }
 	} else {
 		t := time.NewTicker(fallbackPoll)
 		defer t.Stop()
@@ -121,6 +144,7 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 			if last, err = s.catchUp(ctx, handle, last, emit); err != nil {
 				return endErr(ctx, err)
 			}
+			rearm()
 			continue
 		case <-q.wake:
 		}
@@ -206,6 +230,9 @@ func (s *Service) Poll(ctx context.Context, handle string, since int64, limit in
 			return nil, &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
 		}
 		defer cancel()
+		recheck := time.NewTimer(firstRecheck) // see firstRecheck; once is enough for a poll
+		defer recheck.Stop()
+		tick = recheck.C
 	} else {
 		t := time.NewTicker(fallbackPoll)
 		defer t.Stop()

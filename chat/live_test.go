@@ -436,3 +436,19 @@ func TestPollTimesOutEmpty(t *testing.T) {
 		}
 	})
 }
+
+// TestFollowRecoversUnpublishedMessage covers a message the broker never
+// carries (its publish was lost, or it fell in a cluster's interest window):
+// the stream's safety-net read of the store delivers it without any further
+// message or reconnect.
+func TestFollowRecoversUnpublishedMessage(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	b := startBroker(t, broker.Config{})
+	following := newService(db, b)
+	silent := chat.New(chat.Config{}, db, nil, nil, quietLog()) // stores, never publishes
+	f := follow(t, following, chat.Cursor{Now: true})
+	f.ready(t)
+	send(t, silent, "unpublished")
+	f.expect(t, 1)
+}
