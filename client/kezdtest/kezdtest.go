@@ -36,8 +36,9 @@ type Server struct {
 	URL     string
 	NATSURL string
 
-	t       testing.TB
+	t       testing.TB // nil for a Launch-ed server
 	args    []string
+	home    string // HOME of the process, and the parent of its data dir
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -50,46 +51,86 @@ type Server struct {
 func Start(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	bin := Binary(t, "github.com/kez-chat/kezd/cmd/kezd", "kezd")
-	httpPort, natsPort := freePort(t), freePort(t)
+	s, err := launch(bin, t.TempDir(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.t = t
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("kezd log:\n%s", s.Logs())
+		}
+	})
+	return s
+}
+
+// Launch builds and starts kezd outside a test: for a TestMain or an
+// Example. The caller ends it with Close.
+func Launch(cfg Config) (*Server, error) {
+	bin, err := Build("github.com/kez-chat/kezd/cmd/kezd", "kezd")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "kezdtest-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := launch(bin, dir, cfg)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops a Launch-ed kezd and removes its data.
+func (s *Server) Close() error {
+	s.Stop()
+	return os.RemoveAll(s.home)
+}
+
+func launch(bin, dir string, cfg Config) (*Server, error) {
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	natsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		URL:     "http://127.0.0.1:" + strconv.Itoa(httpPort),
 		NATSURL: "nats://127.0.0.1:" + strconv.Itoa(natsPort),
-		t:       t,
+		home:    dir,
 		logs:    &bytes.Buffer{},
 	}
 	s.args = append([]string{bin, "serve",
 		"--listen", "127.0.0.1:" + strconv.Itoa(httpPort),
 		"--nats-listen", "127.0.0.1:" + strconv.Itoa(natsPort),
-		"--data-dir", t.TempDir(),
+		"--data-dir", filepath.Join(dir, "data"),
 		"--database-url", cfg.DatabaseURL,
 		"--shutdown-timeout", "5s",
 		"--log-level", "debug",
 	}, cfg.Args...)
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			s.logLock.Lock()
-			t.Logf("kezd log:\n%s", s.logs.String())
-			s.logLock.Unlock()
-		}
-	})
-	s.start()
-	return s
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 var servingRE = regexp.MustCompile(`msg="kezd serving"`)
 
-func (s *Server) start() {
-	s.t.Helper()
+// start runs the process and waits until it logs that it is serving.
+func (s *Server) start() error {
 	cmd := exec.Command(s.args[0], s.args[1:]...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.t.TempDir()}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.home}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		s.t.Fatal(err)
+		return err
 	}
-	cmd.Stdout = nil
 	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	ready := make(chan struct{})
 	done := make(chan struct{})
@@ -115,12 +156,15 @@ func (s *Server) start() {
 	s.mu.Unlock()
 	select {
 	case <-ready:
+		return nil
 	case <-done:
-		s.logLock.Lock()
-		defer s.logLock.Unlock()
-		s.t.Fatalf("kezd exited before serving:\n%s", s.logs.String())
+		s.mu.Lock()
+		s.cmd = nil
+		s.mu.Unlock()
+		return fmt.Errorf("kezd exited before serving:\n%s", s.Logs())
 	case <-time.After(60 * time.Second):
-		s.t.Fatal("kezd did not start within 60s")
+		s.Stop()
+		return fmt.Errorf("kezd did not start within 60s:\n%s", s.Logs())
 	}
 }
 
@@ -143,10 +187,16 @@ func (s *Server) Stop() {
 }
 
 // Restart stops kezd and starts it again with the same addresses and data.
-func (s *Server) Restart() {
-	s.t.Helper()
+// It fails the test (or, for a Launch-ed server, returns the error) if the
+// new process does not come up.
+func (s *Server) Restart() error {
 	s.Stop()
-	s.start()
+	err := s.start()
+	if err != nil && s.t != nil {
+		s.t.Helper()
+		s.t.Fatal(err)
+	}
+	return err
 }
 
 // Logs returns what kezd has logged so far.
@@ -156,14 +206,13 @@ func (s *Server) Logs() string {
 	return s.logs.String()
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
+func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 var (
@@ -172,31 +221,41 @@ var (
 )
 
 // Binary builds the main package pkg of this module's build list (kezd, the
-// nats CLI, kez) once per test binary and returns its path. The binaries go to
-// a per-user directory under the temporary directory, replaced atomically, so
-// parallel test binaries never see a half-written file.
+// nats CLI, kez) once per test binary and returns its path, failing the test
+// if it does not build.
 func Binary(t testing.TB, pkg, name string) string {
 	t.Helper()
+	p, err := Build(pkg, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Build is Binary outside a test. The binaries go to a per-user directory
+// under the temporary directory, replaced atomically, so parallel test
+// binaries never see a half-written file.
+func Build(pkg, name string) (string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if p, ok := built[pkg]; ok {
-		return p
+		return p, nil
 	}
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("kezdtest-%d", os.Getuid()))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	out := filepath.Join(dir, fmt.Sprintf("%s-%d", name, os.Getpid()))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
 	}
 	final := filepath.Join(dir, name)
 	if err := os.Rename(out, final); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	built[pkg] = final
-	return final
+	return final, nil
 }
