@@ -53,6 +53,11 @@ type Config struct {
 	// Auth, when set, configures the embedded server for the auth callout
 	// (see Auth). Nil runs an open server with one account (tests, loopback).
 	Auth *Auth
+
+	// Options are added to kezd's own connection, after the ones above: for
+	// credentials the caller holds as keys rather than files (the
+	// deployment's app user, in either mode).
+	Options []nats.Option
 }
 
 // Accounts of the embedded server when Auth is set.
@@ -82,10 +87,13 @@ type Auth struct {
 	// in AccountAuth, may subscribe to CalloutSubject and publish replies
 	// under $SYS._INBOX.>, and bypasses the callout.
 	ServiceUser string
-	// InternalUser and InternalPassword are kezd's own connection, in
-	// AccountApp with full permissions, bypassing the callout. InternalUser
-	// defaults to "kezd"; an empty password is replaced by a random one at
-	// Start, which is enough because only this process uses it.
+	// AppUser, when set, is kezd's own connection as a user public nkey
+	// ("U…") in AccountApp with full permissions, bypassing the callout; the
+	// caller signs in with Config.Options. Otherwise kezd's connection uses
+	// InternalUser and InternalPassword: InternalUser defaults to "kezd", and
+	// an empty password is replaced by a random one at Start, which is enough
+	// because only this process uses it.
+	AppUser          string
 	InternalUser     string
 	InternalPassword string
 	// Timeout bounds a callout answer (the server's auth timeout); zero
@@ -142,6 +150,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		b.url = redactURL(cfg.URL)
 		b.rawURL = cfg.URL
 		opts = append(opts, ext...)
+		opts = append(opts, cfg.Options...)
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 		nc, err := nats.Connect(cfg.URL, opts...)
 		if err != nil {
@@ -160,6 +169,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		b.ws = cfg.WebSocketListen != ""
 		opts = append(opts, nats.InProcessServer(srv))
 		opts = append(opts, internal...)
+		opts = append(opts, cfg.Options...)
 		nc, err := nats.Connect("", opts...)
 		if err != nil {
 			srv.Shutdown()

@@ -107,6 +107,9 @@ func configureAuth(opts *server.Options, a Auth) ([]nats.Option, error) {
 	if a.XKey != "" && !nkeys.IsValidPublicCurveKey(a.XKey) {
 		return nil, errors.New("nats auth: xkey must be a curve public key (X…)")
 	}
+	if a.AppUser != "" && !nkeys.IsValidPublicUserKey(a.AppUser) {
+		return nil, errors.New("nats auth: app user must be a user public nkey (U…)")
+	}
 	user, password := a.InternalUser, a.InternalPassword
 	if user == "" {
 		user = "kezd"
@@ -129,18 +132,25 @@ func configureAuth(opts *server.Options, a Auth) ([]nats.Option, error) {
 			Subscribe: &server.SubjectPermission{Allow: []string{CalloutSubject}},
 		},
 	}}
-	opts.Users = []*server.User{{Username: user, Password: password, Account: app}}
 	opts.AuthCallout = &server.AuthCallout{
-		Issuer:    a.Issuer,
-		Account:   AccountAuth,
-		AuthUsers: []string{a.ServiceUser, user},
-		XKey:      a.XKey,
+		Issuer:  a.Issuer,
+		Account: AccountAuth,
+		XKey:    a.XKey,
+	}
+	var connect []nats.Option
+	if a.AppUser != "" {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: a.AppUser, Account: app})
+		opts.AuthCallout.AuthUsers = []string{a.ServiceUser, a.AppUser}
+	} else {
+		opts.Users = []*server.User{{Username: user, Password: password, Account: app}}
+		opts.AuthCallout.AuthUsers = []string{a.ServiceUser, user}
+		connect = []nats.Option{nats.UserInfo(user, password)}
 	}
 	opts.AlwaysEnableNonce = true
 	if a.Timeout > 0 {
 		opts.AuthTimeout = a.Timeout.Seconds()
 	}
-	return []nats.Option{nats.UserInfo(user, password)}, nil
+	return connect, nil
 }
 
 // splitHostPort parses "host:port"; port 0 or -1 asks for a free one (to

@@ -82,7 +82,13 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 			Issuer:      pub.Issuer,
 			XKey:        pub.XKey,
 			ServiceUser: pub.Service,
+			AppUser:     pub.App,
 		},
+	}
+	if cfg.NATSURL == "" || !hasExternalCreds(cfg) {
+		// kezd's own connection logs in as the deployment's app user: to the
+		// embedded server, or to an external one configured by `kezd nats-config`.
+		bcfg.Options = []nats.Option{keys.AppUser()}
 	}
 	b, err := broker.Start(ctx, bcfg, log.With("component", "nats"))
 	if err != nil {
