@@ -110,6 +110,25 @@ func (p *proc) await(ch chan string, want string) string {
 	}
 }
 
+// within reports whether a line containing want arrives on ch within d.
+func (p *proc) within(ch chan string, want string, d time.Duration) bool {
+	p.t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case l, ok := <-ch:
+			if !ok {
+				p.t.Fatalf("%s ended before printing %q", p.cmd.Path, want)
+			}
+			if strings.Contains(l, want) {
+				return true
+			}
+		case <-timeout:
+			return false
+		}
+	}
+}
+
 // interrupt ends a tail as Ctrl-C does and checks it exits cleanly.
 func (p *proc) interrupt() {
 	p.t.Helper()
@@ -235,8 +254,18 @@ func TestNkeyWithNATSCLI(t *testing.T) {
 	sub := start(t, natsCLI, env, "--server", srv.NATSURL, "--user", "alice", "--nkey", seed,
 		"sub", "kez.chat.inbox.alice", "--count", "1")
 	sub.await(sub.stderr, "Subscribing")
-	bob.must("", "send", "--as", "bob", "alice", "to the nats cli")
-	sub.await(sub.stdout, `"to":"alice"`)
+	// The CLI says "Subscribing" before its SUB reaches the server, and
+	// nothing it does afterwards can be observed from here; so bob sends
+	// again until one message arrives (--count 1 ends the CLI then).
+	for i := 0; ; i++ {
+		bob.must("", "send", "--as", "bob", "alice", "to the nats cli")
+		if sub.within(sub.stdout, `"to":"alice"`, 2*time.Second) {
+			break
+		}
+		if i == 20 {
+			t.Fatal("the nats CLI received nothing on kez.chat.inbox.alice")
+		}
+	}
 	if err := sub.cmd.Wait(); err != nil {
 		t.Fatalf("nats sub: %v", err)
 	}
