@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store/pgtest"
+	"golang.org/x/sync/errgroup"
+)
+
+// rawStream opens an SSE stream for id at base and sends the id of every
+// message event to the returned channel, exactly as the server sent them
+// (the client package's Stream would hide a duplicate).
+func rawStream(t *testing.T, base string, id *envelope.Identity) <-chan int64 {
+	t.Helper()
+	ts := time.Now().Unix()
+	sig := identity.Sign(id.Signing, identity.StreamString(id.Handle, ts))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
+		fmt.Sprintf("%s/v1/inbox/%s/stream?auth=%d:%s", base, id.Handle, ts, sig), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %s", resp.Status)
+	}
+	ids := make(chan int64, 10000)
+	ready := make(chan struct{})
+	go func() {
+		defer resp.Body.Close()
+		defer close(ids)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		var eventID, event string
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if event == "ready" {
+					close(ready)
+				}
+				if event == "message" {
+					n, _ := strconv.ParseInt(eventID, 10, 64)
+					ids <- n
+				}
+				eventID, event = "", ""
+			case strings.HasPrefix(line, "id: "):
+				eventID = strings.TrimPrefix(line, "id: ")
+			case strings.HasPrefix(line, "event: "):
+				event = strings.TrimPrefix(line, "event: ")
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(15 * time.Second):
+		t.Fatal("stream never became ready")
+	}
+	return ids
+}
+
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestClusteredInstances runs two kezd on one Postgres with their embedded
+// NATS servers clustered by flags. Senders through both at once: a stream on
+// each instance sees the same complete sequence, in order, once each.
+func TestClusteredInstances(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	keys := t.TempDir() // one deployment: both instances share the NATS keys
+	routeA := freeLoopbackPort(t)
+	a := startServe(t, "--database-url", db, "--data-dir", keys,
+		"--nats-cluster-listen", fmt.Sprintf("127.0.0.1:%d", routeA))
+	b := startServe(t, "--database-url", db, "--data-dir", keys,
+		"--nats-cluster-listen", "127.0.0.1:-1", "--nats-routes", fmt.Sprintf("nats://127.0.0.1:%d", routeA))
+	waitRouted(t, a, b)
+
+	ctx := t.Context()
+	ca, _ := client.New(a.HTTPURL)
+	cb, _ := client.New(b.HTTPURL)
+	alice := newUser(t, ctx, ca, "alice")
+	senders := []*envelope.Identity{newUser(t, ctx, ca, "s1"), newUser(t, ctx, cb, "s2"), newUser(t, ctx, ca, "s3"), newUser(t, ctx, cb, "s4")}
+	onA, onB := rawStream(t, a.HTTPURL, alice), rawStream(t, b.HTTPURL, alice)
+
+	// A message sent via A reaches the stream on B, and vice versa.
+	if _, err := ca.Send(ctx, senders[0], "alice", []byte("via A")); err != nil {
+		t.Fatal(err)
+	}
+	const perSender = 40
+	g, gctx := errgroup.WithContext(ctx)
+	for i, s := range senders {
+		c := []*client.Client{ca, cb}[i%2]
+		g.Go(func() error {
+			for n := range perSender {
+				if _, err := c.SendEnvelope(gctx, s, "alice", fmt.Sprintf("c-%d", n), []byte(`{"n":1}`)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// A last message marks the end: a duplicate of anything before it would
+	// show up ahead of it.
+	if _, err := cb.Send(ctx, senders[1], "alice", []byte("the end")); err != nil {
+		t.Fatal(err)
+	}
+	total := int64(2 + len(senders)*perSender)
+	for name, ids := range map[string]<-chan int64{"A": onA, "B": onB} {
+		for want := int64(1); want <= total; want++ {
+			select {
+			case got := <-ids:
+				if got != want {
+					t.Fatalf("stream on %s: got seq %d, want %d", name, got, want)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatalf("stream on %s stopped at seq %d of %d", name, want-1, total)
+			}
+		}
+	}
+}
+
+// waitRouted waits until the two embedded servers have a route to each other.
+func waitRouted(t *testing.T, servers ...started) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for _, s := range servers {
+		for s.Broker.Server().NumRoutes() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("embedded NATS servers did not form a cluster")
+			}
+			<-time.After(10 * time.Millisecond)
+		}
+	}
+}
