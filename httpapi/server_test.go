@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/store/pgtest"
@@ -91,11 +92,17 @@ const testDomain = "kez.example"
 
 func newEnv(t *testing.T, st testStore, configure ...func(*Config)) *env {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	return newEnvWithBroker(t, st, nil, configure...)
+}
+
+// newEnvWithBroker is newEnv with live delivery through b (nil: none).
+func newEnvWithBroker(t *testing.T, st testStore, b *broker.Broker, configure ...func(*Config)) *env {
+	t.Helper()
+	log := testLog(t)
 	svc := chat.New(chat.Config{Skew: 120 * time.Second}, st, nil, nil, log)
+	if b != nil {
+		svc = chat.New(chat.Config{Skew: 120 * time.Second}, st, b, b, log)
+	}
 	cfg := Config{
 		PublicURL: &url.URL{Scheme: "https", Host: testDomain},
 		Ready:     []Check{{Name: "store", Fn: st.Ping}},
@@ -110,6 +117,13 @@ func newEnv(t *testing.T, st testStore, configure ...func(*Config)) *env {
 	t.Cleanup(hs.Close)
 	t.Cleanup(srv.CloseStreams) // before hs.Close, which waits for handlers
 	return &env{t: t, st: st, svc: svc, srv: srv, hs: hs, url: hs.URL}
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 type testWriter struct{ t *testing.T }
