@@ -66,6 +66,7 @@ type config struct {
 	envelope   int
 	settle     time.Duration
 	cpuProfile string
+	memProfile string
 	scenarios  []string
 }
 
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.idle, "idle", 10000, "idle streams of the memory run")
 	fs.IntVar(&c.envelope, "envelope", 1024, "envelope size, bytes of JSON")
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the idle streams open before reading memory (streams re-read the store 1s after setup)")
+	fs.StringVar(&c.memProfile, "memprofile", "", "write the server's heap profile with the idle streams open to this file")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server and load generator) to this file")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -224,13 +226,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 		case "memory":
 			fmt.Fprintf(stderr, "kezbench: memory of %d idle streams\n", len(idle))
-			m, err := idleMemory(ctx, exe, kezd.addr, idle, cfg.settle)
+			m, err := idleMemory(ctx, exe, kezd.addr, idle, cfg.settle, cfg.memProfile)
 			if err != nil {
 				return fmt.Errorf("idle streams: %w", err)
 			}
 			rows = append(rows,
 				row{name: fmt.Sprintf("server heap+stacks per idle stream (%d)", m.streams), kezd: m.heapPerStream / 1024, unit: "KiB",
-					goal: "≤ 20 KiB", ok: m.heapPerStream <= 20<<10, noBase: true, note: fmt.Sprintf("%.1f goroutines/stream", m.goroutinesEach)},
+					goal: "≤ 20 KiB", ok: m.heapPerStream <= 20<<10, noBase: true, note: fmt.Sprintf("stacks %.1f KiB, %.1f goroutines/stream", m.stackPerStream/1024, m.goroutinesEach)},
 				row{name: fmt.Sprintf("server RSS per idle stream (%d)", m.streams), kezd: m.rssPerStream / 1024, unit: "KiB", noBase: true,
 					note: "includes GC headroom"})
 		}

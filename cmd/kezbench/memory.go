@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,18 +27,19 @@ const childCommand = "idle-clients"
 type memoryResult struct {
 	streams        int
 	heapPerStream  float64 // HeapInuse+StackInuse delta, bytes
+	stackPerStream float64 // of which StackInuse
 	rssPerStream   float64 // VmRSS delta, bytes (includes the GC's headroom)
 	goroutinesEach float64
 }
 
 // serverMemory is the server's live Go memory after a full GC: heap in use
 // plus goroutine stacks.
-func serverMemory() (heapStack uint64, goroutines int) {
+func serverMemory() (heapStack, stack uint64, goroutines int) {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse, runtime.NumGoroutine()
+	return m.HeapInuse + m.StackInuse, m.StackInuse, runtime.NumGoroutine()
 }
 
 // vmRSS reads this process's resident set size from /proc.
@@ -74,8 +76,10 @@ func raiseFileLimit() (uint64, error) {
 // idleMemory opens one stream for each of users on the server at addr (in
 // this process) from a child process, waits until every stream is ready and
 // the streams' setup has settled, and reports how much the server grew.
-func idleMemory(ctx context.Context, exe, addr string, users []*user, settle time.Duration) (memoryResult, error) {
-	before, g0 := serverMemory()
+// With heapProfile set, it writes the server's heap profile there while the
+// streams are open.
+func idleMemory(ctx context.Context, exe, addr string, users []*user, settle time.Duration, heapProfile string) (memoryResult, error) {
+	before, stack0, g0 := serverMemory()
 	rss0 := vmRSS()
 
 	cmd := exec.CommandContext(ctx, exe, childCommand, addr)
@@ -117,12 +121,18 @@ func idleMemory(ctx context.Context, exe, addr string, users []*user, settle tim
 		return memoryResult{}, ctx.Err()
 	case <-time.After(settle):
 	}
-	after, g1 := serverMemory()
+	after, stack1, g1 := serverMemory()
 	rss1 := vmRSS()
+	if heapProfile != "" {
+		if err := writeHeapProfile(heapProfile); err != nil {
+			return memoryResult{}, err
+		}
+	}
 	n := float64(len(users))
 	return memoryResult{
 		streams:        len(users),
 		heapPerStream:  (float64(after) - float64(before)) / n,
+		stackPerStream: (float64(stack1) - float64(stack0)) / n,
 		rssPerStream:   (float64(rss1) - float64(rss0)) / n,
 		goroutinesEach: float64(g1-g0) / n,
 	}, nil
@@ -196,4 +206,12 @@ func openIdle(addr, target string) (net.Conn, error) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
 }
