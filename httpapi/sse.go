@@ -61,25 +61,14 @@ func (s *Server) stream(c echo.Context) error {
 		return nil // the client is gone before the first byte
 	}
 
-	var pings sync.WaitGroup
-	pings.Go(func() {
-		t := time.NewTicker(s.cfg.PingInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := w.ping(); err != nil {
-					cancel() // too slow or gone: end the stream
-					return
-				}
-			}
-		}
-	})
+	// Pings come from a timer, not a goroutine of their own: an idle
+	// stream costs no more than its handler. Each frame pushes the next
+	// ping back, so pings fill only the silences.
+	w.pingEvery, w.onPingFail = s.cfg.PingInterval, cancel
+	w.pinger = time.AfterFunc(s.cfg.PingInterval, w.ping)
 	err = s.svc.Follow(ctx, handle, cursor, w.event)
 	cancel()
-	pings.Wait()
+	w.stopPings()
 
 	var werr *writeError
 	switch {
@@ -124,12 +113,17 @@ func streamCursor(r *http.Request) (chat.Cursor, error) {
 }
 
 // eventWriter writes SSE frames, each flushed under its own write deadline.
-// Follow's events and the pinger share it, hence the mutex.
+// Follow's events and the ping timer share it, hence the mutex.
 type eventWriter struct {
 	mu      sync.Mutex
 	res     *echo.Response
 	rc      *http.ResponseController
 	timeout time.Duration
+
+	pinger     *time.Timer   // nil until pings start
+	pingEvery  time.Duration // the longest silence
+	onPingFail func()        // ends the stream when a ping cannot be written
+	stopped    bool          // no more pings (under mu)
 }
 
 // writeError marks a failed write to the client, which ends a stream quietly.
@@ -174,13 +168,35 @@ func (w *eventWriter) event(ev chat.Event) error {
 	}
 }
 
-func (w *eventWriter) ping() error { return w.write(": ping\n\n", nil, "") }
+// ping is the ping timer's function: it writes a comment frame, or ends
+// the stream when the client cannot take it.
+func (w *eventWriter) ping() {
+	if err := w.write(": ping\n\n", nil, ""); err != nil {
+		w.onPingFail()
+	}
+}
+
+// stopPings stops the ping timer and waits out a ping being written.
+func (w *eventWriter) stopPings() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	if w.pinger != nil {
+		w.pinger.Stop()
+	}
+}
 
 // write writes head, data and tail as one frame and flushes it. The pieces
 // go straight to the connection's buffer; nothing is kept between frames.
 func (w *eventWriter) write(head string, data []byte, tail string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.stopped {
+		return &writeError{errors.New("stream ended")}
+	}
+	if w.pinger != nil {
+		w.pinger.Reset(w.pingEvery)
+	}
 	if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return &writeError{err}
 	}
