@@ -26,6 +26,10 @@ const SendSubject = "kez.chat.send.*"
 
 const sendPrefix = "kez.chat.send."
 
+// replyPrefix starts every handle's reply inbox, _INBOX.<handle>.>, the only
+// subjects a send is answered on.
+const replyPrefix = "_INBOX."
+
 // Defaults for SendConfig.
 const (
 	DefaultSendQueueGroup = "kezd.send"
@@ -130,6 +134,15 @@ func (r *SendResponder) Stop() {
 
 func (r *SendResponder) handle(m *nats.Msg) {
 	from := strings.TrimPrefix(m.Subject, sendPrefix)
+	if m.Reply != "" && !strings.HasPrefix(m.Reply, replyPrefix+from+".") {
+		// kezd's own user may publish anywhere, and NATS checks a
+		// publisher's permission on the subject, never on its reply-to: a
+		// reply to anything but the sender's own reply inbox would let a
+		// client make kezd publish where the client may not (another
+		// handle's inbox, another handle's send subject). Refuse the send.
+		r.log.Debug("nats send refused: reply subject outside the sender's reply inbox", "from", from)
+		return
+	}
 	var reply any
 	if err := identity.ValidateHandle(from); err != nil {
 		reply = errorBody(chat.Errorf(chat.CodeInvalidHandle, "sender in subject: %v", err))

@@ -21,7 +21,7 @@ import (
 // setup runs an open embedded server, a SQLite store with alice and bob, and
 // the send responder on the core; it returns a client connection. Login and
 // permissions are the auth callout's tests; here every client may publish.
-func setup(t *testing.T) *nats.Conn {
+func setup(t *testing.T, cfg natsapi.SendConfig) *server.Server {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
@@ -44,16 +44,24 @@ func setup(t *testing.T) *nats.Conn {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	r, err := natsapi.StartSend(context.Background(), nc, natsapi.SendConfig{}, chat.New(chat.Config{}, db, nil, nil, log), log)
+	nc := connect(t, s, "kezd")
+	r, err := natsapi.StartSend(context.Background(), nc, cfg, chat.New(chat.Config{}, db, nil, nil, log), log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Stop)
+	return s
+}
+
+// connect is a client whose requests use handle's reply inbox, as the auth
+// callout's permissions require (_INBOX.<handle>.>).
+func connect(t *testing.T, s *server.Server, handle string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), nats.CustomInboxPrefix("_INBOX."+handle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
 	return nc
 }
 
@@ -62,7 +70,8 @@ func hexDigit(r rune) rune { return 'a' + (r-'a')%6 }
 
 func TestSendReplies(t *testing.T) {
 	t.Parallel()
-	nc := setup(t)
+	s := setup(t, natsapi.SendConfig{})
+	conns := map[string]*nats.Conn{"alice": connect(t, s, "alice"), "Alice": connect(t, s, "Alice")}
 	tests := []struct {
 		name, subject, body, want string
 	}{
@@ -76,6 +85,7 @@ func TestSendReplies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		// In order: the duplicate depends on the first send.
+		nc := conns[strings.TrimPrefix(tt.subject, "kez.chat.send.")]
 		reply, err := nc.Request(tt.subject, []byte(tt.body), 10*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
@@ -83,5 +93,43 @@ func TestSendReplies(t *testing.T) {
 		if !strings.Contains(string(reply.Data), tt.want) {
 			t.Errorf("%s: reply %s, want it to contain %s", tt.name, reply.Data, tt.want)
 		}
+	}
+}
+
+// TestSendRefusesForeignReplySubject: kezd replies with its own, unlimited
+// user, so a reply subject outside the sender's reply inbox (here bob's
+// inbox subject, which no client may publish to) must not be answered, and
+// the send is refused.
+func TestSendRefusesForeignReplySubject(t *testing.T) {
+	t.Parallel()
+	// One worker: requests are handled in the order they arrive.
+	s := setup(t, natsapi.SendConfig{Workers: 1})
+	alice, bob := connect(t, s, "alice"), connect(t, s, "bob")
+	leaked := make(chan *nats.Msg, 1)
+	if _, err := bob.ChanSubscribe("kez.chat.inbox.bob", leaked); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"to":"bob","id":"trick","envelope":1}`)
+	if err := alice.PublishRequest("kez.chat.send.alice", "kez.chat.inbox.bob", body); err != nil {
+		t.Fatal(err)
+	}
+	// The same send, properly addressed, is new: the trick stored nothing.
+	reply, err := alice.Request("kez.chat.send.alice", body, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(reply.Data); !strings.HasPrefix(got, `{"seq":1,`) || strings.Contains(got, "duplicate") {
+		t.Fatalf("reply %s: the refused send was stored", got)
+	}
+	if err := bob.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-leaked:
+		t.Fatalf("kezd published on bob's inbox: %s", m.Data)
+	default:
 	}
 }
