@@ -82,10 +82,13 @@ type Cursor struct {
 }
 
 // Follow streams handle's inbox to emit: the backlog after cursor, one ready
-// event, then live messages, each exactly once and in seq order. It returns
-// nil when ctx ends and emit's error when emit fails; other errors are
-// *Error (unavailable when the store or the broker is). Every end leaves the
-// client able to resume from the last message it received.
+// event, then live messages, each exactly once and in seq order. A cursor
+// beyond the latest stored seq is read as that seq (and ready reports it). A
+// reset event precedes the first message after a run of seqs past the cursor
+// that were deleted before this stream sent them. It returns nil when ctx
+// ends and emit's error when emit fails; other errors are *Error
+// (unavailable when the store or the broker is). Every end leaves the client
+// able to resume from the last message it received.
 //
 // The store is the truth and the broker only a wake-up: the stream subscribes
 // before it reads the backlog, drops what it already sent, fills any gap
@@ -120,15 +123,21 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 		tick = t.C
 	}
 
-	last := cursor.Seq
-	if cursor.Now {
-		seq, err := s.store.LatestSeq(ctx, handle)
-		if err != nil {
-			return endErr(ctx, storeError("latest seq", err))
-		}
-		last = seq
+	// A cursor beyond the newest stored message is read as that message:
+	// taken as given, it would make the stream skip every message stored
+	// after it up to the cursor. The client's own cursor still counts as
+	// seen when deciding whether a gap was a deletion it must hear about
+	// (an inbox whose messages have all been deleted has latest 0).
+	latest, err := s.store.LatestSeq(ctx, handle)
+	if err != nil {
+		return endErr(ctx, storeError("latest seq", err))
 	}
-	last, err := s.catchUp(ctx, handle, last, emit)
+	seen := cursor.Seq
+	last := min(cursor.Seq, latest)
+	if cursor.Now {
+		seen, last = latest, latest
+	}
+	last, err = s.catchUp(ctx, handle, last, seen, emit)
 	if err != nil {
 		return endErr(ctx, err)
 	}
@@ -141,7 +150,7 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 		case <-ctx.Done():
 			return nil
 		case <-tick:
-			if last, err = s.catchUp(ctx, handle, last, emit); err != nil {
+			if last, err = s.catchUp(ctx, handle, last, seen, emit); err != nil {
 				return endErr(ctx, err)
 			}
 			rearm()
@@ -150,7 +159,7 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 		}
 		msgs, resync, lagged := q.take()
 		if resync || lagged {
-			if last, err = s.catchUp(ctx, handle, last, emit); err != nil {
+			if last, err = s.catchUp(ctx, handle, last, seen, emit); err != nil {
 				return endErr(ctx, err)
 			}
 		}
@@ -160,8 +169,9 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 			}
 			if m.Seq > last+1 {
 				// A gap: the missing messages are stored, published by
-				// another instance and not here yet. The store has m too.
-				if last, err = s.catchUp(ctx, handle, last, emit); err != nil {
+				// another instance and not here yet, or deleted (then
+				// catchUp sends a reset). The store has m too.
+				if last, err = s.catchUp(ctx, handle, last, seen, emit); err != nil {
 					return endErr(ctx, err)
 				}
 				if m.Seq <= last {
@@ -177,8 +187,15 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 }
 
 // catchUp emits every stored message after last, a page at a time, and
-// returns the seq of the last one emitted (or last).
-func (s *Service) catchUp(ctx context.Context, handle string, last int64, emit func(Event) error) (int64, error) {
+// returns the seq of the last one emitted (or last). seen is the client's
+// cursor: it has every message up to there.
+//
+// Within one recipient seqs are committed in order (Postgres holds the
+// recipient's counter row until commit; SQLite has one writer), so a listing
+// never skips a message that is merely not committed yet: a gap after last
+// means the messages in it were deleted. The client hears that as a reset,
+// naming the oldest message kept, before that message.
+func (s *Service) catchUp(ctx context.Context, handle string, last, seen int64, emit func(Event) error) (int64, error) {
 	for {
 		ms, err := s.List(ctx, handle, last, catchUpPage)
 		if err != nil {
@@ -187,6 +204,11 @@ func (s *Service) catchUp(ctx context.Context, handle string, last int64, emit f
 		for _, m := range ms {
 			if m.Seq <= last {
 				continue
+			}
+			if m.Seq > max(last, seen)+1 {
+				if err := emit(Event{Kind: EventReset, Oldest: m.Seq}); err != nil {
+					return last, err
+				}
 			}
 			if err := emit(Event{Kind: EventMessage, Message: m}); err != nil {
 				return last, err
