@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"reflect"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -91,6 +92,70 @@ type RegisterRequest struct {
 	EncryptionKey string `json:"encryption_key"`
 	TS            int64  `json:"ts"`
 	Sig           string `json:"sig"`
+}
+
+// ParseRegister parses a registration body. Every field is required; a
+// missing one is invalid_request, whatever its zero value would say.
+func ParseRegister(body []byte) (RegisterRequest, error) {
+	var raw struct {
+		Handle        *string `json:"handle"`
+		SigningKey    *string `json:"signing_key"`
+		EncryptionKey *string `json:"encryption_key"`
+		TS            *int64  `json:"ts"`
+		Sig           *string `json:"sig"`
+	}
+	if err := unmarshalObject(body, &raw); err != nil {
+		return RegisterRequest{}, err
+	}
+	for _, f := range []struct {
+		name    string
+		missing bool
+	}{
+		{"handle", raw.Handle == nil}, {"signing_key", raw.SigningKey == nil},
+		{"encryption_key", raw.EncryptionKey == nil}, {"ts", raw.TS == nil}, {"sig", raw.Sig == nil},
+	} {
+		if f.missing {
+			return RegisterRequest{}, Errorf(CodeInvalidRequest, "%s is required", f.name)
+		}
+	}
+	return RegisterRequest{Handle: *raw.Handle, SigningKey: *raw.SigningKey, EncryptionKey: *raw.EncryptionKey, TS: *raw.TS, Sig: *raw.Sig}, nil
+}
+
+// unmarshalObject decodes a JSON object body into v, with errors that name
+// the field at fault rather than Go types.
+func unmarshalObject(body []byte, v any) error {
+	err := json.Unmarshal(body, v)
+	if err == nil {
+		return nil
+	}
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return Errorf(CodeInvalidRequest, "field %s must be a JSON %s", typeErr.Field, jsonKind(typeErr.Type))
+	case errors.As(err, &typeErr):
+		return Errorf(CodeInvalidRequest, "body must be a JSON object")
+	case errors.As(err, &syntaxErr):
+		return Errorf(CodeInvalidRequest, "body is not valid JSON (at byte %d)", syntaxErr.Offset)
+	default:
+		return Errorf(CodeInvalidRequest, "body is not valid JSON")
+	}
+}
+
+// jsonKind names a Go type the way a JSON client thinks of it.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return "number"
+	default:
+		return "value of the expected type"
+	}
 }
 
 // Register validates a registration, checks its proof of possession, and stores it.
@@ -194,8 +259,8 @@ func BodySHA256(body []byte) string {
 // text that was sent, with only insignificant whitespace removed.
 func ParseSend(body []byte) (SendRequest, error) {
 	var r SendRequest
-	if err := json.Unmarshal(body, &r); err != nil {
-		return SendRequest{}, Errorf(CodeInvalidRequest, "body is not a valid JSON object: %v", err)
+	if err := unmarshalObject(body, &r); err != nil {
+		return SendRequest{}, err
 	}
 	if r.To == "" {
 		return SendRequest{}, Errorf(CodeInvalidRequest, "to is required")
@@ -239,7 +304,11 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResul
 	if err != nil {
 		return SendResult{}, err
 	}
-	a, err := s.store.AppendMessage(ctx, store.NewMessage{From: from, To: r.To, ID: r.ID, Envelope: r.Envelope})
+	// The append does not end with the caller: once started, the message is
+	// stored and published even if the client has gone, so that a 503 always
+	// means "nothing stored" and nothing stored goes unpublished. The stores
+	// bound the append themselves.
+	a, err := s.store.AppendMessage(context.WithoutCancel(ctx), store.NewMessage{From: from, To: r.To, ID: r.ID, Envelope: r.Envelope})
 	if errors.Is(err, store.ErrNotFound) {
 		return SendResult{}, Errorf(CodeUnknownHandle, "no handle %q", r.To)
 	}

@@ -64,3 +64,33 @@ func TestAsError(t *testing.T) {
 		t.Fatal("AsError must keep an *Error")
 	}
 }
+
+func TestParseRegister(t *testing.T) {
+	t.Parallel()
+	full := `{"handle":"alice","signing_key":"s","encryption_key":"e","ts":1,"sig":"x"}`
+	r, err := ParseRegister([]byte(full))
+	if err != nil || r.Handle != "alice" || r.TS != 1 {
+		t.Fatalf("ParseRegister = %+v, %v", r, err)
+	}
+	tests := []struct{ name, body, msg string }{
+		{"no ts", `{"handle":"alice","signing_key":"s","encryption_key":"e","sig":"x"}`, "ts is required"},
+		{"no handle", `{"signing_key":"s","encryption_key":"e","ts":1,"sig":"x"}`, "handle is required"},
+		{"no sig", `{"handle":"alice","signing_key":"s","encryption_key":"e","ts":1}`, "sig is required"},
+		{"ts as string", `{"handle":"alice","signing_key":"s","encryption_key":"e","ts":"1","sig":"x"}`, "field ts must be a JSON number"},
+		{"array", `[]`, "body must be a JSON object"},
+		{"truncated", `{"handle":`, "body is not valid JSON"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseRegister([]byte(tt.body))
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalidRequest || !strings.Contains(e.Message, tt.msg) {
+				t.Fatalf("ParseRegister = %v, want invalid_request %q", err, tt.msg)
+			}
+			if strings.Contains(e.Message, "Go ") || strings.Contains(e.Message, "int64") {
+				t.Fatalf("message %q leaks Go types", e.Message)
+			}
+		})
+	}
+}

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -35,13 +34,4 @@ func readBody(c echo.Context, limit int64) ([]byte, error) {
 
 func tooLarge(limit int64) error {
 	return chat.Errorf(chat.CodeTooLarge, "request body is larger than %d bytes", limit)
-}
-
-// decodeJSON parses a whole body into v; anything that is not exactly one
-// JSON value of the right shape is 400 invalid_request.
-func decodeJSON(body []byte, v any) error {
-	if err := json.Unmarshal(body, v); err != nil {
-		return chat.Errorf(chat.CodeInvalidRequest, "body is not valid JSON of the expected shape: %v", err)
-	}
-	return nil
 }

@@ -15,8 +15,8 @@ func (s *Server) register(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var r chat.RegisterRequest
-	if err := decodeJSON(body, &r); err != nil {
+	r, err := chat.ParseRegister(body)
+	if err != nil {
 		return err
 	}
 	h, err := s.svc.Register(c.Request().Context(), r)

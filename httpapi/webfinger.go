@@ -74,7 +74,9 @@ func (s *Server) webfinger(c echo.Context) error {
 		links = slices.DeleteFunc(links, func(l jrdLink) bool { return !slices.Contains(rels, l.Rel) })
 	}
 	doc := jrd{
-		Subject: "acct:" + h.Handle + "@" + s.domain(),
+		// The subject names the account as it was asked for (RFC 7033 §4.4.1
+		// lets it differ, but clients compare it with what they asked).
+		Subject: "acct:" + h.Handle + "@" + strings.ToLower(domain),
 		Aliases: []string{s.base + "/v1/handles/" + h.Handle},
 		Properties: map[string]string{
 			PropSigningKey:    h.SigningKey,

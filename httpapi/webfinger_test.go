@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/kez-chat/kezd/chat"
@@ -128,4 +129,20 @@ func TestWebFinger(t *testing.T) {
 			t.Fatalf("rels %v, want inbox and stream only", rels)
 		}
 	})
+}
+
+// TestWebFingerSubjectEchoesDomain: with a port in the public URL, a client
+// may ask with or without it, and the subject names the account as asked.
+func TestWebFingerSubjectEchoesDomain(t *testing.T) {
+	e := newEnv(t, openSQLite(t), func(c *Config) { c.PublicURL = &url.URL{Scheme: "http", Host: "Chat.Example:8080"} })
+	e.register(newUser(t, "alice"))
+	for _, asked := range []string{"chat.example:8080", "chat.example", "CHAT.example"} {
+		r := e.do(http.MethodGet, "/.well-known/webfinger?resource="+url.QueryEscape("acct:alice@"+asked), nil, nil)
+		r.want(t, http.StatusOK)
+		var doc jrdDoc
+		r.decode(t, &doc)
+		if want := "acct:alice@" + strings.ToLower(asked); doc.Subject != want {
+			t.Errorf("asked for %s: subject %q, want %q", asked, doc.Subject, want)
+		}
+	}
 }

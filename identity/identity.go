@@ -117,12 +117,10 @@ func Verify(pub string, msg string, sig []byte) error {
 
 // CheckSkew reports ErrStale when ts is further than skew from now.
 func CheckSkew(now time.Time, ts int64, skew time.Duration) error {
-	d := now.Unix() - ts
-	if d < 0 {
-		d = -d
-	}
-	// Compare in seconds; a skew below one second still accepts the same second.
-	if d > int64(skew/time.Second) {
+	// Compare bounds rather than |now - ts|, which overflows for hostile ts.
+	// In whole seconds: a skew below one second still accepts the same second.
+	n, s := now.Unix(), int64(skew/time.Second)
+	if ts < n-s || ts > n+s {
 		return ErrStale
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -125,7 +126,8 @@ func TestVerifyAndSkew(t *testing.T) {
 	for _, tt := range []struct {
 		ts int64
 		ok bool
-	}{{1000, true}, {880, true}, {1120, true}, {879, false}, {1121, false}, {0, false}} {
+	}{{1000, true}, {880, true}, {1120, true}, {879, false}, {1121, false}, {0, false},
+		{1000 + math.MinInt64, false}, {math.MinInt64, false}, {math.MaxInt64, false}} {
 		err := CheckSkew(now, tt.ts, 120*time.Second)
 		if tt.ok != (err == nil) {
 			t.Errorf("CheckSkew(ts=%d) = %v, want ok=%v", tt.ts, err, tt.ok)
