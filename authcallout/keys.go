@@ -2,6 +2,9 @@ package authcallout
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -199,6 +202,37 @@ func (k Keys) Public() (PublicKeys, error) {
 		}
 	}
 	return p, nil
+}
+
+// RouteUser is the user name the NATS servers of a deployment present to
+// each other on their cluster routes.
+const RouteUser = "kezd-route"
+
+// routeLabel separates the route password from anything else that may one
+// day be derived from the issuer seed; a new version gives new passwords.
+const routeLabel = "kezd nats route v1"
+
+// RoutePassword is the password the NATS servers of a deployment present to
+// each other on their cluster routes (as RouteUser). It is derived from the
+// issuer seed, which every instance already shares, so instances cluster
+// without another secret to distribute; it reveals nothing of the seed. Who
+// holds the issuer seed can sign any user into the deployment anyway, so
+// the route password grants nothing more.
+func (k Keys) RoutePassword() (string, error) {
+	if k.Issuer == nil {
+		return "", errors.New("nats keys: missing issuer key")
+	}
+	seed, err := k.Issuer.Seed()
+	if err != nil {
+		return "", fmt.Errorf("nats keys: %w", err)
+	}
+	_, raw, err := nkeys.DecodeSeed(seed)
+	if err != nil {
+		return "", fmt.Errorf("nats keys: %w", err)
+	}
+	mac := hmac.New(sha256.New, raw)
+	mac.Write([]byte(routeLabel))
+	return hex.EncodeToString(mac.Sum(nil)), nil
 }
 
 // ServiceUser is the nats.Option that logs a connection in as the callout

@@ -2,6 +2,7 @@ package authcallout_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,5 +128,49 @@ func TestWriteNATSConfig(t *testing.T) {
 		if err := authcallout.WriteNATSConfig(&bytes.Buffer{}, o); err == nil {
 			t.Errorf("accepted %+v", o)
 		}
+	}
+}
+
+func TestRoutePassword(t *testing.T) {
+	t.Parallel()
+	// The issuer seed of the raw key 00 01 … 1f; the password is
+	// hex(HMAC-SHA256(raw key, "kezd nats route v1")), computed independently.
+	const seed = "SAAAAAICAMCAKBQHBAEQUCYMBUHA6EARCIJRIFIWC4MBSGQ3DQOR4HYMHI"
+	const want = "b3eea56e7d806ac80c3a4dd41321487008187a514241991eb80132c83a723efb"
+	issuer, err := nkeys.FromSeed([]byte(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := authcallout.Keys{Issuer: issuer}.RoutePassword()
+	if err != nil || got != want {
+		t.Errorf("RoutePassword() = %q, %v; want %q", got, err, want)
+	}
+
+	// Instances sharing a data dir derive the same password; another
+	// deployment's differs.
+	dir := t.TempDir()
+	k1, err := authcallout.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := authcallout.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, err1 := k1.RoutePassword()
+	p2, err2 := k2.RoutePassword()
+	p3, err3 := testKeys(t).RoutePassword()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatal(err)
+	}
+	if p1 != p2 {
+		t.Error("the same keys derive different route passwords")
+	}
+	if p1 == p3 {
+		t.Error("different keys derive the same route password")
+	}
+
+	if _, err := (authcallout.Keys{}).RoutePassword(); err == nil {
+		t.Error("RoutePassword without an issuer succeeded")
 	}
 }

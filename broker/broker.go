@@ -39,10 +39,19 @@ type Config struct {
 	// Empty means "off".
 	Listen string
 	// ClusterListen, when set, opens a route port ("host:port") so the
-	// embedded servers of several instances form one cluster. It needs Listen.
+	// embedded servers of several instances form one cluster. It needs Listen
+	// and the route credentials below.
 	ClusterListen string
 	// Routes are the other servers' route URLs, e.g. nats://10.0.0.2:6222.
+	// A route without user info gets ClusterUser and ClusterPassword.
 	Routes []string
+	// ClusterUser and ClusterPassword are what a server must present to join
+	// the cluster through ClusterListen, and what this server presents on its
+	// Routes. Both are required with ClusterListen: an open route port would
+	// let anyone who reaches it see and inject every account's messages.
+	// Every member must use the same pair. Ignored without ClusterListen.
+	ClusterUser     string
+	ClusterPassword string
 	// ClusterName names the cluster; every member must use the same one.
 	ClusterName string
 	// ServerName names this embedded server; empty lets the server pick.

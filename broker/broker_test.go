@@ -275,8 +275,8 @@ func TestSubscribeConcurrentlyOneSubscription(t *testing.T) {
 
 func TestClusteredBrokers(t *testing.T) {
 	t.Parallel()
-	a := startBroker(t, Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez"})
-	b := startBroker(t, Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez", Routes: []string{a.ClusterURL()}})
+	a := startBroker(t, clusterConfig())
+	b := startBroker(t, clusterConfig(a.ClusterURL()))
 	l := newListener()
 	l.subscribe(t, b, "alice")
 	waitInterest(t, a, "alice")
@@ -319,8 +319,8 @@ func TestConfigErrors(t *testing.T) {
 		"bad listen":         {Listen: "nope"},
 		"bad port":           {Listen: "127.0.0.1:99999"},
 		"routes no cluster":  {Routes: []string{"nats://127.0.0.1:6222"}},
-		"cluster no listen":  {ClusterListen: "127.0.0.1:-1"},
-		"bad route":          {ClusterListen: "127.0.0.1:-1", Routes: []string{"::"}},
+		"cluster no listen":  {ClusterListen: "127.0.0.1:-1", ClusterUser: "u", ClusterPassword: "p"},
+		"bad route":          {Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterUser: "u", ClusterPassword: "p", Routes: []string{"::"}},
 		"bad issuer":         {Auth: &Auth{Issuer: "x", ServiceUser: "U"}},
 		"half a client cert": {URL: "nats://127.0.0.1:1", TLSCert: "c.pem"},
 	} {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -33,6 +34,9 @@ func startEmbedded(cfg Config, log *slog.Logger) (*server.Server, []nats.Option,
 		srv.Shutdown()
 		srv.WaitForShutdown()
 		return nil, nil, errors.New("embedded nats: not ready after 10s")
+	}
+	if addr := srv.ClusterAddr(); addr != nil {
+		log.Info("nats cluster listening", "addr", addr.String(), "routes", redactURL(strings.Join(cfg.Routes, ",")))
 	}
 	return srv, internal, nil
 }
@@ -63,12 +67,22 @@ func serverOptions(cfg Config) (*server.Options, []nats.Option, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("nats cluster listen: %w", err)
 		}
+		if cfg.ClusterUser == "" || cfg.ClusterPassword == "" {
+			return nil, nil, errors.New("a clustered embedded nats needs a route user and password")
+		}
 		opts.Cluster.Host, opts.Cluster.Port = host, port
 		opts.Cluster.Name = cfg.ClusterName
+		// Routes that join through our port must log in; nats-server also
+		// presents these credentials on the routes it learns by gossip.
+		opts.Cluster.Username, opts.Cluster.Password = cfg.ClusterUser, cfg.ClusterPassword
 		for _, r := range cfg.Routes {
 			u, err := url.Parse(r)
 			if err != nil || u.Host == "" {
-				return nil, nil, fmt.Errorf("nats route %q: not a URL like nats://host:6222", r)
+				// The URL may carry a password: do not echo it.
+				return nil, nil, fmt.Errorf("nats route %q: not a URL like nats://host:6222", redactURL(r))
+			}
+			if u.User == nil {
+				u.User = url.UserPassword(cfg.ClusterUser, cfg.ClusterPassword)
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
