@@ -299,8 +299,8 @@ func TestFollowTwoInstancesClustered(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	dbA := openURL(t, url, "alice", "bob")
 	dbB := openURL(t, url)
-	natsA := startBroker(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez"})
-	natsB := startBroker(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez", Routes: []string{natsA.ClusterURL()}})
+	natsA := startBroker(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez", ClusterUser: "route", ClusterPassword: "route-secret"})
+	natsB := startBroker(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez", ClusterUser: "route", ClusterPassword: "route-secret", Routes: []string{natsA.ClusterURL()}})
 	svcA, svcB := newService(dbA, natsA), newService(dbB, natsB)
 
 	fA := follow(t, svcA, chat.Cursor{})
