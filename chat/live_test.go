@@ -2,21 +2,26 @@ package chat_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
+	"github.com/kez-chat/kezd/store/sqlite"
 	"github.com/nats-io/nats.go"
 )
 
@@ -37,6 +42,12 @@ func openURL(t testing.TB, url string, handles ...string) *postgres.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	register(t, db, handles...)
+	return db
+}
+
+func register(t testing.TB, db chat.Store, handles ...string) {
+	t.Helper()
 	for _, h := range handles {
 		// Fake but distinct keys: these tests never check signatures.
 		_, err := db.CreateHandle(context.Background(), store.Handle{
@@ -46,7 +57,56 @@ func openURL(t testing.TB, url string, handles ...string) *postgres.DB {
 			t.Fatal(err)
 		}
 	}
-	return db
+}
+
+// prunable is a store with alice and bob registered whose messages to bob
+// the test can delete, as a retention job would: the stores have no delete,
+// so it is SQL on the backend's database.
+type prunable struct {
+	chat.Store
+	// deleteSeqs deletes bob's messages with from <= seq <= to.
+	deleteSeqs func(t testing.TB, from, to int64)
+}
+
+// prunableBackends are the stores the deletion tests run against.
+var prunableBackends = []struct {
+	name string
+	open func(t testing.TB) prunable
+}{
+	{"postgres", func(t testing.TB) prunable {
+		url := pgtest.NewDatabase(t)
+		return prunable{Store: openURL(t, url, "alice", "bob"), deleteSeqs: func(t testing.TB, from, to int64) {
+			t.Helper()
+			conn, err := pgx.Connect(t.Context(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			if _, err := conn.Exec(t.Context(), `DELETE FROM messages WHERE recipient = 'bob' AND seq BETWEEN $1 AND $2`, from, to); err != nil {
+				t.Fatal(err)
+			}
+		}}
+	}},
+	{"sqlite", func(t testing.TB) prunable {
+		path := filepath.Join(t.TempDir(), "kez.db")
+		db, err := sqlite.Open(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		register(t, db, "alice", "bob")
+		raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { raw.Close() })
+		return prunable{Store: db, deleteSeqs: func(t testing.TB, from, to int64) {
+			t.Helper()
+			if _, err := raw.ExecContext(t.Context(), `DELETE FROM messages WHERE recipient = 'bob' AND seq BETWEEN ? AND ?`, from, to); err != nil {
+				t.Fatal(err)
+			}
+		}}
+	}},
 }
 
 func startBroker(t testing.TB, cfg broker.Config) *broker.Broker {
@@ -451,4 +511,113 @@ func TestFollowRecoversUnpublishedMessage(t *testing.T) {
 	f.ready(t)
 	send(t, silent, "unpublished")
 	f.expect(t, 1)
+}
+
+// describe names an event for comparisons: "message 3", "reset 3", "ready 4".
+func describe(e chat.Event) string {
+	switch e.Kind {
+	case chat.EventMessage:
+		return fmt.Sprintf("message %d", e.Message.Seq)
+	case chat.EventReady:
+		return fmt.Sprintf("ready %d", e.Latest)
+	case chat.EventReset:
+		return fmt.Sprintf("reset %d", e.Oldest)
+	}
+	return fmt.Sprintf("kind %d", e.Kind)
+}
+
+// expectEvents reads len(want) events and checks them against want.
+func (f *follower) expectEvents(t testing.TB, want ...string) {
+	t.Helper()
+	var got []string
+	for range want {
+		got = append(got, describe(f.next(t)))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+}
+
+// Messages deleted between the cursor and the oldest kept message are
+// announced by one reset per run of deleted seqs, naming the message that
+// follows; a cursor past the latest stored seq is read as that seq.
+func TestFollowResetAfterDeletion(t *testing.T) {
+	t.Parallel()
+	type span struct{ from, to int64 }
+	tests := []struct {
+		name    string
+		sent    int64
+		deleted []span
+		cursor  chat.Cursor
+		backlog []string // the events up to ready
+		live    []string // the events once one more message is sent
+	}{
+		{"gap after the cursor", 4, []span{{1, 2}}, chat.Cursor{Seq: 0},
+			[]string{"reset 3", "message 3", "message 4", "ready 4"}, []string{"message 5"}},
+		{"cursor inside the gap", 4, []span{{1, 2}}, chat.Cursor{Seq: 1},
+			[]string{"reset 3", "message 3", "message 4", "ready 4"}, []string{"message 5"}},
+		{"cursor at the end of the gap", 4, []span{{1, 2}}, chat.Cursor{Seq: 2},
+			[]string{"message 3", "message 4", "ready 4"}, []string{"message 5"}},
+		{"one reset per gap", 6, []span{{2, 3}, {5, 5}}, chat.Cursor{Seq: 0},
+			[]string{"message 1", "reset 4", "message 4", "reset 6", "message 6", "ready 6"}, []string{"message 7"}},
+		{"now", 4, []span{{1, 2}}, chat.Cursor{Now: true},
+			[]string{"ready 4"}, []string{"message 5"}},
+		{"no deletion", 2, nil, chat.Cursor{Seq: 0},
+			[]string{"message 1", "message 2", "ready 2"}, []string{"message 3"}},
+		{"cursor beyond the latest", 4, nil, chat.Cursor{Seq: 99},
+			[]string{"ready 4"}, []string{"message 5"}},
+		{"all deleted, the client had them", 3, []span{{1, 3}}, chat.Cursor{Seq: 3},
+			[]string{"ready 0"}, []string{"message 4"}},
+		{"all deleted, the client had some", 3, []span{{1, 3}}, chat.Cursor{Seq: 1},
+			[]string{"ready 0"}, []string{"reset 4", "message 4"}},
+	}
+	for _, b := range prunableBackends {
+		for _, tt := range tests {
+			t.Run(b.name+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				db := b.open(t)
+				svc := newService(db, startBroker(t, broker.Config{}))
+				for i := range tt.sent {
+					send(t, svc, fmt.Sprintf("m%d", i))
+				}
+				for _, d := range tt.deleted {
+					db.deleteSeqs(t, d.from, d.to)
+				}
+				f := follow(t, svc, tt.cursor)
+				f.expectEvents(t, tt.backlog...)
+				send(t, svc, "live")
+				f.expectEvents(t, tt.live...)
+			})
+		}
+	}
+}
+
+// A live message that skips ahead of the stream sends it to the store for
+// the messages in between; when those were deleted meanwhile, the stream
+// says so before the live message.
+func TestFollowResetOnLiveGap(t *testing.T) {
+	t.Parallel()
+	for _, b := range prunableBackends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			db := b.open(t)
+			svc := newService(db, startBroker(t, broker.Config{}))
+			silent := newService(db, nil) // stores, never publishes
+			send(t, svc, "m1")
+			send(t, svc, "m2")
+			gate := make(chan struct{})
+			f := followWith(t, svc, chat.Cursor{}, gate)
+			// The stream takes this at message 1, so it has read its backlog
+			// (1 and 2); it holds at message 2 until the gate closes.
+			gate <- struct{}{}
+			send(t, silent, "m3")
+			send(t, silent, "m4")
+			db.deleteSeqs(t, 3, 4)
+			send(t, svc, "m5") // published: the stream's next live message
+			close(gate)
+			f.expectEvents(t, "message 1", "message 2", "ready 2", "reset 5", "message 5")
+			send(t, svc, "m6")
+			f.expectEvents(t, "message 6")
+		})
+	}
 }
