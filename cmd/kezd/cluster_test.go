@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
@@ -153,5 +154,32 @@ func waitRouted(t *testing.T, servers ...started) {
 			}
 			<-time.After(10 * time.Millisecond)
 		}
+	}
+}
+
+func TestRouteCredentials(t *testing.T) {
+	t.Parallel()
+	keys, err := authcallout.LoadOrCreateKeys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	derived, err := keys.RoutePassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, user, password, wantUser, wantPassword string
+	}{
+		{"derived from the keys", "", "", authcallout.RouteUser, derived},
+		{"user given", "ops", "", "ops", derived},
+		{"both given", "ops", "s3cret", "ops", "s3cret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			user, password, err := routeCredentials(tt.user, tt.password, keys)
+			if err != nil || user != tt.wantUser || password != tt.wantPassword {
+				t.Errorf("routeCredentials = %q, %q, %v; want %q, %q", user, password, err, tt.wantUser, tt.wantPassword)
+			}
+		})
 	}
 }

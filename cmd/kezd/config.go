@@ -40,8 +40,12 @@ type config struct {
 	NATSClusterListen string
 	NATSRoutes        []string
 	NATSClusterName   string
-	NATSWebSocket     string
-	NATSPublicURL     string
+	// Route credentials; empty means RouteUser and the password derived
+	// from the deployment's keys.
+	NATSClusterUser     string
+	NATSClusterPassword string
+	NATSWebSocket       string
+	NATSPublicURL       string
 
 	CalloutIssuerSeed  string
 	CalloutXKeySeed    string
@@ -107,6 +111,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&c.NATSClusterListen, "nats-cluster-listen", "KEZ_NATS_CLUSTER_LISTEN", "", "embedded NATS cluster (route) address")
 	e.str(&routes, "nats-routes", "KEZ_NATS_ROUTES", "", "embedded NATS: comma-separated route URLs of the other instances (nats://host:port)")
 	e.str(&c.NATSClusterName, "nats-cluster-name", "KEZ_NATS_CLUSTER_NAME", "kezd", "embedded NATS cluster name")
+	e.str(&c.NATSClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "embedded NATS: user the cluster's routes log in as (default kezd-route)")
+	e.str(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "", "embedded NATS: route password (default derived from the NATS keys; prefer the environment)")
 	e.str(&c.NATSWebSocket, "nats-websocket-listen", "KEZ_NATS_WEBSOCKET_LISTEN", "", "embedded NATS WebSocket address for browsers (off when empty)")
 	e.str(&c.NATSPublicURL, "nats-public-url", "KEZ_NATS_PUBLIC_URL", "", "NATS URL advertised to clients in WebFinger (default derived from --nats-listen)")
 
@@ -163,13 +169,20 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	for _, r := range splitList(routes) {
 		u, err := url.Parse(r)
-		if err != nil || u.Scheme != "nats" && u.Scheme != "nats-route" || u.Host == "" {
-			return config{}, fmt.Errorf("invalid --nats-routes entry %q: want nats://host:port", r)
+		if err != nil {
+			// The entry may hold a password: do not echo it.
+			return config{}, errors.New("invalid --nats-routes entry: want nats://host:port")
+		}
+		if u.Scheme != "nats" && u.Scheme != "nats-route" || u.Host == "" {
+			return config{}, fmt.Errorf("invalid --nats-routes entry %q: want nats://host:port", u.Redacted())
 		}
 		c.NATSRoutes = append(c.NATSRoutes, r)
 	}
 	if len(c.NATSRoutes) > 0 && c.NATSClusterListen == "" {
 		return config{}, errors.New("invalid --nats-routes: needs --nats-cluster-listen")
+	}
+	if (c.NATSClusterUser != "" || c.NATSClusterPassword != "") && c.NATSClusterListen == "" {
+		return config{}, errors.New("invalid --nats-cluster-user/--nats-cluster-password: need --nats-cluster-listen")
 	}
 	if c.NATSURL != "" && (c.NATSClusterListen != "" || c.NATSWebSocket != "") {
 		return config{}, errors.New("invalid --nats-url: external NATS cannot be combined with --nats-cluster-listen or --nats-websocket-listen")

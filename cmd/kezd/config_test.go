@@ -62,6 +62,8 @@ func TestParseServeRejects(t *testing.T) {
 		{"nats listen", []string{"--nats-listen", "nowhere"}, nil, "nats-listen"},
 		{"routes without cluster", []string{"--nats-routes", "nats://a:1"}, nil, "nats-routes"},
 		{"bad route", []string{"--nats-cluster-listen", ":6222", "--nats-routes", "http://a"}, nil, "nats-routes"},
+		{"route password without cluster", nil, map[string]string{"KEZ_NATS_CLUSTER_PASSWORD": "p"}, "nats-cluster-password"},
+		{"route user without cluster", []string{"--nats-cluster-user", "u"}, nil, "nats-cluster-user"},
 		{"log level", []string{"--log-level", "loud"}, nil, "log-level"},
 		{"ttl", []string{"--nats-user-ttl", "1s"}, nil, "nats-user-ttl"},
 		{"extra arg", []string{"extra"}, nil, "extra"},
@@ -77,5 +79,15 @@ func TestParseServeRejects(t *testing.T) {
 				t.Fatalf("error %q: want one line naming %q", msg, tt.flag)
 			}
 		})
+	}
+}
+
+func TestParseServeRouteErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	for _, r := range []string{"http://kezd-route:hunter2@a:6222", "nats://kezd-route:hunter2@[::1"} {
+		_, err := parseServe([]string{"--nats-cluster-listen", ":6222", "--nats-routes", r}, env(nil), io.Discard)
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("route %q: error %v", r, err)
+		}
 	}
 }

@@ -85,6 +85,11 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 			AppUser:     pub.App,
 		},
 	}
+	if cfg.NATSClusterListen != "" {
+		if bcfg.ClusterUser, bcfg.ClusterPassword, err = routeCredentials(cfg.NATSClusterUser, cfg.NATSClusterPassword, keys); err != nil {
+			return err
+		}
+	}
 	if cfg.NATSURL == "" || !hasExternalCreds(cfg) {
 		// kezd's own connection logs in as the deployment's app user: to the
 		// embedded server, or to an external one configured by `kezd nats-config`.
@@ -176,6 +181,22 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		return fmt.Errorf("http server: %w", err)
 	}
 	return nil
+}
+
+// routeCredentials are what the embedded NATS servers of a deployment
+// present to each other on their routes: the given user and password, each
+// defaulting to one every instance sharing the keys derives alike.
+func routeCredentials(user, password string, keys authcallout.Keys) (string, string, error) {
+	if user == "" {
+		user = authcallout.RouteUser
+	}
+	if password == "" {
+		var err error
+		if password, err = keys.RoutePassword(); err != nil {
+			return "", "", fmt.Errorf("nats route password: %w", err)
+		}
+	}
+	return user, password, nil
 }
 
 func hasExternalCreds(cfg config) bool {
