@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -18,13 +20,13 @@ import (
 // stream serves GET /v1/inbox/:handle/stream as Server-Sent Events. The core's
 // Follow does the reading (backlog, ready, live, each message once and in
 // order); this handler authenticates, then writes what Follow emits, one
-// flushed event at a time, with pings in between. The stream lives as long
-// as the request, and ends early on shutdown or when the client cannot take
-// an event within StreamWriteTimeout: the client reconnects with
-// Last-Event-ID and loses nothing.
+// event at a time, with pings in between. A stream ends on shutdown, when
+// the client goes away, or when the client cannot take an event within
+// StreamWriteTimeout: the client reconnects with Last-Event-ID and loses
+// nothing.
 //
 // Nothing is queued here: each event goes straight to the connection, so a
-// stream's memory is the connection's own buffers whatever the backlog.
+// stream's memory does not grow with the backlog.
 func (s *Server) stream(c echo.Context) error {
 	handle, err := pathHandle(c)
 	if err != nil {
@@ -46,9 +48,86 @@ func (s *Server) stream(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	defer release()
 
-	ctx, cancel := context.WithCancel(req.Context())
+	conn, err := s.detach(c)
+	switch {
+	case errors.Is(err, errNotDetachable):
+		defer release()
+		return s.serveInHandler(c, handle, cursor)
+	case err != nil:
+		release()
+		return nil // the client is gone before the first byte
+	}
+	go s.serveDetached(conn, handle, cursor, release)
+	return nil
+}
+
+// errNotDetachable says a stream's connection cannot be taken over.
+var errNotDetachable = errors.New("the connection cannot be detached")
+
+// detach takes the connection over from net/http, writes the response head
+// itself and returns the connection for the stream to run on.
+// It is the idle stream's memory that decides this: a stream served inside
+// the handler keeps net/http's connection state (a 4 KiB write buffer, the
+// response's 2 KiB chunking buffer, a 4 KiB read buffer, the request and
+// Echo's context), its handler goroutine and net/http's background reader
+// goroutine for as long as it is open, about 30 KiB; detached, it keeps the
+// connection, one goroutine and what Follow holds.
+//
+// The response is delimited by the connection's end, not chunked, and says
+// Connection: close. HTTP/2 and test recorders cannot be hijacked: then the
+// error is errNotDetachable, nothing is written and the stream stays in the
+// handler. Any other error means the client is gone and the connection
+// closed.
+func (s *Server) detach(c echo.Context) (net.Conn, error) {
+	if c.Request().ProtoMajor != 1 {
+		return nil, errNotDetachable
+	}
+	// The reader returned with the connection holds at most what a client
+	// sent after its request, which a stream never reads; dropping it frees
+	// net/http's buffers.
+	conn, _, err := http.NewResponseController(c.Response()).Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotDetachable, err)
+	}
+
+	h := c.Response().Header() // with whatever middleware set
+	setStreamHeaders(h)
+	h.Set("Connection", "close")
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = h.Write(&head)
+	head.WriteString("\r\n")
+	if err := conn.SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout)); err == nil {
+		_, err = conn.Write(head.Bytes())
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// serveDetached runs a stream that detach took over, on its own goroutine,
+// until it ends; then it closes the connection and gives the stream's slot
+// back. Its life is the server's, not the request's, whose context ends when
+// the handler returns. Nothing reads the connection, so a client that goes
+// away is noticed when a write fails: the ping after next at the latest
+// (the first write to a closed peer usually succeeds), about two
+// PingIntervals.
+func (s *Server) serveDetached(conn net.Conn, handle string, cursor chat.Cursor, release func()) {
+	defer release()
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(s.closing)
+	defer cancel()
+	w := &eventWriter{conn: conn, timeout: s.cfg.StreamWriteTimeout}
+	s.logStreamEnd(handle, s.follow(ctx, cancel, w, handle, cursor))
+}
+
+// serveInHandler runs a stream in its handler, on the request's connection.
+func (s *Server) serveInHandler(c echo.Context, handle string, cursor chat.Cursor) error {
+	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
 	stop := context.AfterFunc(s.closing, cancel)
 	defer stop()
@@ -60,25 +139,51 @@ func (s *Server) stream(c echo.Context) error {
 	if err := w.start(); err != nil {
 		return nil // the client is gone before the first byte
 	}
+	err := s.follow(ctx, cancel, w, handle, cursor)
+	var werr *writeError
+	if errors.As(err, &werr) {
+		s.log.Debug("stream ended: write failed", "handle", handle, "err", werr.err)
+		return nil
+	}
+	return err // committed: the error handler logs it and writes nothing
+}
 
+// follow writes Follow's events to w with pings in between, until ctx ends,
+// a write fails (which cancels ctx) or Follow fails.
+func (s *Server) follow(ctx context.Context, cancel context.CancelFunc, w *eventWriter, handle string, cursor chat.Cursor) error {
 	// Pings come from a timer, not a goroutine of their own: an idle
 	// stream costs no more than its handler. Each frame pushes the next
 	// ping back, so pings fill only the silences.
 	w.pingEvery, w.onPingFail = s.cfg.PingInterval, cancel
+	w.mu.Lock()
 	w.pinger = time.AfterFunc(s.cfg.PingInterval, w.ping)
-	err = s.svc.Follow(ctx, handle, cursor, w.event)
+	w.mu.Unlock()
+	err := s.svc.Follow(ctx, handle, cursor, w.event)
+	ended := ctx.Err() != nil // by the client, a failed ping or shutdown
 	cancel()
 	w.stopPings()
+	var werr *writeError
+	if err != nil && ended && !errors.As(err, &werr) {
+		return nil
+	}
+	return err
+}
 
+// logStreamEnd logs why a detached stream ended, as handleError would have
+// for one in its handler: failures of ours as errors, the rest for debugging.
+func (s *Server) logStreamEnd(handle string, err error) {
 	var werr *writeError
 	switch {
+	case err == nil:
 	case errors.As(err, &werr):
 		s.log.Debug("stream ended: write failed", "handle", handle, "err", werr.err)
-		return nil
-	case err != nil && ctx.Err() != nil:
-		return nil // ended by the client or by shutdown
 	default:
-		return err // committed: the error handler logs it and writes nothing
+		e := chat.AsError(err)
+		if status, ok := statusOf[e.Code]; !ok || status >= 500 {
+			s.log.Error("stream failed", "handle", handle, "code", string(e.Code), "err", err)
+		} else {
+			s.log.Debug("stream ended", "handle", handle, "err", err)
+		}
 	}
 }
 
@@ -112,10 +217,12 @@ func streamCursor(r *http.Request) (chat.Cursor, error) {
 	return chat.Cursor{Now: true}, nil
 }
 
-// eventWriter writes SSE frames, each flushed under its own write deadline.
-// Follow's events and the ping timer share it, hence the mutex.
+// eventWriter writes SSE frames, each under its own write deadline: to a
+// detached stream's connection in one write, or else to the response,
+// flushed. Follow's events and the ping timer share it, hence the mutex.
 type eventWriter struct {
 	mu      sync.Mutex
+	conn    net.Conn // a detached stream's; nil in the handler
 	res     *echo.Response
 	rc      *http.ResponseController
 	timeout time.Duration
@@ -132,11 +239,16 @@ type writeError struct{ err error }
 func (e *writeError) Error() string { return "write event: " + e.err.Error() }
 func (e *writeError) Unwrap() error { return e.err }
 
-func (w *eventWriter) start() error {
-	h := w.res.Header()
+// setStreamHeaders sets PROTOCOL.md's stream headers.
+func setStreamHeaders(h http.Header) {
 	h.Set(echo.HeaderContentType, "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+}
+
+// start writes the response head of a stream in its handler.
+func (w *eventWriter) start() error {
+	setStreamHeaders(w.res.Header())
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
@@ -196,6 +308,16 @@ func (w *eventWriter) write(head string, data []byte, tail string) error {
 	}
 	if w.pinger != nil {
 		w.pinger.Reset(w.pingEvery)
+	}
+	if w.conn != nil {
+		if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+			return &writeError{err}
+		}
+		frame := net.Buffers{[]byte(head), data, []byte(tail)}
+		if _, err := frame.WriteTo(w.conn); err != nil {
+			return &writeError{err}
+		}
+		return nil
 	}
 	if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return &writeError{err}

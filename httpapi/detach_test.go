@@ -1,0 +1,181 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// openStreams is how many streams s counts for handle.
+func (s *Server) openStreams(handle string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[handle]
+}
+
+// waitStreamsDone runs WaitStreams in the background; the channel gets its
+// result.
+func waitStreamsDone(s *Server) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
+		defer cancel()
+		done <- s.WaitStreams(ctx)
+	}()
+	return done
+}
+
+// TestDetachedStream checks that an HTTP/1.1 stream is taken over from
+// net/http (its handler returns), answers with the stream headers and a body
+// delimited by the connection's end, stays counted by WaitStreams, and is
+// ended by CloseStreams.
+func TestDetachedStream(t *testing.T) {
+	e := newEnvWithBroker(t, openSQLite(t), startBroker(t), func(c *Config) {
+		c.PingInterval = time.Hour // no frames but the ones the test expects
+	})
+	alice, bob := newUser(t, "alice"), newUser(t, "bob")
+	e.register(alice)
+	e.register(bob)
+	e.mustSend(alice, "bob", "m1", `{"n":1}`)
+
+	s := e.openStream(streamPath(bob, "bob", "since=0"), nil)
+	if s.res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", s.res.StatusCode)
+	}
+	for k, v := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"} {
+		if got := s.res.Header.Get(k); got != v {
+			t.Errorf("%s: %q, want %q", k, got, v)
+		}
+	}
+	// Not chunked, as a response from the handler would be: the stream
+	// has left net/http.
+	if !s.res.Close || len(s.res.TransferEncoding) != 0 || s.res.ContentLength != -1 {
+		t.Fatalf("want a body delimited by the connection's end; got close %v, transfer encoding %v, length %d",
+			s.res.Close, s.res.TransferEncoding, s.res.ContentLength)
+	}
+	s.wantMessage(1)
+	s.wantControl("ready", `{"latest":1}`)
+
+	// Live events reach the detached stream.
+	e.mustSend(alice, "bob", "m2", `{"n":2}`)
+	s.wantMessage(2)
+
+	if n := e.srv.openStreams("bob"); n != 1 {
+		t.Fatalf("%d streams counted for bob, want 1", n)
+	}
+	waited := waitStreamsDone(e.srv)
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitStreams returned (%v) with a detached stream open", err)
+	default:
+	}
+
+	e.srv.CloseStreams()
+	s.wantEnd()
+	if err := <-waited; err != nil {
+		t.Fatalf("WaitStreams: %v", err)
+	}
+	if n := e.srv.openStreams("bob"); n != 0 {
+		t.Fatalf("%d streams counted for bob after CloseStreams, want 0", n)
+	}
+}
+
+// TestDetachedStreamClientCloses checks that a client that closes its
+// connection frees its stream's slot: nothing reads a detached stream, so
+// the stream notices on a failed write (a ping, here every few
+// milliseconds).
+func TestDetachedStreamClientCloses(t *testing.T) {
+	e := newEnv(t, openSQLite(t), func(c *Config) {
+		c.MaxStreamsPerHandle = 1
+		c.PingInterval = 5 * time.Millisecond
+	})
+	bob := newUser(t, "bob")
+	e.register(bob)
+
+	conn, err := net.Dial("tcp", e.hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte("GET " + streamPath(bob, "bob", "") + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("waiting for ready: %v", err)
+		}
+		if strings.HasPrefix(line, "event: ready") {
+			break
+		}
+	}
+	if n := e.srv.openStreams("bob"); n != 1 {
+		t.Fatalf("%d streams counted for bob, want 1", n)
+	}
+	conn.Close()
+
+	if err := <-waitStreamsDone(e.srv); err != nil {
+		t.Fatalf("the closed client's stream still holds its slot: %v", err)
+	}
+	e.openStream(streamPath(bob, "bob", ""), nil).wantControl("ready", `{"latest":0}`)
+}
+
+// TestStreamInHandler checks the path for connections that cannot be taken
+// over: over HTTP/2 the stream runs in its handler, with pings past the
+// server's ReadTimeout, and ends on CloseStreams.
+func TestStreamInHandler(t *testing.T) {
+	e := newEnv(t, openSQLite(t), func(c *Config) {
+		c.PingInterval = 5 * time.Millisecond
+		c.ReadTimeout = 50 * time.Millisecond
+	})
+	bob := newUser(t, "bob")
+	e.register(bob)
+
+	hs := httptest.NewUnstartedServer(nil)
+	hs.Config = e.srv.HTTPServer("")
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	t.Cleanup(e.srv.CloseStreams)
+	client := hs.Client() // speaks HTTP/2 to it
+
+	ctx, cancel := context.WithTimeout(t.Context(), streamTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, hs.URL+streamPath(bob, "bob", ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.ProtoMajor != 2 || res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("got %s %s, Content-Type %q; want HTTP/2 200 text/event-stream", res.Proto, res.Status, res.Header.Get("Content-Type"))
+	}
+	s := &sseStream{t: t, res: res, r: bufio.NewReader(res.Body)}
+	s.wantControl("ready", `{"latest":0}`)
+	start := time.Now()
+	for pings := 0; pings < 5 || time.Since(start) < 4*50*time.Millisecond; pings++ {
+		if ev := s.next(); ev.comment != "ping" {
+			t.Fatalf("got %+v, want a ping", ev)
+		}
+	}
+	if n := e.srv.openStreams("bob"); n != 1 {
+		t.Fatalf("%d streams counted for bob, want 1", n)
+	}
+	e.srv.CloseStreams()
+	s.wantEnd()
+	if err := <-waitStreamsDone(e.srv); err != nil {
+		t.Fatalf("WaitStreams: %v", err)
+	}
+}
