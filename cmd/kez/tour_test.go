@@ -259,13 +259,16 @@ func TestNkeyWithNATSCLI(t *testing.T) {
 	// again until one message arrives (--count 1 ends the CLI then).
 	for i := 0; ; i++ {
 		bob.must("", "send", "--as", "bob", "alice", "to the nats cli")
-		if sub.within(sub.stdout, `"to":"alice"`, 2*time.Second) {
+		if sub.within(sub.stdout, `Received on "kez.chat.inbox.alice"`, 2*time.Second) {
 			break
 		}
 		if i == 20 {
 			t.Fatal("the nats CLI received nothing on kez.chat.inbox.alice")
 		}
 	}
+	// nats sub prints the headers, a blank line, then the stored message.
+	sub.await(sub.stdout, "Kez-Seq: ")
+	sub.await(sub.stdout, `"from":"bob","to":"alice"`)
 	if err := sub.cmd.Wait(); err != nil {
 		t.Fatalf("nats sub: %v", err)
 	}
