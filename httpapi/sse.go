@@ -122,6 +122,14 @@ func (s *Server) serveDetached(conn net.Conn, handle string, cursor chat.Cursor,
 	ctx, cancel := context.WithCancel(s.closing)
 	defer cancel()
 	w := &eventWriter{conn: conn, timeout: s.cfg.StreamWriteTimeout}
+	// No handler recovers a panic here; one must not take the server down
+	// or leave the ping timer running.
+	defer func() {
+		if r := recover(); r != nil {
+			w.stopPings()
+			s.logStreamEnd(handle, fmt.Errorf("panic: %v", r))
+		}
+	}()
 	s.logStreamEnd(handle, s.follow(ctx, cancel, w, handle, cursor))
 }
 
