@@ -120,7 +120,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	streams map[string]int // open streams per handle
-	wg      sync.WaitGroup // open streams
+	wg      sync.WaitGroup // open streams, detached ones included
 }
 
 // New returns a Server for svc. It does no I/O.
@@ -183,10 +183,13 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 // CloseStreams ends every open stream and long-poll, and makes new ones
 // fail with 503, so that a graceful shutdown is not held up by them. Clients
 // reconnect (to another instance) with Last-Event-ID and lose nothing.
-// WaitStreams waits for the stream handlers to return.
+// WaitStreams waits for the streams to end. http.Server's Shutdown does not
+// wait for them: a stream on HTTP/1.1 leaves net/http once it is authorised
+// (see detach).
 func (s *Server) CloseStreams() { s.closeOnce() }
 
-// WaitStreams blocks until every stream handler has returned or ctx ends.
+// WaitStreams blocks until every stream has ended, whether it runs in its
+// handler or detached from net/http, or ctx ends.
 func (s *Server) WaitStreams(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
