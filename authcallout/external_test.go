@@ -75,6 +75,7 @@ type extServer struct {
 	clientURL string
 	routeURL  string
 	routed    <-chan struct{} // closed when a route to another server is up
+	refused   <-chan struct{} // closed when another server refused this one's route
 }
 
 var (
@@ -95,7 +96,7 @@ func runNATSServer(t testing.TB, conf string, cluster bool) extServer {
 		t.Fatal(err)
 	}
 	ready := make(chan extServer, 1)
-	routed := make(chan struct{})
+	routed, refused := make(chan struct{}), make(chan struct{})
 	done := make(chan struct{})
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
@@ -104,8 +105,8 @@ func runNATSServer(t testing.TB, conf string, cluster bool) extServer {
 	})
 	go func() {
 		defer close(done)
-		s := extServer{routed: routed}
-		routeUp, isReady, sent := false, false, false
+		s := extServer{routed: routed, refused: refused}
+		routeUp, routeRefused, isReady, sent := false, false, false, false
 		var log strings.Builder
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -120,6 +121,10 @@ func runNATSServer(t testing.TB, conf string, cluster bool) extServer {
 			if !routeUp && strings.Contains(line, "Route connection created") {
 				routeUp = true
 				close(routed)
+			}
+			if !routeRefused && strings.Contains(line, "Route Error 'Authorization Violation'") {
+				routeRefused = true
+				close(refused)
 			}
 			if strings.Contains(line, "Server is ready") {
 				isReady = true
@@ -160,6 +165,22 @@ func writeAuthConf(t testing.TB, dir string, k authcallout.Keys) {
 	}
 }
 
+// writeClusterAuthConf writes what `kezd nats-config --cluster-routes`
+// prints into dir/cluster-auth.conf.
+func writeClusterAuthConf(t testing.TB, dir string, k authcallout.Keys, routes ...string) {
+	t.Helper()
+	password, err := k.RoutePassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	err = authcallout.WriteClusterConfig(&b, authcallout.ClusterConfigOptions{Password: password, Routes: routes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "cluster-auth.conf"), b.String())
+}
+
 func writeFile(t testing.TB, path, text string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -181,7 +202,10 @@ func TestDeployConfigs(t *testing.T) {
 		}
 		writeFile(t, filepath.Join(dir, f), string(b))
 	}
-	writeAuthConf(t, dir, testKeys(t))
+	k := testKeys(t)
+	writeAuthConf(t, dir, k)
+	writeClusterAuthConf(t, filepath.Join(dir, "cluster"), k,
+		"nats://kez-nats-1:6222", "nats://kez-nats-2:6222", "nats://kez-nats-3:6222")
 	for _, f := range []string{"single.conf", "cluster/node1.conf", "cluster/node2.conf", "cluster/node3.conf"} {
 		out, err := exec.Command(bin, "-t", "-c", filepath.Join(dir, f)).CombinedOutput()
 		if err != nil {
@@ -234,9 +258,38 @@ func TestExternalCluster(t *testing.T) {
 	k := testKeys(t)
 	dir := t.TempDir()
 	writeAuthConf(t, dir, k)
-	node := func(i int, routes string) extServer {
-		conf := filepath.Join(dir, fmt.Sprintf("node%d.conf", i))
+	// As in deploy/nats/cluster: routes authenticate with what
+	// `kezd nats-config --cluster-routes` prints. Ports are random, so each
+	// node gets the file for the routes known when it starts.
+	node := func(i int, routes ...string) extServer {
+		nodeDir := filepath.Join(dir, fmt.Sprintf("node%d", i))
+		os.Mkdir(nodeDir, 0o700)
+		writeClusterAuthConf(t, nodeDir, k, routes...)
+		conf := filepath.Join(nodeDir, "nats.conf")
 		writeFile(t, conf, fmt.Sprintf(`server_name: n%d
+host: 127.0.0.1
+port: -1
+cluster {
+  name: kez
+  host: 127.0.0.1
+  port: -1
+  include "cluster-auth.conf"
+}
+include "../auth.conf"
+`, i))
+		return runNATSServer(t, conf, true)
+	}
+	n1 := node(1)
+	n2 := node(2, n1.routeURL)
+	n3 := node(3, n1.routeURL)
+
+	<-n2.routed
+	<-n3.routed
+
+	// A server without the route credentials is refused by the cluster.
+	strangerDir := filepath.Join(dir, "stranger")
+	os.Mkdir(strangerDir, 0o700)
+	writeFile(t, filepath.Join(strangerDir, "nats.conf"), fmt.Sprintf(`server_name: stranger
 host: 127.0.0.1
 port: -1
 cluster {
@@ -245,16 +298,13 @@ cluster {
   port: -1
   routes: [%s]
 }
-include "auth.conf"
-`, i, routes))
-		return runNATSServer(t, conf, true)
+`, n1.routeURL))
+	stranger := runNATSServer(t, filepath.Join(strangerDir, "nats.conf"), true)
+	select {
+	case <-stranger.refused:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a server without the route credentials was not refused")
 	}
-	n1 := node(1, "")
-	n2 := node(2, n1.routeURL)
-	n3 := node(3, n1.routeURL)
-
-	<-n2.routed
-	<-n3.routed
 
 	db := openStore(t)
 	alice := register(t, db, "alice")

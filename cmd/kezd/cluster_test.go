@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -181,5 +183,43 @@ func TestRouteCredentials(t *testing.T) {
 				t.Errorf("routeCredentials = %q, %q, %v; want %q, %q", user, password, err, tt.wantUser, tt.wantPassword)
 			}
 		})
+	}
+}
+
+// TestNATSConfigClusterRoutes: `kezd nats-config --cluster-routes` prints the
+// route authorization that matches what serve derives from the same keys.
+func TestNATSConfigClusterRoutes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var out strings.Builder
+	args := []string{"nats-config", "--data-dir", dir, "--cluster-routes", "nats://kez-nats-1:6222, nats://kez-nats-2:6222"}
+	if err := run(t.Context(), args, env(nil), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := authcallout.LoadOrCreateKeys(filepath.Join(dir, "nats-keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	password, err := keys.RoutePassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`user: "kezd-route"`,
+		`password: "` + password + `"`,
+		`"nats://kezd-route:` + password + `@kez-nats-1:6222"`,
+		`"nats://kezd-route:` + password + `@kez-nats-2:6222"`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %s:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "auth_callout") {
+		t.Error("cluster output contains the auth.conf part")
+	}
+
+	err = run(t.Context(), []string{"nats-config", "--data-dir", dir, "--nats-cluster-password", "x"}, env(nil), io.Discard, io.Discard)
+	if err == nil {
+		t.Error("--nats-cluster-password without --cluster-routes accepted")
 	}
 }

@@ -12,6 +12,8 @@ import (
 // natsConfig prints a nats-server configuration whose accounts, users and
 // auth_callout block match this deployment's keys (from --data-dir or the
 // seed flags, exactly as serve finds them), so no operator crafts keys by hand.
+// With --cluster-routes it prints instead the route authorization and routes
+// that each node of a cluster includes in its cluster {} block.
 func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var c config
 	fs := flag.NewFlagSet("kezd nats-config", flag.ContinueOnError)
@@ -22,6 +24,10 @@ func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Wri
 	e.str(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "", "auth callout curve seed")
 	e.str(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "", "auth callout service user seed")
 	e.str(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "", "kezd's own NATS user seed")
+	var routes string
+	e.str(&routes, "cluster-routes", "KEZ_NATS_CLUSTER_ROUTES", "", "print instead the route authorization for a cluster's nodes, with these comma-separated route URLs (nats://host:6222, every node)")
+	e.str(&c.NATSClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "with --cluster-routes: route user (default kezd-route)")
+	e.str(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "", "with --cluster-routes: route password (default derived from the NATS keys)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -34,6 +40,16 @@ func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Wri
 	keys, err := loadKeys(c)
 	if err != nil {
 		return err
+	}
+	if routes != "" {
+		user, password, err := routeCredentials(c.NATSClusterUser, c.NATSClusterPassword, keys)
+		if err != nil {
+			return err
+		}
+		return authcallout.WriteClusterConfig(stdout, authcallout.ClusterConfigOptions{User: user, Password: password, Routes: splitList(routes)})
+	}
+	if c.NATSClusterUser != "" || c.NATSClusterPassword != "" {
+		return usageError{errors.New("--nats-cluster-user/--nats-cluster-password need --cluster-routes")}
 	}
 	pub, err := keys.Public()
 	if err != nil {
