@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -52,7 +53,7 @@ func (s *Server) webfinger(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if !s.isOurDomain(domain) {
+	if !s.isOurDomain(domain) && !sameHost(domain, c.Request().Host) {
 		return chat.Errorf(chat.CodeUnknownHandle, "%q is not a domain this server answers for", domain)
 	}
 	if err := identity.ValidateHandle(local); err != nil {
@@ -115,4 +116,19 @@ func (s *Server) domain() string { return strings.ToLower(s.cfg.PublicURL.Host) 
 func (s *Server) isOurDomain(d string) bool {
 	d = strings.ToLower(d)
 	return d == s.domain() || d == strings.ToLower(s.cfg.PublicURL.Hostname())
+}
+
+// sameHost reports whether the asked-for domain is the host the request was
+// sent to (with or without its port): a name by which the client reached
+// this server, such as 127.0.0.1 when the public URL says localhost.
+func sameHost(domain, requestHost string) bool {
+	if requestHost == "" {
+		return false
+	}
+	domain, requestHost = strings.ToLower(domain), strings.ToLower(requestHost)
+	if domain == requestHost {
+		return true
+	}
+	host, _, err := net.SplitHostPort(requestHost)
+	return err == nil && domain == host
 }

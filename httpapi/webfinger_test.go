@@ -146,3 +146,19 @@ func TestWebFingerSubjectEchoesDomain(t *testing.T) {
 		}
 	}
 }
+
+// TestWebFingerRequestHost: the host a client reached the server by is one
+// of its names (127.0.0.1 for a server whose public URL says localhost);
+// any other domain is still unknown.
+func TestWebFingerRequestHost(t *testing.T) {
+	e := newEnv(t, openSQLite(t), func(c *Config) { c.PublicURL = &url.URL{Scheme: "http", Host: "localhost:8080"} })
+	e.register(newUser(t, "alice"))
+	host := strings.TrimPrefix(e.url, "http://") // 127.0.0.1:<port>
+	hostOnly, _, _ := strings.Cut(host, ":")
+	for _, asked := range []string{host, hostOnly} {
+		r := e.do(http.MethodGet, "/.well-known/webfinger?resource="+url.QueryEscape("acct:alice@"+asked), nil, nil)
+		r.want(t, http.StatusOK)
+	}
+	r := e.do(http.MethodGet, "/.well-known/webfinger?resource="+url.QueryEscape("acct:alice@elsewhere.example"), nil, nil)
+	r.want(t, http.StatusNotFound)
+}
