@@ -18,19 +18,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"regexp"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -48,7 +41,7 @@ var (
 	mainCalled atomic.Bool
 
 	once    sync.Once
-	server  *cluster // nil when EnvURL is used
+	server  *Cluster // nil when EnvURL is used
 	baseURL string   // admin URL of the server
 	initErr error
 
@@ -62,7 +55,7 @@ func Main(m *testing.M) {
 	mainCalled.Store(true)
 	code := m.Run()
 	if server != nil {
-		if err := server.stop(); err != nil {
+		if err := server.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
 			if code == 0 {
 				code = 1
@@ -85,9 +78,9 @@ func NewDatabase(t testing.TB) string {
 			baseURL = u
 			return
 		}
-		server, initErr = startCluster()
+		server, initErr = StartCluster()
 		if initErr == nil {
-			baseURL = server.url
+			baseURL = server.URL()
 		}
 	})
 	if initErr != nil {
@@ -97,21 +90,39 @@ func NewDatabase(t testing.TB) string {
 	name := databaseName(t.Name())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := admin(ctx, baseURL, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database %s: %v%s", name, err, server.logTail())
+	u, err := CreateDatabase(ctx, baseURL, name)
+	if err != nil {
+		t.Fatalf("pgtest: %v%s", err, server.LogTail())
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := admin(ctx, baseURL, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+		if err := DropDatabase(ctx, baseURL, name); err != nil {
+			t.Errorf("pgtest: %v", err)
 		}
 	})
-	u, err := withDatabase(baseURL, name)
-	if err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
 	return u
+}
+
+// CreateDatabase creates the database name on the server at serverURL (an
+// admin connection URL) and returns the new database's URL.
+func CreateDatabase(ctx context.Context, serverURL, name string) (string, error) {
+	u, err := withDatabase(serverURL, name)
+	if err != nil {
+		return "", err
+	}
+	if err := admin(ctx, serverURL, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return u, nil
+}
+
+// DropDatabase drops the database name, closing its connections.
+func DropDatabase(ctx context.Context, serverURL, name string) error {
+	if err := admin(ctx, serverURL, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %s: %w", name, err)
+	}
+	return nil
 }
 
 func admin(ctx context.Context, connURL, sql string) error {
@@ -140,179 +151,12 @@ func databaseName(test string) string {
 func withDatabase(connURL, name string) (string, error) {
 	u, err := url.Parse(connURL)
 	if err != nil {
-		return "", fmt.Errorf("parse %s: %w", EnvURL, err)
+		return "", fmt.Errorf("parse server URL: %w", err)
 	}
 	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-		return "", fmt.Errorf("%s must be a postgres:// URL", EnvURL)
+		return "", errors.New("the server URL must be a postgres:// URL")
 	}
 	u.Path = "/" + name
 	return u.String(), nil
 }
 
-// cluster is a throwaway Postgres cluster in a temporary directory.
-type cluster struct {
-	dir     string // removed on stop
-	data    string
-	logFile string
-	pgCtl   string
-	cred    *syscall.Credential // nil: run as ourselves
-	url     string
-}
-
-func startCluster() (*cluster, error) {
-	bin, err := findBinaries()
-	if err != nil {
-		return nil, err
-	}
-	c := &cluster{pgCtl: filepath.Join(bin, "pg_ctl")}
-
-	if os.Geteuid() == 0 {
-		// Postgres refuses to run as root; run it as the unprivileged user
-		// the distribution's package creates.
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("running as root needs an unprivileged `postgres` OS user to run the cluster as: %v; %s", err, installHint)
-		}
-		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
-
-	c.dir, err = os.MkdirTemp("", "kez-pgtest-")
-	if err != nil {
-		return nil, err
-	}
-	if c.cred != nil {
-		if err := os.Chown(c.dir, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
-			os.RemoveAll(c.dir)
-			return nil, err
-		}
-	}
-	c.data = filepath.Join(c.dir, "data")
-	c.logFile = filepath.Join(c.dir, "postgres.log")
-
-	if out, err := c.run(2*time.Minute, filepath.Join(bin, "initdb"),
-		"-D", c.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"); err != nil {
-		os.RemoveAll(c.dir)
-		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
-	}
-
-	// A port that was free a moment ago may be taken by the time the server
-	// binds it; try a few.
-	var lastErr error
-	for range 3 {
-		port, err := freePort()
-		if err != nil {
-			os.RemoveAll(c.dir)
-			return nil, err
-		}
-		opts := strings.Join([]string{
-			"-p", strconv.Itoa(port),
-			"-k", c.dir,
-			"-c", "listen_addresses=127.0.0.1",
-			"-c", "max_connections=300",
-			"-c", "fsync=on",
-			"-c", "synchronous_commit=on",
-		}, " ")
-		out, err := c.run(90*time.Second, c.pgCtl, "-D", c.data, "-l", c.logFile, "-w", "-t", "60", "-o", opts, "start")
-		if err == nil {
-			c.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-			return c, nil
-		}
-		lastErr = fmt.Errorf("pg_ctl start: %v\n%s%s", err, out, c.logTail())
-		// Make sure nothing is left running before trying again.
-		_, _ = c.run(30*time.Second, c.pgCtl, "-D", c.data, "-m", "immediate", "-w", "stop")
-	}
-	os.RemoveAll(c.dir)
-	return nil, lastErr
-}
-
-func (c *cluster) stop() error {
-	out, err := c.run(60*time.Second, c.pgCtl, "-D", c.data, "-m", "fast", "-w", "-t", "30", "stop")
-	if err != nil {
-		err = fmt.Errorf("pg_ctl stop: %v\n%s%s", err, out, c.logTail())
-		_, _ = c.run(30*time.Second, c.pgCtl, "-D", c.data, "-m", "immediate", "-w", "stop")
-	}
-	if rerr := os.RemoveAll(c.dir); rerr != nil && err == nil {
-		err = rerr
-	}
-	return err
-}
-
-// run runs a Postgres program as the cluster's OS user, bounded in time.
-func (c *cluster) run(timeout time.Duration, name string, args ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = c.dir
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "TZ=UTC", "HOME=" + c.dir}
-	if c.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
-	}
-	// pg_ctl start leaves the server running with our stdout open if we give
-	// it one; use files so Wait does not hang on the server's descriptors.
-	out, err := os.CreateTemp("", "kez-pgtest-out-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(out.Name())
-	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
-	runErr := cmd.Run()
-	text, _ := os.ReadFile(out.Name())
-	return text, runErr
-}
-
-// logTail returns the end of the server log, for failure messages.
-func (c *cluster) logTail() string {
-	if c == nil {
-		return ""
-	}
-	b, err := os.ReadFile(c.logFile)
-	if err != nil || len(b) == 0 {
-		return ""
-	}
-	const max = 4000
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return "\n--- postgres log (tail) ---\n" + string(b)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// findBinaries finds the directory holding initdb and pg_ctl: PATH first,
-// then Debian's /usr/lib/postgresql/<version>/bin, highest version.
-func findBinaries() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			p = real
-		}
-		dir := filepath.Dir(p)
-		if _, err := os.Stat(filepath.Join(dir, "pg_ctl")); err == nil {
-			return dir, nil
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
-	for _, dir := range dirs {
-		_, e1 := os.Stat(filepath.Join(dir, "initdb"))
-		_, e2 := os.Stat(filepath.Join(dir, "pg_ctl"))
-		if e1 == nil && e2 == nil {
-			return dir, nil
-		}
-	}
-	return "", errors.New("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin; " + installHint)
-}
-
-func version(binDir string) float64 {
-	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
-	return v
-}
