@@ -159,4 +159,3 @@ func withDatabase(connURL, name string) (string, error) {
 	u.Path = "/" + name
 	return u.String(), nil
 }
-
