@@ -11,13 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -74,14 +74,7 @@ type Service struct {
 	issuer string
 	lookup HandleLookup
 	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	sub    *nats.Subscription
-	sem    chan struct{}
-
-	mu      sync.Mutex
-	stopped bool
-	wg      sync.WaitGroup
+	resp   *broker.Responder
 
 	authorized, rejected, dropped atomic.Int64
 }
@@ -113,64 +106,24 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log, sem: make(chan struct{}, cfg.Workers)}
-	s.ctx, s.cancel = context.WithCancel(ctx)
-	s.sub, err = nc.QueueSubscribe(Subject, cfg.QueueGroup, s.dispatch)
-	if err != nil {
-		s.cancel()
-		return nil, fmt.Errorf("auth callout: subscribe: %w", err)
-	}
-	// Make sure the server has the subscription before anyone relies on it.
-	if err := nc.Flush(); err != nil {
-		s.Stop()
-		return nil, fmt.Errorf("auth callout: subscribe: %w", err)
+	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log}
+	if s.resp, err = broker.Respond(ctx, nc, Subject, cfg.QueueGroup, cfg.Workers, s.handle); err != nil {
+		return nil, fmt.Errorf("auth callout: %w", err)
 	}
 	return s, nil
-}
-
-// dispatch runs on the subscription's goroutine: it blocks while all workers
-// are busy, so a burst queues in the client's pending buffer, not in goroutines.
-func (s *Service) dispatch(m *nats.Msg) {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	select {
-	case s.sem <- struct{}{}:
-	case <-s.ctx.Done():
-		s.wg.Done()
-		return
-	}
-	go func() {
-		defer s.wg.Done()
-		defer func() { <-s.sem }()
-		s.handle(m)
-	}()
 }
 
 // Stop stops answering and waits for requests in flight. Servers then refuse
 // new logins (after their auth timeout) unless another instance answers;
 // connections already logged in stay up until their JWT expires.
-func (s *Service) Stop() {
-	if err := s.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
-		s.log.Warn("auth callout: unsubscribe", "err", err)
-	}
-	s.mu.Lock()
-	s.stopped = true
-	s.mu.Unlock()
-	s.cancel()
-	s.wg.Wait()
-}
+func (s *Service) Stop() { s.resp.Stop() }
 
 // Stats returns the counters.
 func (s *Service) Stats() Stats {
 	return Stats{Authorized: s.authorized.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load()}
 }
 
-func (s *Service) handle(m *nats.Msg) {
+func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 	data := m.Data
 	serverXKey := m.Header.Get(serverXKeyHeader)
 	if serverXKey != "" {
@@ -192,7 +145,7 @@ func (s *Service) handle(m *nats.Msg) {
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(s.ctx, lookupTimeout)
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	handle, err := authorize(ctx, s.lookup, req)
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)

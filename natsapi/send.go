@@ -7,16 +7,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
 )
@@ -56,14 +55,7 @@ type SendResponder struct {
 	cfg    SendConfig
 	sender Sender
 	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	sub    *nats.Subscription
-	sem    chan struct{}
-
-	mu      sync.Mutex
-	stopped bool
-	wg      sync.WaitGroup
+	resp   *broker.Responder
 }
 
 // StartSend subscribes to SendSubject on nc (kezd's own connection in the
@@ -81,58 +73,18 @@ func StartSend(ctx context.Context, nc *nats.Conn, cfg SendConfig, sender Sender
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultSendTimeout
 	}
-	r := &SendResponder{cfg: cfg, sender: sender, log: log, sem: make(chan struct{}, cfg.Workers)}
-	r.ctx, r.cancel = context.WithCancel(ctx)
+	r := &SendResponder{cfg: cfg, sender: sender, log: log}
 	var err error
-	r.sub, err = nc.QueueSubscribe(SendSubject, cfg.QueueGroup, r.dispatch)
-	if err != nil {
-		r.cancel()
-		return nil, fmt.Errorf("send responder: subscribe: %w", err)
-	}
-	if err := nc.Flush(); err != nil {
-		r.Stop()
-		return nil, fmt.Errorf("send responder: subscribe: %w", err)
+	if r.resp, err = broker.Respond(ctx, nc, SendSubject, cfg.QueueGroup, cfg.Workers, r.handle); err != nil {
+		return nil, fmt.Errorf("send responder: %w", err)
 	}
 	return r, nil
 }
 
-// dispatch blocks while all workers are busy, so a burst waits in the
-// client's pending buffer rather than in unbounded goroutines.
-func (r *SendResponder) dispatch(m *nats.Msg) {
-	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
-		return
-	}
-	r.wg.Add(1)
-	r.mu.Unlock()
-	select {
-	case r.sem <- struct{}{}:
-	case <-r.ctx.Done():
-		r.wg.Done()
-		return
-	}
-	go func() {
-		defer r.wg.Done()
-		defer func() { <-r.sem }()
-		r.handle(m)
-	}()
-}
-
 // Stop stops answering and waits for sends in flight to finish.
-func (r *SendResponder) Stop() {
-	if err := r.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
-		r.log.Warn("send responder: unsubscribe", "err", err)
-	}
-	r.mu.Lock()
-	r.stopped = true
-	r.mu.Unlock()
-	// Sends in flight finish: a message being stored should get its reply.
-	r.wg.Wait()
-	r.cancel()
-}
+func (r *SendResponder) Stop() { r.resp.Stop() }
 
-func (r *SendResponder) handle(m *nats.Msg) {
+func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 	from := strings.TrimPrefix(m.Subject, sendPrefix)
 	if m.Reply != "" && !strings.HasPrefix(m.Reply, replyPrefix+from+".") {
 		// kezd's own user may publish anywhere, and NATS checks a
@@ -147,7 +99,7 @@ func (r *SendResponder) handle(m *nats.Msg) {
 	if err := identity.ValidateHandle(from); err != nil {
 		reply = errorBody(chat.Errorf(chat.CodeInvalidHandle, "sender in subject: %v", err))
 	} else {
-		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.Timeout)
+		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		res, err := r.sender.Send(ctx, from, m.Data)
 		cancel()
 		if err != nil {

@@ -1,0 +1,83 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Responder answers requests on one subject as a member of a queue group,
+// so that of any number of kezd instances exactly one handles each request.
+// It runs at most a fixed number of handlers at once: while all are busy
+// the subscription's dispatch blocks, so a burst waits in the client's
+// bounded pending buffer, not in goroutines.
+type Responder struct {
+	sub    *nats.Subscription
+	sem    chan struct{}
+	handle func(ctx context.Context, m *nats.Msg)
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// Respond subscribes handle to subject in queue group queue on nc and calls
+// it for every request, with a context that ends at Stop (or when ctx
+// does), at most workers at a time. It returns once the server has the
+// subscription.
+func Respond(ctx context.Context, nc *nats.Conn, subject, queue string, workers int, handle func(ctx context.Context, m *nats.Msg)) (*Responder, error) {
+	if workers <= 0 {
+		return nil, errors.New("respond: workers must be positive")
+	}
+	r := &Responder{sem: make(chan struct{}, workers), handle: handle}
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	var err error
+	r.sub, err = nc.QueueSubscribe(subject, queue, r.dispatch)
+	if err != nil {
+		r.cancel()
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	if err := nc.Flush(); err != nil {
+		r.Stop()
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	return r, nil
+}
+
+func (r *Responder) dispatch(m *nats.Msg) {
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	select {
+	case r.sem <- struct{}{}:
+	case <-r.ctx.Done():
+		r.wg.Done()
+		return
+	}
+	go func() {
+		defer r.wg.Done()
+		defer func() { <-r.sem }()
+		r.handle(r.ctx, m)
+	}()
+}
+
+// Stop stops taking requests, lets the handlers in flight finish (a request
+// being handled should get its answer), and then ends their context.
+func (r *Responder) Stop() {
+	// An error means the connection is closed: the subscription is gone.
+	_ = r.sub.Unsubscribe()
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
+	r.wg.Wait()
+	r.cancel()
+}
