@@ -28,7 +28,7 @@ func startEmbedded(cfg Config, log *slog.Logger) (*server.Server, []nats.Option,
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	srv.SetLogger(serverLogger{log.With("component", "nats-server")}, false, false)
+	srv.SetLogger(serverLogger{log.With("nats_server", true)}, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
