@@ -179,3 +179,52 @@ func TestStreamInHandler(t *testing.T) {
 		t.Fatalf("WaitStreams: %v", err)
 	}
 }
+
+// TestStreamCapReapsClosedClients: a client that closed its stream (a page
+// reload) does not count against the handle's cap, even before a ping
+// would have noticed; live streams still do.
+func TestStreamCapReapsClosedClients(t *testing.T) {
+	e := newEnv(t, openSQLite(t), func(c *Config) {
+		c.MaxStreamsPerHandle = 1
+		c.PingInterval = time.Hour // only the reaping can free the slot
+	})
+	bob := newUser(t, "bob")
+	e.register(bob)
+
+	// openRaw opens a stream on a raw connection and waits for ready.
+	openRaw := func() net.Conn {
+		t.Helper()
+		conn, err := net.Dial("tcp", e.hs.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if err := conn.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte("GET " + streamPath(bob, "bob", "") + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(conn)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("waiting for ready: %v", err)
+			}
+			if strings.HasPrefix(line, "event: ready") {
+				return conn
+			}
+		}
+	}
+
+	for range 3 { // reload, reload, reload
+		openRaw().Close()
+	}
+	live := openRaw()
+	defer live.Close()
+	// The live one holds the only slot.
+	s := e.openStream(streamPath(bob, "bob", ""), nil)
+	if s.res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a second live stream got %s, want 429", s.res.Status)
+	}
+}

@@ -6,8 +6,10 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -118,9 +120,18 @@ type Server struct {
 	closing   context.Context
 	closeOnce context.CancelFunc
 
-	mu      sync.Mutex
-	streams map[string]int // open streams per handle
-	wg      sync.WaitGroup // open streams, detached ones included
+	mu       sync.Mutex
+	streams  map[string]int                          // open streams per handle
+	detached map[string]map[*detachedStream]struct{} // per handle, for reaping
+	wg       sync.WaitGroup                          // open streams, detached ones included
+}
+
+// detachedStream is what the server knows of a stream running on a
+// connection it took over, so that it can end it when its client is gone.
+type detachedStream struct {
+	conn   net.Conn
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the stream has given back its slot
 }
 
 // New returns a Server for svc. It does no I/O.
@@ -138,6 +149,7 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 		closing:   closing,
 		closeOnce: cancel,
 		streams:   make(map[string]int),
+		detached:  make(map[string]map[*detachedStream]struct{}),
 	}
 
 	e := echo.New()
@@ -232,8 +244,63 @@ func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // acquireStream counts a new stream for handle, or refuses it when the
-// handle has too many open here or the server is closing.
+// handle has too many open here or the server is closing. At the cap it
+// first ends the handle's detached streams whose clients have gone (a
+// browser reloading a page closes its old connection, which nothing reads
+// until the next ping), so that reconnecting is not refused for them.
 func (s *Server) acquireStream(handle string) (release func(), err error) {
+	release, err = s.tryAcquireStream(handle)
+	if e := (*chat.Error)(nil); errors.As(err, &e) && e.Code == chat.CodeRateLimited && s.reapClosed(handle) > 0 {
+		release, err = s.tryAcquireStream(handle)
+	}
+	return release, err
+}
+
+// reapClosed ends handle's detached streams whose clients have closed
+// their connections, waits (briefly) for them to give their slots back,
+// and returns how many it ended.
+func (s *Server) reapClosed(handle string) int {
+	s.mu.Lock()
+	var dead []*detachedStream
+	for d := range s.detached[handle] {
+		if peerClosed(d.conn) {
+			dead = append(dead, d)
+		}
+	}
+	s.mu.Unlock()
+	timeout := time.NewTimer(s.cfg.StreamWriteTimeout)
+	defer timeout.Stop()
+	for _, d := range dead {
+		d.cancel()
+		select {
+		case <-d.done:
+		case <-timeout.C:
+			return len(dead)
+		}
+	}
+	return len(dead)
+}
+
+// trackDetached registers a detached stream of handle for reaping; the
+// returned func unregisters it.
+func (s *Server) trackDetached(handle string, d *detachedStream) (untrack func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.detached[handle] == nil {
+		s.detached[handle] = make(map[*detachedStream]struct{})
+	}
+	s.detached[handle][d] = struct{}{}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.detached[handle], d)
+		if len(s.detached[handle]) == 0 {
+			delete(s.detached, handle)
+		}
+	}
+}
+
+func (s *Server) tryAcquireStream(handle string) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Err() != nil {

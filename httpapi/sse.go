@@ -115,11 +115,16 @@ func (s *Server) detach(c echo.Context) (net.Conn, error) {
 // the handler returns. Nothing reads the connection, so a client that goes
 // away is noticed when a write fails: the ping after next at the latest
 // (the first write to a closed peer usually succeeds), about two
-// PingIntervals.
+// PingIntervals; or sooner, when its handle reaches the stream cap and
+// acquireStream looks for streams whose clients are gone.
 func (s *Server) serveDetached(conn net.Conn, handle string, cursor chat.Cursor, release func()) {
-	defer release()
-	defer conn.Close()
 	ctx, cancel := context.WithCancel(s.closing)
+	d := &detachedStream{conn: conn, cancel: cancel, done: make(chan struct{})}
+	untrack := s.trackDetached(handle, d)
+	defer close(d.done) // last: the slot is back
+	defer release()
+	defer untrack()
+	defer conn.Close()
 	defer cancel()
 	w := &eventWriter{conn: conn, timeout: s.cfg.StreamWriteTimeout}
 	// No handler recovers a panic here; one must not take the server down
