@@ -190,16 +190,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			for _, rs := range [][]*user{recipients[:1], recipients} {
 				name := fmt.Sprintf("deliveries/s, %d stream(s) on %d recipient(s)", len(rs), len(rs))
 				fmt.Fprintf(stderr, "kezbench: %s, %s each\n", name, cfg.duration)
-				k, kSent, err := l.throughput(ctx, kezd.addr, rs, cfg.duration)
+				k, kSent, kLost, err := l.throughput(ctx, kezd.addr, rs, cfg.duration)
 				if err != nil {
 					return fmt.Errorf("kezd %s: %w", name, err)
 				}
-				b, bSent, err := l.throughput(ctx, base.addr, rs, cfg.duration)
+				if kLost > 0 {
+					return fmt.Errorf("kezd %s: %d of %d messages never reached their stream", name, kLost, kSent)
+				}
+				b, bSent, bLost, err := l.throughput(ctx, base.addr, rs, cfg.duration)
 				if err != nil {
 					return fmt.Errorf("baseline %s: %w", name, err)
 				}
-				rows = append(rows, row{name: name, kezd: k, base: b, unit: "/s", goal: "≥ 0.70", ok: k >= 0.7*b,
-					note: fmt.Sprintf("sent %d / %d", kSent, bSent)})
+				note := fmt.Sprintf("sent %d / %d", kSent, bSent)
+				if bLost > 0 {
+					note += fmt.Sprintf("; baseline lost %d", bLost)
+				}
+				rows = append(rows, row{name: name, kezd: k, base: b, unit: "/s", goal: "≥ 0.70", ok: k >= 0.7*b, note: note})
 			}
 			if len(recipients) == 1 {
 				rows = rows[:len(rows)-1] // the same run twice
