@@ -37,7 +37,10 @@ type Config struct {
 	// MaxConns caps the pool; 0 means 16.
 	MaxConns int32
 	// CommitWorkers is how many group-commit batches may be in flight at
-	// once; 0 means 2. One batch fills while another waits for its fsync.
+	// once; 0 means 1: the next batch fills while one commits. Measured on
+	// 2 cores with 16 HTTP senders: 1 worker matched 2 across recipients and
+	// beat it by 15% on one busy recipient (whose counter row a second
+	// batch must wait for), and beat 3 everywhere.
 	CommitWorkers int
 	// MaxBatch caps the appends in one batch; 0 means 256.
 	MaxBatch int
@@ -88,7 +91,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	workers := cfg.CommitWorkers
 	if workers <= 0 {
-		workers = 2
+		workers = 1
 	}
 	maxBatch := cfg.MaxBatch
 	if maxBatch <= 0 {
