@@ -3,10 +3,12 @@ package httpapi
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -226,5 +228,53 @@ func TestStreamCapReapsClosedClients(t *testing.T) {
 	s := e.openStream(streamPath(bob, "bob", ""), nil)
 	if s.res.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("a second live stream got %s, want 429", s.res.Status)
+	}
+}
+
+// TestCloseStreamsUnblocksStalledWriter: a stream whose client stopped
+// reading is blocked in a write; CloseStreams must end it at once, not when
+// its write deadline (a minute here) runs out.
+func TestCloseStreamsUnblocksStalledWriter(t *testing.T) {
+	e := newEnv(t, openSQLite(t), func(c *Config) { c.StreamWriteTimeout = time.Minute })
+	alice, bob := newUser(t, "alice"), newUser(t, "bob")
+	e.register(alice)
+	e.register(bob)
+	big := `"` + strings.Repeat("x", 60<<10) + `"`
+	for i := range 150 { // 9 MB of backlog, far more than socket buffers hold
+		e.mustSend(alice, "bob", fmt.Sprintf("m%d", i), big)
+	}
+
+	// A client with a small receive buffer that reads the head and the
+	// start of the first event, then stops reading.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", e.hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET " + streamPath(bob, "bob", "since=0") + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(streamTimeout))
+	r := bufio.NewReader(conn)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "id: 1") {
+			break
+		}
+	}
+
+	started := time.Now()
+	e.srv.CloseStreams()
+	if err := <-waitStreamsDone(e.srv); err != nil {
+		t.Fatalf("WaitStreams: %v", err)
+	}
+	if waited := time.Since(started); waited > 30*time.Second {
+		t.Fatalf("the stalled stream ended after %s: it waited out its write deadline", waited)
 	}
 }

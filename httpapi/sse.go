@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -171,10 +172,13 @@ func (s *Server) follow(ctx context.Context, cancel context.CancelFunc, w *event
 	w.mu.Lock()
 	w.pinger = time.AfterFunc(s.cfg.PingInterval, w.ping)
 	w.mu.Unlock()
+	stopAbort := context.AfterFunc(ctx, w.abort)
 	err := s.svc.Follow(ctx, handle, cursor, w.event)
 	ended := ctx.Err() != nil // by the client, a failed ping or shutdown
 	cancel()
 	w.stopPings()
+	stopAbort()
+	w.finish()
 	var werr *writeError
 	if err != nil && ended && !errors.As(err, &werr) {
 		return nil
@@ -244,6 +248,46 @@ type eventWriter struct {
 	pingEvery  time.Duration // the longest silence
 	onPingFail func()        // ends the stream when a ping cannot be written
 	stopped    bool          // no more pings (under mu)
+
+	// A stream that must end (shutdown, reaping) while a write is blocked
+	// on a client that stopped reading would otherwise wait out the write
+	// deadline: abort moves the deadline to now, and ended keeps later
+	// writes from setting a fresh one. abortMu orders abort against the
+	// stream's end, after which the connection is not ours to touch.
+	ended    atomic.Bool
+	writing  atomic.Bool // a frame is being written (under mu)
+	abortMu  sync.Mutex
+	finished bool
+}
+
+// abort makes the write in progress, and every later one, fail at once.
+func (w *eventWriter) abort() {
+	w.abortMu.Lock()
+	defer w.abortMu.Unlock()
+	if w.finished {
+		return
+	}
+	w.ended.Store(true)
+	// Only a write in progress needs cutting short; an idle stream just
+	// ends, cleanly (an expired deadline would reset an HTTP/2 stream).
+	if w.writing.Load() {
+		w.expireWrites()
+	}
+}
+
+// finish marks the stream over: abort no longer touches the connection.
+func (w *eventWriter) finish() {
+	w.abortMu.Lock()
+	w.finished = true
+	w.abortMu.Unlock()
+}
+
+func (w *eventWriter) expireWrites() {
+	if w.conn != nil {
+		_ = w.conn.SetWriteDeadline(time.Now())
+	} else {
+		_ = w.rc.SetWriteDeadline(time.Now())
+	}
 }
 
 // writeError marks a failed write to the client, which ends a stream quietly.
@@ -316,15 +360,20 @@ func (w *eventWriter) stopPings() {
 func (w *eventWriter) write(head string, data []byte, tail string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped {
+	if w.stopped || w.ended.Load() {
 		return &writeError{errors.New("stream ended")}
 	}
+	w.writing.Store(true)
+	defer w.writing.Store(false)
 	if w.pinger != nil {
 		w.pinger.Reset(w.pingEvery)
 	}
 	if w.conn != nil {
 		if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 			return &writeError{err}
+		}
+		if w.ended.Load() { // abort ran between the check and the deadline
+			w.expireWrites()
 		}
 		frame := net.Buffers{[]byte(head), data, []byte(tail)}
 		if _, err := frame.WriteTo(w.conn); err != nil {
@@ -334,6 +383,9 @@ func (w *eventWriter) write(head string, data []byte, tail string) error {
 	}
 	if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return &writeError{err}
+	}
+	if w.ended.Load() {
+		w.expireWrites()
 	}
 	if _, err := w.res.Write([]byte(head)); err != nil {
 		return &writeError{err}

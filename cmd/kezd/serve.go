@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/broker"
@@ -171,11 +172,20 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	defer cancel()
 	// Shutdown stops accepting, ends open streams and long-polls, and waits
 	// for in-flight requests; then the deferred steps stop NATS and the store.
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("http shutdown: %w", err)
+	shutdownErr := srv.Shutdown(sctx)
+	if shutdownErr != nil {
+		// Requests are still running past the grace period; end the streams
+		// anyway, and give them a moment before NATS and the store close.
+		api.CloseStreams()
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		sctx = wctx
 	}
 	if err := api.WaitStreams(sctx); err != nil {
-		return fmt.Errorf("waiting for streams: %w", err)
+		return errors.Join(shutdownErr, fmt.Errorf("waiting for streams: %w", err))
+	}
+	if shutdownErr != nil {
+		return fmt.Errorf("http shutdown: %w", shutdownErr)
 	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("http server: %w", err)
