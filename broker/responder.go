@@ -27,15 +27,17 @@ type Responder struct {
 }
 
 // Respond subscribes handle to subject in queue group queue on nc and calls
-// it for every request, with a context that ends at Stop (or when ctx
-// does), at most workers at a time. It returns once the server has the
+// it for every request, at most workers at a time, with a context that
+// ends at Stop. ctx carries values only: a responder goes on answering
+// until it is stopped, so that an instance shutting down still answers
+// what its queue group sends it. It returns once the server has the
 // subscription.
 func Respond(ctx context.Context, nc *nats.Conn, subject, queue string, workers int, handle func(ctx context.Context, m *nats.Msg)) (*Responder, error) {
 	if workers <= 0 {
 		return nil, errors.New("respond: workers must be positive")
 	}
 	r := &Responder{sem: make(chan struct{}, workers), handle: handle}
-	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	var err error
 	r.sub, err = nc.QueueSubscribe(subject, queue, r.dispatch)
 	if err != nil {
@@ -57,12 +59,8 @@ func (r *Responder) dispatch(m *nats.Msg) {
 	}
 	r.wg.Add(1)
 	r.mu.Unlock()
-	select {
-	case r.sem <- struct{}{}:
-	case <-r.ctx.Done():
-		r.wg.Done()
-		return
-	}
+	// Blocks while every worker is busy; Stop waits for them, so this ends.
+	r.sem <- struct{}{}
 	go func() {
 		defer r.wg.Done()
 		defer func() { <-r.sem }()

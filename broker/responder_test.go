@@ -68,3 +68,30 @@ func TestResponderQueueGroup(t *testing.T) {
 		t.Fatalf("the request in flight at Stop got %v", reply)
 	}
 }
+
+// TestResponderOutlivesStartContext: the context a responder was started
+// with ending (kezd's signal context, at SIGTERM) does not stop it: it
+// answers, with a live handler context, until Stop.
+func TestResponderOutlivesStartContext(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, Config{})
+	ctx, cancel := context.WithCancel(t.Context())
+	r, err := Respond(ctx, b.Conn(), "svc.alive", "svc", 1, func(hctx context.Context, m *nats.Msg) {
+		if hctx.Err() != nil {
+			m.Respond([]byte("cancelled"))
+			return
+		}
+		m.Respond([]byte("ok"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	cancel()
+	for range 20 {
+		reply, err := b.Conn().Request("svc.alive", nil, 10*time.Second)
+		if err != nil || string(reply.Data) != "ok" {
+			t.Fatalf("after the start context ended: %v %v", err, reply)
+		}
+	}
+}
