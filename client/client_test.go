@@ -400,3 +400,33 @@ func TestEnvelopeJSONSurvives(t *testing.T) {
 		t.Fatal("opened a non-envelope")
 	}
 }
+
+// TestStreamCursorBeyondLatest: a client whose cursor is ahead of anything
+// the server stores (the server was restored from an older backup) follows
+// the server's ready and receives what is stored next.
+func TestStreamCursorBeyondLatest(t *testing.T) {
+	t.Parallel()
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	ctx := ctxFor(t)
+	c := newClient(t, srv)
+	alice := registered(t, ctx, c, "alice")
+	bob := registered(t, ctx, c, "bob")
+	col := newCollector()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.Stream(sctx, bob, client.StreamOptions{
+		Since:   5,
+		OnState: func(s client.State, _ error) { col.states <- s },
+	}, func(m client.Message) error { col.msgs <- m; return nil })
+	col.waitState(t, client.StateLive)
+	for range 3 {
+		if _, err := c.Send(ctx, alice, "bob", []byte("after the restore")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, m := range col.take(t, 3) {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d", i, m.Seq)
+		}
+	}
+}

@@ -171,11 +171,11 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 			if err := json.Unmarshal([]byte(ev.data), &r); err != nil {
 				return live, fmt.Errorf("stream: ready event: %w", err)
 			}
-			if r.Latest > s.last {
-				// Starting from now, or after deleted messages: the
-				// server's cursor is where a reconnect resumes.
-				s.last = r.Latest
-			}
+			// The server's cursor is where a reconnect resumes: ahead of
+			// ours when starting from now, behind it when ours was beyond
+			// anything stored (a restored server), so that what it stores
+			// next is not taken for something already delivered.
+			s.last = r.Latest
 			if !live {
 				live = true
 				s.state(StateLive, nil)
