@@ -304,11 +304,10 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResul
 	if err != nil {
 		return SendResult{}, err
 	}
-	// The append does not end with the caller: once started, the message is
-	// stored and published even if the client has gone, so that a 503 always
-	// means "nothing stored" and nothing stored goes unpublished. The stores
-	// bound the append themselves.
-	a, err := s.store.AppendMessage(context.WithoutCancel(ctx), store.NewMessage{From: from, To: r.To, ID: r.ID, Envelope: r.Envelope})
+	// The stores honour ctx only until the append starts; once started it
+	// completes whatever becomes of the caller, so an error always means
+	// "nothing stored", and whatever is stored is published below.
+	a, err := s.store.AppendMessage(ctx, store.NewMessage{From: from, To: r.To, ID: r.ID, Envelope: r.Envelope})
 	if errors.Is(err, store.ErrNotFound) {
 		return SendResult{}, Errorf(CodeUnknownHandle, "no handle %q", r.To)
 	}

@@ -63,9 +63,10 @@ var errInvalidEnvelope = errors.New("envelope is not valid UTF-8")
 // store.ErrNotFound; a database that cannot take the write is
 // store.ErrUnavailable.
 //
-// If ctx ends while the message is being committed, AppendMessage returns
-// ctx's error, and the message may or may not have been stored; a retry with
-// the same ID settles it.
+// ctx bounds the wait for a batch to take the message: if it ends first,
+// nothing is stored and ctx's error comes back. Once a batch has taken the
+// message, the commit runs to its end whatever becomes of the caller, and
+// the result says truly whether it was stored.
 func (db *DB) AppendMessage(ctx context.Context, m store.NewMessage) (store.Appended, error) {
 	if !utf8.Valid(m.Envelope) {
 		return store.Appended{}, fmt.Errorf("append message: %w", errInvalidEnvelope)
@@ -87,15 +88,13 @@ func (db *DB) AppendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 	}
 	db.mu.RUnlock()
 
-	select {
-	case res := <-req.done:
-		if res.err != nil {
-			return store.Appended{}, fmt.Errorf("append message: %w", res.err)
-		}
-		return res.appended, nil
-	case <-ctx.Done():
-		return store.Appended{}, fmt.Errorf("append message: %w", ctx.Err())
+	// Queued: the answer always comes (a batch is bounded by commitTimeout),
+	// and it is the truth: stored, or not stored.
+	res := <-req.done
+	if res.err != nil {
+		return store.Appended{}, fmt.Errorf("append message: %w", res.err)
 	}
+	return res.appended, nil
 }
 
 // commitLoop is one committer worker. After Close it commits what is still
@@ -130,12 +129,15 @@ func (db *DB) commitLoop() {
 
 // commit runs one batch and answers every request in it.
 func (db *DB) commit(reqs []*appendRequest) {
-	// Callers that have already given up are answered by their own ctx.
+	// Callers that gave up before their batch started are told so, with
+	// nothing stored; the rest are committed whatever happens to them next.
 	live := reqs[:0:0]
 	for _, r := range reqs {
-		if r.ctx.Err() == nil {
-			live = append(live, r)
+		if err := r.ctx.Err(); err != nil {
+			r.done <- appendResult{err: err}
+			continue
 		}
+		live = append(live, r)
 	}
 	if len(live) == 0 {
 		return

@@ -224,7 +224,17 @@ func (db *DB) appendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 	// The write pool has one connection and every transaction starts with
 	// BEGIN IMMEDIATE, so this transaction is the only writer: the
 	// duplicate check and the seq allocation cannot race.
-	tx, err := db.write.BeginTx(ctx, nil)
+	//
+	// Waiting for the writer honours the caller's ctx: nothing is stored
+	// yet. Once the transaction starts it runs to its end whatever becomes
+	// of the caller, so that an error always means "not stored".
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return store.Appended{}, wrapUnavailable(err)
+	}
+	defer conn.Close()
+	ctx = context.WithoutCancel(ctx)
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return store.Appended{}, wrapUnavailable(err)
 	}

@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"IdempotentRetry", testIdempotentRetry},
 		{"ConcurrentRetries", testConcurrentRetries},
 		{"UnknownRecipient", testUnknownRecipient},
+		{"CallerGoneBeforeAppend", testCallerGoneBeforeAppend},
 		{"LargeEnvelopeVerbatim", testLargeEnvelope},
 		{"LatestSeq", testLatestSeq},
 		{"Ping", testPing},
@@ -391,6 +392,23 @@ func testUnknownRecipient(t *testing.T, s Store) {
 	a := mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "m1", Envelope: []byte(`{}`)})
 	if a.Duplicate || a.Message.Seq != 1 {
 		t.Errorf("after a refused append, append = %+v; want a new message with seq 1", a)
+	}
+}
+
+// testCallerGoneBeforeAppend: a caller whose context has ended before the
+// append starts gets its error and nothing is stored, so that an error
+// always means "not stored" (a 503 the client may retry).
+func testCallerGoneBeforeAppend(t *testing.T, s Store) {
+	register(t, s, "alice")
+	register(t, s, "bob")
+	gone, cancel := context.WithCancel(ctx(t))
+	cancel()
+	if _, err := s.AppendMessage(gone, store.NewMessage{From: "alice", To: "bob", ID: "m1", Envelope: []byte(`{}`)}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("append with an ended context: %v, want context.Canceled", err)
+	}
+	a := mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "m1", Envelope: []byte(`{}`)})
+	if a.Duplicate || a.Message.Seq != 1 {
+		t.Errorf("after the refused append, append = %+v; want a new message with seq 1", a)
 	}
 }
 
