@@ -222,6 +222,13 @@ func TestStreamCapReapsClosedClients(t *testing.T) {
 	for range 3 { // reload, reload, reload
 		openRaw().Close()
 	}
+	// A client that sent bytes after its request, then closed: the unread
+	// bytes must not hide the close.
+	chatty := openRaw()
+	if _, err := chatty.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	chatty.Close()
 	live := openRaw()
 	defer live.Close()
 	// The live one holds the only slot.

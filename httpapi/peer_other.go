@@ -1,9 +1,15 @@
-//go:build !unix
+//go:build !linux
 
 package httpapi
 
-import "net"
+import (
+	"net"
+	"time"
+)
 
-// peerClosed cannot look at the socket here; closed clients are noticed
-// when a write to them fails.
+// peerClosed cannot look at the connection here; closed clients are
+// noticed when a write to them fails.
 func peerClosed(net.Conn) bool { return false }
+
+// limitUnacked is a no-op here: TCP's own retransmission limits apply.
+func limitUnacked(net.Conn, time.Duration) {}

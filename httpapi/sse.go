@@ -119,6 +119,8 @@ func (s *Server) detach(c echo.Context) (net.Conn, error) {
 // PingIntervals; or sooner, when its handle reaches the stream cap and
 // acquireStream looks for streams whose clients are gone.
 func (s *Server) serveDetached(conn net.Conn, handle string, cursor chat.Cursor, release func()) {
+	// Pings are acknowledged by a live client well within two intervals.
+	limitUnacked(conn, 2*s.cfg.PingInterval+s.cfg.StreamWriteTimeout)
 	ctx, cancel := context.WithCancel(s.closing)
 	d := &detachedStream{conn: conn, cancel: cancel, done: make(chan struct{})}
 	untrack := s.trackDetached(handle, d)
