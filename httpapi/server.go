@@ -44,6 +44,7 @@ type Check struct {
 const (
 	DefaultPingInterval        = 15 * time.Second
 	DefaultMaxStreamsPerHandle = 8
+	DefaultMaxStreams          = 50000
 	DefaultStreamWriteTimeout  = 10 * time.Second
 	DefaultWriteTimeout        = 30 * time.Second
 	DefaultReadHeaderTimeout   = 10 * time.Second
@@ -70,6 +71,10 @@ type Config struct {
 	// MaxStreamsPerHandle caps open streams per handle on this instance;
 	// beyond it, 429 rate_limited.
 	MaxStreamsPerHandle int
+	// MaxStreams caps all open streams on this instance (each holds a
+	// connection and about 15 KiB); beyond it, 429 rate_limited, so that
+	// clients go to another instance or retry.
+	MaxStreams int
 	// StreamWriteTimeout bounds each write to a stream; a reader that cannot
 	// take an event within it is too slow and its stream ends.
 	StreamWriteTimeout time.Duration
@@ -105,6 +110,9 @@ func (c *Config) setDefaults() {
 	if c.MaxStreamsPerHandle <= 0 {
 		c.MaxStreamsPerHandle = DefaultMaxStreamsPerHandle
 	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
 }
 
 // Server is the HTTP API. Create it with New; serve Handler, or the
@@ -121,6 +129,7 @@ type Server struct {
 	closeOnce context.CancelFunc
 
 	mu       sync.Mutex
+	open     int                                     // open streams in all
 	streams  map[string]int                          // open streams per handle
 	detached map[string]map[*detachedStream]struct{} // per handle, for reaping
 	wg       sync.WaitGroup                          // open streams, detached ones included
@@ -309,10 +318,15 @@ func (s *Server) tryAcquireStream(handle string) (release func(), err error) {
 	if s.streams[handle] >= s.cfg.MaxStreamsPerHandle {
 		return nil, chat.Errorf(chat.CodeRateLimited, "handle %q has %d streams open here; close one first", handle, s.cfg.MaxStreamsPerHandle)
 	}
+	if s.open >= s.cfg.MaxStreams {
+		return nil, chat.Errorf(chat.CodeRateLimited, "this server has %d streams open, its limit; retry later", s.open)
+	}
+	s.open++
 	s.streams[handle]++
 	s.wg.Add(1)
 	return func() {
 		s.mu.Lock()
+		s.open--
 		if s.streams[handle]--; s.streams[handle] <= 0 {
 			delete(s.streams, handle)
 		}

@@ -261,6 +261,18 @@ func TestStreamLimit(t *testing.T) {
 	e.do(http.MethodGet, streamPath(bob, "bob", ""), nil, nil).wantError(t, http.StatusTooManyRequests, chat.CodeRateLimited)
 }
 
+func TestStreamLimitPerInstance(t *testing.T) {
+	e := newEnv(t, openSQLite(t), func(c *Config) { c.MaxStreams = 2 })
+	users := []user{newUser(t, "a1"), newUser(t, "a2"), newUser(t, "a3")}
+	for _, u := range users {
+		e.register(u)
+	}
+	for _, u := range users[:2] {
+		e.openStream(streamPath(u, u.handle, ""), nil).wantControl("ready", `{"latest":0}`)
+	}
+	e.do(http.MethodGet, streamPath(users[2], "a3", ""), nil, nil).wantError(t, http.StatusTooManyRequests, chat.CodeRateLimited)
+}
+
 func TestStreamSlowReaderIsClosed(t *testing.T) {
 	e := newEnv(t, openSQLite(t), func(c *Config) { c.StreamWriteTimeout = 100 * time.Millisecond })
 	alice, bob := newUser(t, "alice"), newUser(t, "bob")

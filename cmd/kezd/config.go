@@ -24,8 +24,10 @@ type config struct {
 	AuthSkew    time.Duration
 	LogLevel    slog.Level
 
-	PingInterval    time.Duration
-	ShutdownTimeout time.Duration
+	PingInterval        time.Duration
+	ShutdownTimeout     time.Duration
+	MaxStreams          int
+	MaxStreamsPerHandle int
 
 	NATSListen        string // host:port, or "off"
 	NATSURL           string // external NATS; empty runs the embedded server
@@ -81,6 +83,18 @@ func (e *envFlags) dur(p *time.Duration, name, env string, def time.Duration, us
 	e.fs.DurationVar(p, name, def, fmt.Sprintf("%s [%s]", usage, env))
 }
 
+func (e *envFlags) num(p *int, name, env string, def int, usage string) {
+	if v := e.getenv(env); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("invalid --%s (from %s=%q): not a whole number", name, env, v))
+		} else {
+			def = n
+		}
+	}
+	e.fs.IntVar(p, name, def, fmt.Sprintf("%s [%s]", usage, env))
+}
+
 // parseServe parses the serve subcommand's arguments. The error is one line
 // naming the offending flag.
 func parseServe(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -96,6 +110,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.dur(&c.AuthSkew, "auth-skew", "KEZ_AUTH_SKEW", 120*time.Second, "accepted clock difference for signed requests")
 	e.str(&logLevel, "log-level", "KEZ_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.PingInterval, "sse-ping", "KEZ_SSE_PING", 15*time.Second, "interval of SSE keep-alive comments")
+	e.num(&c.MaxStreams, "max-streams", "KEZ_MAX_STREAMS", 50000, "open SSE streams this instance accepts in all (then 429)")
+	e.num(&c.MaxStreamsPerHandle, "max-streams-per-handle", "KEZ_MAX_STREAMS_PER_HANDLE", 8, "open SSE streams per handle on this instance (then 429); at least 8")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "KEZ_SHUTDOWN_TIMEOUT", 20*time.Second, "how long in-flight requests may take to finish on shutdown")
 
 	e.str(&c.NATSListen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")
@@ -139,6 +155,13 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.AuthSkew <= 0 {
 		return config{}, fmt.Errorf("invalid --auth-skew %s: must be positive", c.AuthSkew)
+	}
+	if c.MaxStreams < 1 {
+		return config{}, fmt.Errorf("invalid --max-streams %d: must be positive", c.MaxStreams)
+	}
+	if c.MaxStreamsPerHandle < 8 {
+		// PROTOCOL.md: a server may cap streams per handle, at no fewer than 8.
+		return config{}, fmt.Errorf("invalid --max-streams-per-handle %d: must be at least 8", c.MaxStreamsPerHandle)
 	}
 	if c.PingInterval <= 0 {
 		return config{}, fmt.Errorf("invalid --sse-ping %s: must be positive", c.PingInterval)

@@ -67,6 +67,9 @@ func TestParseServeRejects(t *testing.T) {
 		{"log level", []string{"--log-level", "loud"}, nil, "log-level"},
 		{"ttl", []string{"--nats-user-ttl", "1s"}, nil, "nats-user-ttl"},
 		{"extra arg", []string{"extra"}, nil, "extra"},
+		{"max streams", []string{"--max-streams", "0"}, nil, "max-streams"},
+		{"per-handle cap below the protocol's floor", []string{"--max-streams-per-handle", "7"}, nil, "max-streams-per-handle"},
+		{"max streams env", nil, map[string]string{"KEZ_MAX_STREAMS": "lots"}, "max-streams"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

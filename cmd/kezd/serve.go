@@ -143,9 +143,11 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		natsURL = b.ClientURL()
 	}
 	api := httpapi.New(httpapi.Config{
-		PublicURL:    &publicURL,
-		NATSURL:      natsURL,
-		PingInterval: cfg.PingInterval,
+		PublicURL:           &publicURL,
+		NATSURL:             natsURL,
+		PingInterval:        cfg.PingInterval,
+		MaxStreams:          cfg.MaxStreams,
+		MaxStreamsPerHandle: cfg.MaxStreamsPerHandle,
 		Ready: []httpapi.Check{
 			{Name: "store", Fn: st.Ping},
 			{Name: "nats", Fn: b.Ping},
