@@ -42,3 +42,24 @@ func TestHealth(t *testing.T) {
 		e.do(http.MethodGet, "/readyz", nil, nil).wantError(t, http.StatusServiceUnavailable, chat.CodeUnavailable)
 	})
 }
+
+func TestMetrics(t *testing.T) {
+	var failures float64 = 3
+	e := newEnv(t, openSQLite(t), func(c *Config) {
+		c.Metrics = []Metric{{Name: "kezd_publish_failures_total", Help: "h", Counter: true, Value: func() float64 { return failures }}}
+	})
+	bob := newUser(t, "bob")
+	e.register(bob)
+	e.openStream(streamPath(bob, "bob", ""), nil).wantControl("ready", `{"latest":0}`)
+
+	r := e.do(http.MethodGet, "/metrics", nil, nil)
+	r.want(t, http.StatusOK)
+	for _, want := range []string{
+		"# TYPE kezd_streams_open gauge\nkezd_streams_open 1\n",
+		"# TYPE kezd_publish_failures_total counter\nkezd_publish_failures_total 3\n",
+	} {
+		if !strings.Contains(string(r.body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, r.body)
+		}
+	}
+}

@@ -89,6 +89,9 @@ type Config struct {
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
 
+	// Metrics are reported by GET /metrics, after the server's own.
+	Metrics []Metric
+
 	// Ready lists the checks GET /readyz runs; ReadyTimeout bounds them.
 	Ready        []Check
 	ReadyTimeout time.Duration
@@ -176,6 +179,7 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 	e.GET("/.well-known/webfinger", s.webfinger, timed)
 	e.GET("/healthz", s.healthz, timed)
 	e.GET("/readyz", s.readyz, timed)
+	e.GET("/metrics", s.metrics, timed)
 	s.echo = e
 	return s
 }

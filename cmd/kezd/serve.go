@@ -148,6 +148,16 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		PingInterval:        cfg.PingInterval,
 		MaxStreams:          cfg.MaxStreams,
 		MaxStreamsPerHandle: cfg.MaxStreamsPerHandle,
+		Metrics: []httpapi.Metric{
+			{Name: "kezd_publish_failures_total", Help: "Messages stored but not published on NATS (streams recover them from the store).", Counter: true,
+				Value: func() float64 { return float64(svc.PublishFailures()) }},
+			{Name: "kezd_nats_logins_authorized_total", Help: "NATS logins the auth callout granted.", Counter: true,
+				Value: func() float64 { return float64(callout.Stats().Authorized) }},
+			{Name: "kezd_nats_logins_rejected_total", Help: "NATS logins the auth callout refused.", Counter: true,
+				Value: func() float64 { return float64(callout.Stats().Rejected) }},
+			{Name: "kezd_nats_login_requests_dropped_total", Help: "Auth callout requests that could not be read or answered.", Counter: true,
+				Value: func() float64 { return float64(callout.Stats().Dropped) }},
+		},
 		Ready: []httpapi.Check{
 			{Name: "store", Fn: st.Ping},
 			{Name: "nats", Fn: b.Ping},
