@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -92,5 +93,18 @@ func TestParseRegister(t *testing.T) {
 				t.Fatalf("message %q leaks Go types", e.Message)
 			}
 		})
+	}
+}
+
+func TestMarshalKeepsEnvelopeBytes(t *testing.T) {
+	t.Parallel()
+	b, err := Marshal(struct {
+		Envelope json.RawMessage `json:"envelope"`
+	}{json.RawMessage(`{"h":"<b>&amp;</b>","n":1.50}`)})
+	if err != nil || string(b) != `{"envelope":{"h":"<b>&amp;</b>","n":1.50}}` {
+		t.Fatalf("Marshal = %s, %v", b, err)
+	}
+	if body, _ := Marshal(Errorf(CodeForbidden, "no <way>").Body()); string(body) != `{"error":"forbidden","message":"no <way>"}` {
+		t.Fatalf("error body = %s", body)
 	}
 }

@@ -1,9 +1,7 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -11,12 +9,6 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 )
-
-// errorBody is PROTOCOL.md's error response.
-type errorBody struct {
-	Error   chat.Code `json:"error"`
-	Message string    `json:"message"`
-}
 
 // Codes for router errors, which PROTOCOL.md's list does not cover.
 const (
@@ -72,7 +64,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if status == http.StatusTooManyRequests {
 		c.Response().Header().Set("Retry-After", "1")
 	}
-	if err := writeJSON(c, status, errorBody{Error: e.Code, Message: e.Message}); err != nil {
+	if err := writeJSON(c, status, e.Body()); err != nil {
 		s.log.Debug("write error response", "path", req.URL.Path, "err", err)
 	}
 }
@@ -111,21 +103,9 @@ func writeJSON(c echo.Context, status int, v any) error {
 }
 
 func writeJSONType(c echo.Context, status int, contentType string, v any) error {
-	b, err := marshalJSON(v)
+	b, err := chat.Marshal(v)
 	if err != nil {
 		return err
 	}
 	return c.Blob(status, contentType, b)
-}
-
-// marshalJSON encodes v without HTML escaping and without the trailing
-// newline an Encoder adds.
-func marshalJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -325,7 +325,7 @@ func (w *eventWriter) start() error {
 func (w *eventWriter) event(ev chat.Event) error {
 	switch ev.Kind {
 	case chat.EventMessage:
-		data, err := marshalJSON(ev.Message)
+		data, err := chat.Marshal(ev.Message)
 		if err != nil {
 			return fmt.Errorf("encode message %d: %w", ev.Message.Seq, err)
 		}

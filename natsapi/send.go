@@ -4,9 +4,7 @@
 package natsapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -97,7 +95,7 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 	}
 	var reply any
 	if err := identity.ValidateHandle(from); err != nil {
-		reply = errorBody(chat.Errorf(chat.CodeInvalidHandle, "sender in subject: %v", err))
+		reply = chat.Errorf(chat.CodeInvalidHandle, "sender in subject: %v", err).Body()
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		res, err := r.sender.Send(ctx, from, m.Data)
@@ -107,7 +105,7 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 			if e.Code == chat.CodeInternal || e.Code == chat.CodeUnavailable {
 				r.log.Error("nats send failed", "from", from, "code", string(e.Code), "err", err)
 			}
-			reply = errorBody(e)
+			reply = e.Body()
 		} else {
 			reply = res
 		}
@@ -116,30 +114,11 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 		// A plain publish: the send happened (or not); nobody is listening.
 		return
 	}
-	b, err := encode(reply)
+	b, err := chat.Marshal(reply)
 	if err == nil {
 		err = m.Respond(b)
 	}
 	if err != nil {
 		r.log.Warn("nats send: reply failed", "from", from, "err", err)
 	}
-}
-
-// errorReply is the error object PROTOCOL.md's HTTP API answers with.
-type errorReply struct {
-	Error   chat.Code `json:"error"`
-	Message string    `json:"message"`
-}
-
-func errorBody(e *chat.Error) errorReply { return errorReply{Error: e.Code, Message: e.Message} }
-
-// encode marshals v without escaping <, > and &, and without the newline.
-func encode(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -1,0 +1,29 @@
+package chat
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// Marshal encodes v as kezd answers on every transport: never HTML-escaped,
+// so that an envelope's <, > and & come back exactly as sent, and without
+// the newline json.Encoder adds.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// ErrorBody is PROTOCOL.md's error object, {"error":code,"message":text},
+// the same in an HTTP response and a NATS reply.
+type ErrorBody struct {
+	Error   Code   `json:"error"`
+	Message string `json:"message"`
+}
+
+// Body returns e as the protocol's error object.
+func (e *Error) Body() ErrorBody { return ErrorBody{Error: e.Code, Message: e.Message} }
