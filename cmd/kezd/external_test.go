@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -85,32 +82,11 @@ var natsListening = regexp.MustCompile(`Listening for client connections on (\S+
 func startNATSServer(t *testing.T, conf string) string {
 	t.Helper()
 	bin := kezdtest.Binary(t, "github.com/nats-io/nats-server/v2", "nats-server")
-	cmd := exec.Command(bin, "-c", conf)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	p := startProcess(t, bin, "-c", conf)
+	a := p.waitLine(natsListening)[1]
+	go p.drain()
+	if _, _, err := net.SplitHostPort(a); err != nil {
+		t.Fatalf("nats-server address %q", a)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := natsListening.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			t.Fatalf("nats-server address %q", a)
-		}
-		return fmt.Sprintf("nats://%s", a)
-	case <-time.After(60 * time.Second):
-		t.Fatal("nats-server did not start")
-	}
-	return ""
+	return "nats://" + a
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -168,41 +167,9 @@ var servingAddr = regexp.MustCompile(`msg="kezd serving" http=(\S+)`)
 func TestGracefulShutdownOnSignal(t *testing.T) {
 	t.Parallel()
 	bin := kezdtest.Binary(t, "github.com/kez-chat/kezd/cmd/kezd", "kezd")
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--nats-listen", "off",
+	p := startProcess(t, bin, "serve", "--listen", "127.0.0.1:0", "--nats-listen", "off",
 		"--data-dir", t.TempDir(), "--shutdown-timeout", "30s")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	waitLine := func(re *regexp.Regexp) []string {
-		t.Helper()
-		timeout := time.After(30 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("kezd exited before logging %v", re)
-				}
-				if m := re.FindStringSubmatch(l); m != nil {
-					return m
-				}
-			case <-timeout:
-				t.Fatalf("kezd did not log %v", re)
-			}
-		}
-	}
+	cmd, waitLine := p.cmd, p.waitLine
 	addr := waitLine(servingAddr)[1]
 	base := "http://" + addr
 	ctx := t.Context()
@@ -263,8 +230,7 @@ func TestGracefulShutdownOnSignal(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated || sent.Seq != 1 {
 		t.Fatalf("in-flight request: status %d seq %d", resp.StatusCode, sent.Seq)
 	}
-	for range lines {
-	}
+	p.drain()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v", err)
 	}
