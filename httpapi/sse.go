@@ -260,7 +260,13 @@ type eventWriter struct {
 	writing  atomic.Bool // a frame is being written (under mu)
 	abortMu  sync.Mutex
 	finished bool
+	grace    *time.Timer // pending cut of a write in progress
 }
+
+// abortGrace is how long a write in progress at abort may go on before it
+// is cut: a healthy client takes a frame in microseconds, and a frame cut
+// short resets an HTTP/2 stream instead of ending it cleanly.
+const abortGrace = 250 * time.Millisecond
 
 // abort makes the write in progress, and every later one, fail at once.
 func (w *eventWriter) abort() {
@@ -270,9 +276,17 @@ func (w *eventWriter) abort() {
 		return
 	}
 	w.ended.Store(true)
-	// Only a write in progress needs cutting short; an idle stream just
-	// ends, cleanly (an expired deadline would reset an HTTP/2 stream).
+	// Only a write in progress needs cutting short, and only one that is
+	// stuck on a client that stopped reading; an idle stream just ends.
 	if w.writing.Load() {
+		w.grace = time.AfterFunc(abortGrace, w.cutStuckWrite)
+	}
+}
+
+func (w *eventWriter) cutStuckWrite() {
+	w.abortMu.Lock()
+	defer w.abortMu.Unlock()
+	if !w.finished && w.writing.Load() {
 		w.expireWrites()
 	}
 }
@@ -281,6 +295,9 @@ func (w *eventWriter) abort() {
 func (w *eventWriter) finish() {
 	w.abortMu.Lock()
 	w.finished = true
+	if w.grace != nil {
+		w.grace.Stop()
+	}
 	w.abortMu.Unlock()
 }
 
@@ -367,6 +384,9 @@ func (w *eventWriter) write(head string, data []byte, tail string) error {
 	}
 	w.writing.Store(true)
 	defer w.writing.Store(false)
+	if w.ended.Load() { // abort came between the check and writing: it saw no write
+		return &writeError{errors.New("stream ended")}
+	}
 	if w.pinger != nil {
 		w.pinger.Reset(w.pingEvery)
 	}
@@ -374,9 +394,7 @@ func (w *eventWriter) write(head string, data []byte, tail string) error {
 		if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 			return &writeError{err}
 		}
-		if w.ended.Load() { // abort ran between the check and the deadline
-			w.expireWrites()
-		}
+
 		frame := net.Buffers{[]byte(head), data, []byte(tail)}
 		if _, err := frame.WriteTo(w.conn); err != nil {
 			return &writeError{err}
@@ -385,9 +403,6 @@ func (w *eventWriter) write(head string, data []byte, tail string) error {
 	}
 	if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return &writeError{err}
-	}
-	if w.ended.Load() {
-		w.expireWrites()
 	}
 	if _, err := w.res.Write([]byte(head)); err != nil {
 		return &writeError{err}
