@@ -59,9 +59,39 @@ type config struct {
 
 // envFlags registers flags on fs whose defaults are read from getenv.
 type envFlags struct {
-	fs     *flag.FlagSet
-	getenv func(string) string
-	errs   []error
+	fs      *flag.FlagSet
+	getenv  func(string) string
+	errs    []error
+	secrets []secretFlag
+}
+
+// secretFlag is a flag whose environment value is applied after parsing,
+// not as the flag's default, so that -h never prints it.
+type secretFlag struct {
+	p         *string
+	name, env string
+}
+
+// secret registers a flag for a secret (a seed, a password, a token).
+func (e *envFlags) secret(p *string, name, env, usage string) {
+	e.fs.StringVar(p, name, "", fmt.Sprintf("%s [%s]", usage, env))
+	e.secrets = append(e.secrets, secretFlag{p: p, name: name, env: env})
+}
+
+// parse parses args, then fills the secrets not given as flags from the
+// environment.
+func (e *envFlags) parse(args []string, stderr io.Writer) error {
+	if err := parseFlags(e.fs, args, stderr); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	e.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, sf := range e.secrets {
+		if v := e.getenv(sf.env); v != "" && !set[sf.name] {
+			*sf.p = v
+		}
+	}
+	return nil
 }
 
 func (e *envFlags) str(p *string, name, env, def, usage string) {
@@ -119,8 +149,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&c.NATSCreds, "nats-creds", "KEZ_NATS_CREDS", "", "external NATS: user credentials file")
 	e.str(&c.NATSNKeySeedFile, "nats-nkey", "KEZ_NATS_NKEY", "", "external NATS: nkey seed file")
 	e.str(&c.NATSUser, "nats-user", "KEZ_NATS_USER", "", "external NATS: user name")
-	e.str(&c.NATSPassword, "nats-password", "KEZ_NATS_PASSWORD", "", "external NATS: password")
-	e.str(&c.NATSToken, "nats-token", "KEZ_NATS_TOKEN", "", "external NATS: token")
+	e.secret(&c.NATSPassword, "nats-password", "KEZ_NATS_PASSWORD", "external NATS: password")
+	e.secret(&c.NATSToken, "nats-token", "KEZ_NATS_TOKEN", "external NATS: token")
 	e.str(&c.NATSCA, "nats-ca", "KEZ_NATS_CA", "", "external NATS: CA certificate file")
 	e.str(&c.NATSCert, "nats-cert", "KEZ_NATS_CERT", "", "external NATS: client certificate file")
 	e.str(&c.NATSKey, "nats-key", "KEZ_NATS_KEY", "", "external NATS: client key file")
@@ -128,17 +158,17 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&routes, "nats-routes", "KEZ_NATS_ROUTES", "", "embedded NATS: comma-separated route URLs of the other instances (nats://host:port)")
 	e.str(&c.NATSClusterName, "nats-cluster-name", "KEZ_NATS_CLUSTER_NAME", "kezd", "embedded NATS cluster name")
 	e.str(&c.NATSClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "embedded NATS: user the cluster's routes log in as (default kezd-route)")
-	e.str(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "", "embedded NATS: route password (default derived from the NATS keys; prefer the environment)")
+	e.secret(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "embedded NATS: route password (default derived from the NATS keys; prefer the environment)")
 	e.str(&c.NATSWebSocket, "nats-websocket-listen", "KEZ_NATS_WEBSOCKET_LISTEN", "", "embedded NATS WebSocket address for browsers (off when empty)")
 	e.str(&c.NATSPublicURL, "nats-public-url", "KEZ_NATS_PUBLIC_URL", "", "NATS URL advertised to clients in WebFinger (default derived from --nats-listen)")
 
-	e.str(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "", "auth callout issuer account seed (default: generated in --data-dir)")
-	e.str(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "", "auth callout curve seed (default: generated in --data-dir)")
-	e.str(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "", "auth callout service user seed (default: generated in --data-dir)")
-	e.str(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "", "kezd's own NATS user seed (default: generated in --data-dir)")
+	e.secret(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "auth callout issuer account seed (default: generated in --data-dir)")
+	e.secret(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed (default: generated in --data-dir)")
+	e.secret(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed (default: generated in --data-dir)")
+	e.secret(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed (default: generated in --data-dir)")
 	e.dur(&c.NATSUserTTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
 
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := e.parse(args, stderr); err != nil {
 		return config{}, err
 	}
 	if len(e.errs) > 0 {

@@ -94,3 +94,30 @@ func TestParseServeRouteErrorHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretsStayOutOfHelp: secrets from the environment are used, but -h
+// never prints them as defaults.
+func TestSecretsStayOutOfHelp(t *testing.T) {
+	t.Parallel()
+	const secret = "SAVERYSECRETSEED"
+	getenv := env(map[string]string{"KEZ_CALLOUT_ISSUER_SEED": secret, "KEZ_NATS_PASSWORD": "hunter2", "KEZ_NATS_URL": "nats://x:4222", "KEZ_NATS_USER": "u"})
+	var help strings.Builder
+	if _, err := parseServe([]string{"-h"}, getenv, &help); err == nil {
+		t.Fatal("-h parsed as a configuration")
+	}
+	if strings.Contains(help.String(), secret) || strings.Contains(help.String(), "hunter2") {
+		t.Fatalf("help shows a secret:\n%s", help.String())
+	}
+	c, err := parseServe(nil, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CalloutIssuerSeed != secret || c.NATSPassword != "hunter2" {
+		t.Fatalf("secrets from the environment not applied: %+v", c)
+	}
+	// A flag wins over the environment.
+	c, err = parseServe([]string{"--nats-password", "flagged"}, getenv, io.Discard)
+	if err != nil || c.NATSPassword != "flagged" {
+		t.Fatalf("flag did not win: %v %q", err, c.NATSPassword)
+	}
+}

@@ -20,15 +20,15 @@ func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Wri
 	fs.SetOutput(stderr)
 	e := &envFlags{fs: fs, getenv: getenv}
 	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory holding the generated keys")
-	e.str(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "", "auth callout issuer account seed")
-	e.str(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "", "auth callout curve seed")
-	e.str(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "", "auth callout service user seed")
-	e.str(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "", "kezd's own NATS user seed")
+	e.secret(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "auth callout issuer account seed")
+	e.secret(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed")
+	e.secret(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed")
+	e.secret(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed")
 	var routes string
 	e.str(&routes, "cluster-routes", "KEZ_NATS_CLUSTER_ROUTES", "", "print instead the route authorization for a cluster's nodes, with these comma-separated route URLs (nats://host:6222, every node)")
 	e.str(&c.NATSClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "with --cluster-routes: route user (default kezd-route)")
-	e.str(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "", "with --cluster-routes: route password (default derived from the NATS keys)")
-	if err := parseFlags(fs, args, stderr); err != nil {
+	e.secret(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "with --cluster-routes: route password (default derived from the NATS keys)")
+	if err := e.parse(args, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
