@@ -50,11 +50,19 @@ type Publisher interface {
 
 // Config holds the core's settings.
 type Config struct {
-	// Skew is how far a signed timestamp may be from now.
+	// Skew is how far a signed timestamp may be from now; 0 means DefaultSkew.
 	Skew time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Recheck and RecheckEvery schedule a live stream's safety-net reads of
+	// the store (see DefaultRecheck); 0 means the defaults. Tests of the
+	// broker path set them long, so that only the broker can deliver.
+	Recheck      time.Duration
+	RecheckEvery time.Duration
 }
+
+// DefaultSkew is the accepted clock difference of signed requests.
+const DefaultSkew = 120 * time.Second
 
 // Service is the send/read core. Create it with New.
 type Service struct {
@@ -64,6 +72,8 @@ type Service struct {
 	log   *slog.Logger
 	skew  time.Duration
 	now   func() time.Time
+
+	recheck, recheckEvery time.Duration
 
 	publishFailures atomic.Int64
 }
@@ -75,11 +85,18 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 	if now == nil {
 		now = time.Now
 	}
-	skew := cfg.Skew
-	if skew <= 0 {
-		skew = 120 * time.Second
+	s := &Service{store: st, pub: pub, live: live, log: log, skew: cfg.Skew, now: now,
+		recheck: cfg.Recheck, recheckEvery: cfg.RecheckEvery}
+	if s.skew <= 0 {
+		s.skew = DefaultSkew
 	}
-	return &Service{store: st, pub: pub, live: live, log: log, skew: skew, now: now}
+	if s.recheck <= 0 {
+		s.recheck = DefaultRecheck
+	}
+	if s.recheckEvery <= 0 {
+		s.recheckEvery = DefaultRecheckEvery
+	}
+	return s
 }
 
 // PublishFailures counts messages stored but not published since start.

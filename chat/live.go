@@ -39,21 +39,24 @@ const (
 	// fallbackPoll is how often a stream without a broker (Live is nil)
 	// looks at the store.
 	fallbackPoll = time.Second
-	// firstRecheck and recheckEvery schedule a stream's safety-net reads of
-	// the store. In a NATS cluster a new subscription's interest reaches the
-	// other servers over the routes a moment after Subscribe returns; a
-	// message published on another instance inside that window would
-	// otherwise wait for the next message (a gap fill) or a reconnect. One
-	// read shortly after setup closes the window; the slow periodic one
-	// bounds the delay of anything else the broker might lose. Jitter keeps
-	// many streams from reading at once.
-	firstRecheck = time.Second
-	recheckEvery = 60 * time.Second
 )
 
-// recheckAfter returns the delay before the next safety-net read.
-func recheckAfter() time.Duration {
-	return recheckEvery*4/5 + rand.N(recheckEvery*2/5)
+// DefaultRecheck and DefaultRecheckEvery schedule a stream's safety-net
+// reads of the store. In a NATS cluster a new subscription's interest
+// reaches the other servers over the routes a moment after Subscribe
+// returns; a message published on another instance inside that window
+// would otherwise wait for the next message (a gap fill) or a reconnect.
+// One read shortly after setup closes the window; the slow periodic one
+// bounds the delay of anything else the broker might lose. Jitter keeps
+// many streams from reading at once.
+const (
+	DefaultRecheck      = time.Second
+	DefaultRecheckEvery = 60 * time.Second
+)
+
+// recheckAfter returns the delay before the next periodic safety-net read.
+func (s *Service) recheckAfter() time.Duration {
+	return s.recheckEvery*4/5 + rand.N(s.recheckEvery*2/5+1)
 }
 
 // EventKind says what an Event carries.
@@ -95,7 +98,7 @@ type Cursor struct {
 // from the store before a message that skips ahead (normal with several
 // instances), and reads the store again after a broker reconnect or an
 // overflow. It also reads the store a second after setup and about once a
-// minute after that (see firstRecheck). Without a broker (Live nil) it reads
+// minute after that (see DefaultRecheck). Without a broker (Live nil) it reads
 // the store every second.
 func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit func(Event) error) error {
 	if err := identity.ValidateHandle(handle); err != nil {
@@ -113,10 +116,10 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 			return &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
 		}
 		defer cancel()
-		recheck := time.NewTimer(firstRecheck)
+		recheck := time.NewTimer(s.recheck)
 		defer recheck.Stop()
 		tick = recheck.C
-		rearm = func() { recheck.Reset(recheckAfter()) }
+		rearm = func() { recheck.Reset(s.recheckAfter()) }
 	} else {
 		t := time.NewTicker(fallbackPoll)
 		defer t.Stop()
@@ -252,7 +255,7 @@ func (s *Service) Poll(ctx context.Context, handle string, since int64, limit in
 			return nil, &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
 		}
 		defer cancel()
-		recheck := time.NewTimer(firstRecheck) // see firstRecheck; once is enough for a poll
+		recheck := time.NewTimer(s.recheck) // see DefaultRecheck; once is enough for a poll
 		defer recheck.Stop()
 		tick = recheck.C
 	} else {

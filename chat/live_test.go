@@ -124,12 +124,18 @@ func startBroker(t testing.TB, cfg broker.Config) *broker.Broker {
 }
 
 // newService is a chat.Service on db; b may be nil (no broker).
+//
+// With a broker, the safety-net store reads are an hour away, so that what
+// a test sees live was carried by the broker: a broken live path fails the
+// test instead of being covered by the recheck a second later.
 func newService(db chat.Store, b *broker.Broker) *chat.Service {
 	if b == nil {
 		return chat.New(chat.Config{}, db, nil, nil, quietLog())
 	}
-	return chat.New(chat.Config{}, db, b, b, quietLog())
+	return chat.New(brokerOnly, db, b, b, quietLog())
 }
+
+var brokerOnly = chat.Config{Recheck: time.Hour, RecheckEvery: time.Hour}
 
 // send sends a message from alice to bob and returns its seq.
 func send(t testing.TB, svc *chat.Service, id string) int64 {
@@ -437,7 +443,8 @@ func TestFollowWithoutBroker(t *testing.T) {
 func TestPollWakesOnMessage(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	svc := newService(db, startBroker(t, broker.Config{}))
+	b := startBroker(t, broker.Config{})
+	svc := newService(db, b)
 	send(t, svc, "m1")
 	got := make(chan []store.Message, 1)
 	go func() {
@@ -447,8 +454,17 @@ func TestPollWakesOnMessage(t *testing.T) {
 		}
 		got <- ms
 	}()
+	// Send only once the poll is waiting (it has subscribed), so that it
+	// must wake on the message rather than find it.
+	acc := b.Server().GlobalAccount()
+	for range 2000 { // subscriptions have no event to wait on; at most 10 s
+		if acc.Interest(broker.InboxSubject("bob")) > 0 {
+			break
+		}
+		<-time.After(5 * time.Millisecond)
+	}
 	send(t, svc, "m2")
-	// Well before MaxPollWait: the poll woke up (or found m2 at once).
+	// Well before MaxPollWait (and the hour-long recheck): the poll woke up.
 	select {
 	case ms := <-got:
 		if len(ms) != 1 || ms[0].Seq != 2 {
@@ -505,7 +521,7 @@ func TestFollowRecoversUnpublishedMessage(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	b := startBroker(t, broker.Config{})
-	following := newService(db, b)
+	following := chat.New(chat.Config{}, db, b, b, quietLog()) // the default safety net
 	silent := chat.New(chat.Config{}, db, nil, nil, quietLog()) // stores, never publishes
 	f := follow(t, following, chat.Cursor{Now: true})
 	f.ready(t)

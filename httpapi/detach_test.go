@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -70,16 +71,15 @@ func TestDetachedStream(t *testing.T) {
 	if n := e.srv.openStreams("bob"); n != 1 {
 		t.Fatalf("%d streams counted for bob, want 1", n)
 	}
-	waited := waitStreamsDone(e.srv)
-	select {
-	case err := <-waited:
-		t.Fatalf("WaitStreams returned (%v) with a detached stream open", err)
-	default:
+	short, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := e.srv.WaitStreams(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitStreams = %v with a detached stream open, want it to wait", err)
 	}
 
 	e.srv.CloseStreams()
 	s.wantEnd()
-	if err := <-waited; err != nil {
+	if err := <-waitStreamsDone(e.srv); err != nil {
 		t.Fatalf("WaitStreams: %v", err)
 	}
 	if n := e.srv.openStreams("bob"); n != 0 {
@@ -281,7 +281,8 @@ func TestCloseStreamsUnblocksStalledWriter(t *testing.T) {
 	if err := <-waitStreamsDone(e.srv); err != nil {
 		t.Fatalf("WaitStreams: %v", err)
 	}
-	if waited := time.Since(started); waited > 30*time.Second {
+	// The write deadline is a minute; the abort's grace is 250 ms.
+	if waited := time.Since(started); waited > 10*time.Second {
 		t.Fatalf("the stalled stream ended after %s: it waited out its write deadline", waited)
 	}
 }

@@ -101,7 +101,9 @@ func newEnvWithBroker(t *testing.T, st testStore, b *broker.Broker, configure ..
 	log := testLog(t)
 	svc := chat.New(chat.Config{Skew: 120 * time.Second}, st, nil, nil, log)
 	if b != nil {
-		svc = chat.New(chat.Config{Skew: 120 * time.Second}, st, b, b, log)
+		// Safety-net store reads an hour away: what a test sees live came
+		// through the broker.
+		svc = chat.New(chat.Config{Skew: 120 * time.Second, Recheck: time.Hour, RecheckEvery: time.Hour}, st, b, b, log)
 	}
 	cfg := Config{
 		PublicURL: &url.URL{Scheme: "https", Host: testDomain},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
@@ -99,15 +100,43 @@ func TestClusteredInstances(t *testing.T) {
 	waitRouted(t, a, b)
 
 	ctx := t.Context()
-	ca, _ := client.New(a.HTTPURL)
-	cb, _ := client.New(b.HTTPURL)
+	ca, err := client.New(a.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := client.New(b.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	alice := newUser(t, ctx, ca, "alice")
 	senders := []*envelope.Identity{newUser(t, ctx, ca, "s1"), newUser(t, ctx, cb, "s2"), newUser(t, ctx, ca, "s3"), newUser(t, ctx, cb, "s4")}
 	onA, onB := rawStream(t, a.HTTPURL, alice), rawStream(t, b.HTTPURL, alice)
 
-	// A message sent via A reaches the stream on B, and vice versa.
+	// A message sent via A is carried to B by the NATS cluster itself (the
+	// streams would also get it from the store a second later, so look at
+	// NATS directly), and reaches the stream on B.
+	deployment, err := loadKeys(config{DataDir: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onBNATS, err := b.Broker.Connect(deployment.AppUser())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onBNATS.Close()
+	carried, err := onBNATS.SubscribeSync(broker.InboxSubject("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := onBNATS.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitInterest(t, a, "alice")
 	if _, err := ca.Send(ctx, senders[0], "alice", []byte("via A")); err != nil {
 		t.Fatal(err)
+	}
+	if m, err := carried.NextMsg(15 * time.Second); err != nil || m.Header.Get(broker.SeqHeader) != "1" {
+		t.Fatalf("the cluster did not carry A's publish to B: %v", err)
 	}
 	const perSender = 40
 	g, gctx := errgroup.WithContext(ctx)
@@ -145,7 +174,26 @@ func TestClusteredInstances(t *testing.T) {
 	}
 }
 
-// waitRouted waits until the two embedded servers have a route to each other.
+// waitInterest waits until s's embedded server knows of a subscriber to
+// handle's inbox elsewhere in the cluster. Route interest has no event to
+// wait on; this polls, within a bound.
+func waitInterest(t *testing.T, s started, handle string) {
+	t.Helper()
+	acc, err := s.Broker.Server().LookupAccount(broker.AccountApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for acc.Interest(broker.InboxSubject(handle)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no interest in %s's inbox reached the other server", handle)
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+}
+
+// waitRouted waits until the two embedded servers have a route to each
+// other. Routes have no event to wait on; this polls, within a bound.
 func waitRouted(t *testing.T, servers ...started) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
