@@ -116,7 +116,7 @@ func BenchmarkFanout(b *testing.B) {
 			done := make(chan struct{}, 1)
 			for range n {
 				sub, err := nc.Subscribe(InboxSubject("fan"), func(m *nats.Msg) {
-					if _, err := DecodeMessage("fan", m); err != nil {
+					if _, err := decodeMessage("fan", m); err != nil {
 						b.Error(err)
 					}
 					if got.Add(1)%int64(n) == 0 {

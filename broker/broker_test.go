@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/store"
 	"github.com/nats-io/nats.go"
 )
@@ -193,7 +194,7 @@ func TestMalformedInboxMessagesAreDropped(t *testing.T) {
 	l := newListener()
 	l.subscribe(t, b, "alice")
 	nc := connect(t, b.ClientURL())
-	good, _ := EncodeMessage(testMessage("alice", 3, `{}`))
+	good, _ := chat.Marshal(testMessage("alice", 3, `{}`))
 	bad := []*nats.Msg{
 		{Data: []byte("not json")},
 		{Data: good}, // no header
@@ -217,7 +218,7 @@ func TestMalformedInboxMessagesAreDropped(t *testing.T) {
 
 func mustEncode(t testing.TB, m store.Message) []byte {
 	t.Helper()
-	b, err := EncodeMessage(m)
+	b, err := chat.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,7 +196,7 @@ func (h *hub) dispatch() {
 
 func (h *hub) deliver(msg *nats.Msg) {
 	handle := strings.TrimPrefix(msg.Subject, InboxPrefix)
-	m, err := DecodeMessage(handle, msg)
+	m, err := decodeMessage(handle, msg)
 	if err != nil {
 		// Whoever published this is not kezd (or not this version); streams
 		// never see it. A real message behind it is caught by the next gap fill.
@@ -218,10 +218,10 @@ func (h *hub) deliver(msg *nats.Msg) {
 	}
 }
 
-// DecodeMessage parses and checks a message received on handle's inbox
+// decodeMessage parses and checks a message received on handle's inbox
 // subject: the stored message JSON, for handle, with a positive seq equal to
 // the Kez-Seq header.
-func DecodeMessage(handle string, msg *nats.Msg) (store.Message, error) {
+func decodeMessage(handle string, msg *nats.Msg) (store.Message, error) {
 	var m store.Message
 	if err := json.Unmarshal(msg.Data, &m); err != nil {
 		return store.Message{}, fmt.Errorf("data: %w", err)

@@ -1,12 +1,11 @@
 package broker
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 
+	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/store"
 	"github.com/nats-io/nats.go"
@@ -34,7 +33,7 @@ func (b *Broker) Publish(ctx context.Context, m store.Message) error {
 	if err := identity.ValidateHandle(m.To); err != nil {
 		return fmt.Errorf("publish: recipient: %w", err)
 	}
-	data, err := EncodeMessage(m)
+	data, err := chat.Marshal(m) // the stored message JSON, envelope as sent
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
@@ -47,16 +46,4 @@ func (b *Broker) Publish(ctx context.Context, m store.Message) error {
 		return fmt.Errorf("publish %s: %w", msg.Subject, err)
 	}
 	return nil
-}
-
-// EncodeMessage is the stored message JSON as published. It does not escape
-// <, > and & (PROTOCOL.md: the envelope is returned as the text that was sent).
-func EncodeMessage(m store.Message) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(m); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -18,8 +18,7 @@ type Responder struct {
 	sub    *nats.Subscription
 	sem    chan struct{}
 	handle func(ctx context.Context, m *nats.Msg)
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx    context.Context // the start context's values, never cancelled
 
 	mu      sync.Mutex
 	stopped bool
@@ -27,21 +26,21 @@ type Responder struct {
 }
 
 // Respond subscribes handle to subject in queue group queue on nc and calls
-// it for every request, at most workers at a time, with a context that
-// ends at Stop. ctx carries values only: a responder goes on answering
-// until it is stopped, so that an instance shutting down still answers
-// what its queue group sends it. It returns once the server has the
+// it for every request, at most workers at a time. ctx gives the handlers'
+// context its values only, not its end: a responder answers until it is
+// stopped, and Stop waits for the requests it has taken, so that an
+// instance shutting down still answers what its queue group sends it.
+// Handlers bound their own work. Respond returns once the server has the
 // subscription.
 func Respond(ctx context.Context, nc *nats.Conn, subject, queue string, workers int, handle func(ctx context.Context, m *nats.Msg)) (*Responder, error) {
 	if workers <= 0 {
 		return nil, errors.New("respond: workers must be positive")
 	}
 	r := &Responder{sem: make(chan struct{}, workers), handle: handle}
-	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.ctx = context.WithoutCancel(ctx)
 	var err error
 	r.sub, err = nc.QueueSubscribe(subject, queue, r.dispatch)
 	if err != nil {
-		r.cancel()
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -68,8 +67,8 @@ func (r *Responder) dispatch(m *nats.Msg) {
 	}()
 }
 
-// Stop stops taking requests, lets the handlers in flight finish (a request
-// being handled should get its answer), and then ends their context.
+// Stop stops taking requests and waits for the handlers in flight to
+// finish: a request being handled gets its answer.
 func (r *Responder) Stop() {
 	// An error means the connection is closed: the subscription is gone.
 	_ = r.sub.Unsubscribe()
@@ -77,5 +76,4 @@ func (r *Responder) Stop() {
 	r.stopped = true
 	r.mu.Unlock()
 	r.wg.Wait()
-	r.cancel()
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"sync/atomic"
@@ -359,8 +360,9 @@ func (s *Service) List(ctx context.Context, handle string, since int64, limit in
 // storeError turns a backend failure into the client-facing error: unavailable
 // when the store said so (the client may retry), internal otherwise.
 func storeError(op string, err error) error {
+	cause := fmt.Errorf("%s: %w", op, err)
 	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		return &Error{Code: CodeUnavailable, Message: "the store is unavailable; retry later", Err: err}
+		return &Error{Code: CodeUnavailable, Message: "the store is unavailable; retry later", Err: cause}
 	}
-	return &Error{Code: CodeInternal, Message: "internal error", Err: err}
+	return &Error{Code: CodeInternal, Message: "internal error", Err: cause}
 }

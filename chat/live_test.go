@@ -521,7 +521,7 @@ func TestFollowRecoversUnpublishedMessage(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	b := startBroker(t, broker.Config{})
-	following := chat.New(chat.Config{}, db, b, b, quietLog()) // the default safety net
+	following := chat.New(chat.Config{}, db, b, b, quietLog())  // the default safety net
 	silent := chat.New(chat.Config{}, db, nil, nil, quietLog()) // stores, never publishes
 	f := follow(t, following, chat.Cursor{Now: true})
 	f.ready(t)
