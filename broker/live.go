@@ -95,8 +95,9 @@ func (h *hub) stop() {
 
 // Subscribe calls deliver with every message published for handle from the
 // moment it returns until cancel is called, and resync whenever messages may
-// have been missed (the connection came back, or NATS dropped messages). Both
-// run on the broker's dispatcher: they must not block. Messages for one
+// have been missed (the connection came back, or NATS dropped messages).
+// deliver runs on the broker's dispatcher, resync on the NATS connection's
+// callback goroutine: neither may block. Messages for one
 // handle are delivered in the order NATS delivers them; deliver must treat
 // the message as read-only (its envelope is shared between streams).
 //

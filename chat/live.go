@@ -18,8 +18,9 @@ type Live interface {
 	// Subscribe calls deliver with every message published for handle from
 	// the moment it returns until cancel is called, and resync whenever
 	// messages may have been missed (after a broker reconnect). Both are
-	// called from the broker's dispatcher and must not block; deliver must
-	// not modify the message.
+	// called from the broker's own goroutines (deliver from its dispatcher,
+	// resync from its connection's callbacks) and must not block; deliver
+	// must not modify the message.
 	Subscribe(ctx context.Context, handle string, deliver func(store.Message), resync func()) (cancel func(), err error)
 }
 

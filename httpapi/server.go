@@ -60,7 +60,8 @@ const maxRegisterBody = 4 << 10
 // Default values above.
 type Config struct {
 	// PublicURL is the URL clients use to reach this server; its host is the
-	// WebFinger domain and it prefixes the links WebFinger returns. Required.
+	// WebFinger domain and it prefixes the links WebFinger returns. Nil means
+	// http://localhost, which suits tests only.
 	PublicURL *url.URL
 	// NATSURL, when set, is advertised by WebFinger as the
 	// https://kez.chat/rel/nats link.

@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/httpapi"
 )
 
 // config is everything `kezd serve` is told, parsed once from flags whose
@@ -137,11 +140,11 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&publicURL, "public-url", "KEZ_PUBLIC_URL", "", "URL clients use; its host is the WebFinger domain (default derived from --listen)")
 	e.str(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "", "postgres:// URL; empty uses the embedded SQLite store in --data-dir")
 	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory for the embedded store and generated keys")
-	e.dur(&c.AuthSkew, "auth-skew", "KEZ_AUTH_SKEW", 120*time.Second, "accepted clock difference for signed requests")
+	e.dur(&c.AuthSkew, "auth-skew", "KEZ_AUTH_SKEW", chat.DefaultSkew, "accepted clock difference for signed requests")
 	e.str(&logLevel, "log-level", "KEZ_LOG_LEVEL", "info", "log level: debug, info, warn, error")
-	e.dur(&c.PingInterval, "sse-ping", "KEZ_SSE_PING", 15*time.Second, "interval of SSE keep-alive comments")
-	e.num(&c.MaxStreams, "max-streams", "KEZ_MAX_STREAMS", 50000, "open SSE streams this instance accepts in all (then 429)")
-	e.num(&c.MaxStreamsPerHandle, "max-streams-per-handle", "KEZ_MAX_STREAMS_PER_HANDLE", 8, "open SSE streams per handle on this instance (then 429); at least 8")
+	e.dur(&c.PingInterval, "sse-ping", "KEZ_SSE_PING", httpapi.DefaultPingInterval, "interval of SSE keep-alive comments")
+	e.num(&c.MaxStreams, "max-streams", "KEZ_MAX_STREAMS", httpapi.DefaultMaxStreams, "open SSE streams this instance accepts in all (then 429)")
+	e.num(&c.MaxStreamsPerHandle, "max-streams-per-handle", "KEZ_MAX_STREAMS_PER_HANDLE", httpapi.DefaultMaxStreamsPerHandle, "open SSE streams per handle on this instance (then 429); at least 8")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "KEZ_SHUTDOWN_TIMEOUT", 20*time.Second, "how long in-flight requests may take to finish on shutdown")
 
 	e.str(&c.NATSListen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")

@@ -164,7 +164,6 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		},
 	}, svc, log.With("component", "http"))
 	srv := api.HTTPServer(cfg.Listen)
-	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
