@@ -105,27 +105,12 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 	if err := identity.ValidateHandle(handle); err != nil {
 		return Errorf(CodeInvalidHandle, "%v", err)
 	}
-	q := newLiveQueue()
-	var tick <-chan time.Time // a store read is due: fallback polling or a safety-net recheck
-	rearm := func() {}
-	if s.live != nil {
-		cancel, err := s.live.Subscribe(ctx, handle, q.deliver, q.resync)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
-		}
-		defer cancel()
-		recheck := time.NewTimer(s.recheck)
-		defer recheck.Stop()
-		tick = recheck.C
-		rearm = func() { recheck.Reset(s.recheckAfter()) }
-	} else {
-		t := time.NewTicker(fallbackPoll)
-		defer t.Stop()
-		tick = t.C
+	w, err := s.watch(ctx, handle)
+	if err != nil {
+		return endErr(ctx, err)
 	}
+	defer w.stop()
+	q, tick, rearm := w.q, w.tick, w.rearm
 
 	// A cursor beyond the newest stored message is read as that message:
 	// taken as given, it would make the stream skip every message stored
@@ -245,25 +230,15 @@ func (s *Service) Poll(ctx context.Context, handle string, since int64, limit in
 	if err := identity.ValidateHandle(handle); err != nil {
 		return nil, Errorf(CodeInvalidHandle, "%v", err)
 	}
-	q := newLiveQueue()
-	var tick <-chan time.Time
-	if s.live != nil {
-		cancel, err := s.live.Subscribe(ctx, handle, q.deliver, q.resync)
-		if err != nil {
-			if ctx.Err() != nil {
-				return []store.Message{}, nil
-			}
-			return nil, &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
+	w, err := s.watch(ctx, handle)
+	if err != nil {
+		if ctx.Err() != nil {
+			return []store.Message{}, nil
 		}
-		defer cancel()
-		recheck := time.NewTimer(s.recheck) // see DefaultRecheck; once is enough for a poll
-		defer recheck.Stop()
-		tick = recheck.C
-	} else {
-		t := time.NewTicker(fallbackPoll)
-		defer t.Stop()
-		tick = t.C
+		return nil, err
 	}
+	defer w.stop()
+	q, tick := w.q, w.tick // one recheck is enough for a poll: never rearmed
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
@@ -291,6 +266,35 @@ func (s *Service) Poll(ctx context.Context, handle string, since int64, limit in
 			}
 		}
 	}
+}
+
+// watch is a handle's live feed for one stream or long-poll: the queue the
+// broker fills, and tick, which fires when the store should be read anyway
+// (the safety-net recheck with a broker, polling without one). rearm
+// schedules the next periodic recheck; stop ends the feed.
+type watch struct {
+	q     *liveQueue
+	tick  <-chan time.Time
+	rearm func()
+	stop  func()
+}
+
+func (s *Service) watch(ctx context.Context, handle string) (*watch, error) {
+	w := &watch{q: newLiveQueue(), rearm: func() {}}
+	if s.live == nil {
+		t := time.NewTicker(fallbackPoll)
+		w.tick, w.stop = t.C, t.Stop
+		return w, nil
+	}
+	cancel, err := s.live.Subscribe(ctx, handle, w.q.deliver, w.q.resync)
+	if err != nil {
+		return nil, &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
+	}
+	recheck := time.NewTimer(s.recheck)
+	w.tick = recheck.C
+	w.rearm = func() { recheck.Reset(s.recheckAfter()) }
+	w.stop = func() { recheck.Stop(); cancel() }
+	return w, nil
 }
 
 // liveQueue is one stream's bounded buffer between the broker's dispatcher
