@@ -6,26 +6,28 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/kez-chat/kezd/chat"
 )
 
-// Code is a PROTOCOL.md error code.
-type Code string
+// Code is a PROTOCOL.md error code; the server's own vocabulary.
+type Code = chat.Code
 
 // The protocol's error codes.
 const (
-	CodeInvalidRequest Code = "invalid_request"
-	CodeInvalidHandle  Code = "invalid_handle"
-	CodeBadSignature   Code = "bad_signature"
-	CodeStaleTimestamp Code = "stale_timestamp"
-	CodeUnauthorized   Code = "unauthorized"
-	CodeForbidden      Code = "forbidden"
-	CodeUnknownHandle  Code = "unknown_handle"
-	CodeHandleTaken    Code = "handle_taken"
-	CodeKeyTaken       Code = "key_taken"
-	CodeTooLarge       Code = "too_large"
-	CodeRateLimited    Code = "rate_limited"
-	CodeUnavailable    Code = "unavailable"
-	CodeInternal       Code = "internal"
+	CodeInvalidRequest = chat.CodeInvalidRequest
+	CodeInvalidHandle  = chat.CodeInvalidHandle
+	CodeBadSignature   = chat.CodeBadSignature
+	CodeStaleTimestamp = chat.CodeStaleTimestamp
+	CodeUnauthorized   = chat.CodeUnauthorized
+	CodeForbidden      = chat.CodeForbidden
+	CodeUnknownHandle  = chat.CodeUnknownHandle
+	CodeHandleTaken    = chat.CodeHandleTaken
+	CodeKeyTaken       = chat.CodeKeyTaken
+	CodeTooLarge       = chat.CodeTooLarge
+	CodeRateLimited    = chat.CodeRateLimited
+	CodeUnavailable    = chat.CodeUnavailable
+	CodeInternal       = chat.CodeInternal
 )
 
 // Error is a failure the server reported, with its protocol code. Status is
