@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -331,5 +333,28 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("Start(%+v) succeeded", cfg)
 			}
 		})
+	}
+}
+
+// TestStartPortTaken: an embedded server whose port is taken fails Start at
+// once, saying why, rather than timing out.
+func TestStartPortTaken(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	started := time.Now()
+	b, err := Start(t.Context(), Config{Listen: ln.Addr().String()}, slog.New(slog.DiscardHandler))
+	if err == nil {
+		b.Close(t.Context())
+		t.Fatal("started on a taken port")
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("error %q does not say why", err)
+	}
+	if waited := time.Since(started); waited > 5*time.Second {
+		t.Fatalf("took %s to fail", waited)
 	}
 }

@@ -138,7 +138,7 @@ func startPlainServer(t testing.TB, route string) (*server.Server, *logLines) {
 		t.Fatal(err)
 	}
 	lines := newLogLines()
-	srv.SetLogger(serverLogger{slog.New(slog.NewTextHandler(lines, nil))}, false, false)
+	srv.SetLogger(serverLogger{log: slog.New(slog.NewTextHandler(lines, nil))}, false, false)
 	srv.Start()
 	t.Cleanup(func() {
 		srv.Shutdown()

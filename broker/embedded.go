@@ -28,12 +28,24 @@ func startEmbedded(cfg Config, log *slog.Logger) (*server.Server, []nats.Option,
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	srv.SetLogger(serverLogger{log.With("nats_server", true)}, false, false)
+	fatal := make(chan string, 1)
+	srv.SetLogger(serverLogger{log: log.With("nats_server", true), fatal: fatal}, false, false)
 	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		return nil, nil, errors.New("embedded nats: not ready after 10s")
+	// A server that cannot start (its port is taken) says so in a fatal
+	// log line and never becomes ready: report that at once, not a timeout.
+	for deadline := time.Now().Add(10 * time.Second); !srv.ReadyForConnections(50 * time.Millisecond); {
+		select {
+		case msg := <-fatal:
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			return nil, nil, fmt.Errorf("embedded nats: %s", msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			return nil, nil, errors.New("embedded nats: not ready after 10s")
+		}
 	}
 	if addr := srv.ClusterAddr(); addr != nil {
 		log.Info("nats cluster listening", "addr", addr.String(), "routes", redactURL(strings.Join(cfg.Routes, ",")))
@@ -186,11 +198,21 @@ func splitHostPort(s string) (string, int, error) {
 
 // serverLogger sends the embedded server's log to slog. The server logs why
 // a callout refused a client; that reason never reaches the client.
-type serverLogger struct{ log *slog.Logger }
+type serverLogger struct {
+	log   *slog.Logger
+	fatal chan<- string // the first fatal message, if anyone listens
+}
 
 func (l serverLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
 func (l serverLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l serverLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l serverLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
+func (l serverLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }

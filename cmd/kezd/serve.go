@@ -98,7 +98,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 	b, err := broker.Start(ctx, bcfg, log.With("component", "nats"))
 	if err != nil {
-		return fmt.Errorf("start nats: %w", err)
+		return fmt.Errorf("start nats (--nats-listen, --nats-cluster-listen, --nats-url): %w", err)
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
