@@ -23,6 +23,7 @@ import (
 
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store"
 )
 
 // Client talks to one kezd server. It is safe for concurrent use.
@@ -144,15 +145,9 @@ func (h *Handle) Peer() (envelope.Peer, error) {
 	return envelope.ParsePeer(h.Handle, h.SigningKey, h.EncryptionKey)
 }
 
-// Message is a stored message as the server delivers it.
-type Message struct {
-	Seq      int64           `json:"seq"`
-	From     string          `json:"from"`
-	To       string          `json:"to"`
-	ID       string          `json:"id"`
-	Envelope json.RawMessage `json:"envelope"`
-	SentAt   time.Time       `json:"sent_at"`
-}
+// Message is a stored message as the server delivers it (PROTOCOL.md's
+// stored message; the same type the server stores).
+type Message = store.Message
 
 // Register registers id's handle with its public keys.
 func (c *Client) Register(ctx context.Context, id *envelope.Identity) (*Handle, error) {
