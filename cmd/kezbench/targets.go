@@ -20,6 +20,7 @@ import (
 
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/store/postgres"
 )
@@ -152,22 +153,13 @@ func startBaseline(ctx context.Context, dbURL string, conns int32) (*target, err
 	}}, nil
 }
 
-type baselineMessage struct {
-	Seq      int64           `json:"seq"`
-	From     string          `json:"from"`
-	To       string          `json:"to"`
-	ID       string          `json:"id"`
-	Envelope json.RawMessage `json:"envelope"`
-	SentAt   time.Time       `json:"sent_at"`
-}
-
 func (bl *baseline) send(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, chat.MaxSendBody))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	var m baselineMessage
+	var m store.Message
 	if err := json.Unmarshal(body, &m); err != nil || m.To == "" {
 		http.Error(w, "bad body", http.StatusBadRequest)
 		return
