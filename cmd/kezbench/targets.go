@@ -20,8 +20,8 @@ import (
 
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
-	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/httpapi"
+	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/postgres"
 )
 
