@@ -112,6 +112,9 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	// auth account; kezd's own connection lives in the application account.
 	calloutConn, err := b.Connect(keys.ServiceUser(), nats.Name("kezd-auth-callout"), nats.MaxReconnects(-1))
 	if err != nil {
+		if cfg.NATSURL != "" {
+			return fmt.Errorf("connect auth callout service to --nats-url (is the server configured with the output of `kezd nats-config` for these keys?): %w", err)
+		}
 		return fmt.Errorf("connect auth callout service: %w", err)
 	}
 	defer calloutConn.Close()
