@@ -87,6 +87,33 @@ func TestDetachedStream(t *testing.T) {
 	}
 }
 
+// openRawStream opens u's stream on a raw connection, as a client that
+// controls its socket would, and returns it once the stream is ready.
+func (e *env) openRawStream(u user) net.Conn {
+	e.t.Helper()
+	conn, err := net.Dial("tcp", e.hs.Listener.Addr().String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	if err := conn.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte("GET " + streamPath(u, u.handle, "") + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		e.t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			e.t.Fatalf("waiting for ready: %v", err)
+		}
+		if strings.HasPrefix(line, "event: ready") {
+			return conn
+		}
+	}
+}
+
 // TestDetachedStreamClientCloses checks that a client that closes its
 // connection frees its stream's slot: nothing reads a detached stream, so
 // the stream notices on a failed write (a ping, here every few
@@ -99,27 +126,7 @@ func TestDetachedStreamClientCloses(t *testing.T) {
 	bob := newUser(t, "bob")
 	e.register(bob)
 
-	conn, err := net.Dial("tcp", e.hs.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if err := conn.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Write([]byte("GET " + streamPath(bob, "bob", "") + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(conn)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("waiting for ready: %v", err)
-		}
-		if strings.HasPrefix(line, "event: ready") {
-			break
-		}
-	}
+	conn := e.openRawStream(bob)
 	if n := e.srv.openStreams("bob"); n != 1 {
 		t.Fatalf("%d streams counted for bob, want 1", n)
 	}
@@ -193,31 +200,7 @@ func TestStreamCapReapsClosedClients(t *testing.T) {
 	bob := newUser(t, "bob")
 	e.register(bob)
 
-	// openRaw opens a stream on a raw connection and waits for ready.
-	openRaw := func() net.Conn {
-		t.Helper()
-		conn, err := net.Dial("tcp", e.hs.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		if err := conn.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := conn.Write([]byte("GET " + streamPath(bob, "bob", "") + " HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
-			t.Fatal(err)
-		}
-		r := bufio.NewReader(conn)
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				t.Fatalf("waiting for ready: %v", err)
-			}
-			if strings.HasPrefix(line, "event: ready") {
-				return conn
-			}
-		}
-	}
+	openRaw := func() net.Conn { return e.openRawStream(bob) }
 
 	for range 3 { // reload, reload, reload
 		openRaw().Close()
