@@ -67,6 +67,13 @@ func benchDB(b *testing.B) string {
 // index and a number unique in this run.
 func runSenders(b *testing.B, n int, send func(sender int, i int64) error) {
 	b.Helper()
+	runWork(b, n, int64(b.N), send)
+}
+
+// runWork runs items 0..count-1 spread over n goroutines, then reports
+// b.N rows per second.
+func runWork(b *testing.B, n int, count int64, work func(sender int, i int64) error) {
+	b.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -75,10 +82,10 @@ func runSenders(b *testing.B, n int, send func(sender int, i int64) error) {
 		wg.Go(func() {
 			for {
 				i := next.Add(1) - 1
-				if i >= int64(b.N) {
+				if i >= count {
 					return
 				}
-				if err := send(s, i); err != nil {
+				if err := work(s, i); err != nil {
 					errs <- err
 					return
 				}
@@ -214,34 +221,11 @@ func BenchmarkBaselineBatch100(b *testing.B) {
 			pool := benchPool(b, benchDB(b), int32(conns))
 			ctx := context.Background()
 			const size = 100
-			batches := (b.N + size - 1) / size
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			errs := make(chan error, conns)
-			b.ResetTimer()
-			for s := range conns {
-				wg.Go(func() {
-					for {
-						k := next.Add(1) - 1
-						if k >= int64(batches) {
-							return
-						}
-						first := k * size
-						n := min(size, int64(b.N)-first)
-						if err := batch100(ctx, pool, fmt.Sprintf("s%d", s), first, n); err != nil {
-							errs <- err
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.StopTimer()
-			close(errs)
-			for err := range errs {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+			batches := (int64(b.N) + size - 1) / size
+			runWork(b, conns, batches, func(s int, k int64) error {
+				first := k * size
+				return batch100(ctx, pool, fmt.Sprintf("s%d", s), first, min(size, int64(b.N)-first))
+			})
 		})
 	}
 }
