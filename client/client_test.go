@@ -65,6 +65,15 @@ func registered(t *testing.T, ctx context.Context, c *client.Client, handle stri
 	return id
 }
 
+// aliceAndBob is the usual start of a test: a client of srv, and alice
+// and bob registered through it.
+func aliceAndBob(t *testing.T, srv *kezdtest.Server) (context.Context, *client.Client, *envelope.Identity, *envelope.Identity) {
+	t.Helper()
+	ctx := ctxFor(t)
+	c := newClient(t, srv)
+	return ctx, c, registered(t, ctx, c, "alice"), registered(t, ctx, c, "bob")
+}
+
 func wantCode(t *testing.T, err error, code client.Code) {
 	t.Helper()
 	if !client.IsCode(err, code) {
@@ -75,10 +84,7 @@ func wantCode(t *testing.T, err error, code client.Code) {
 func TestClientCalls(t *testing.T) {
 	t.Parallel()
 	backends(t, func(t *testing.T, srv *kezdtest.Server) {
-		ctx := ctxFor(t)
-		c := newClient(t, srv)
-		alice := registered(t, ctx, c, "alice")
-		bob := registered(t, ctx, c, "bob")
+		ctx, c, alice, bob := aliceAndBob(t, srv)
 
 		// Register, and its conflicts.
 		_, err := c.Register(ctx, alice)
@@ -225,10 +231,7 @@ func (c *collector) take(t *testing.T, n int) []client.Message {
 func TestStreamResumesAcrossRestart(t *testing.T) {
 	t.Parallel()
 	backends(t, func(t *testing.T, srv *kezdtest.Server) {
-		ctx := ctxFor(t)
-		c := newClient(t, srv)
-		alice := registered(t, ctx, c, "alice")
-		bob := registered(t, ctx, c, "bob")
+		ctx, c, alice, bob := aliceAndBob(t, srv)
 		send := func(from, to int) {
 			t.Helper()
 			for i := from; i <= to; i++ {
@@ -285,10 +288,7 @@ func TestStreamResumesAcrossRestart(t *testing.T) {
 func TestStreamFromNow(t *testing.T) {
 	t.Parallel()
 	srv := kezdtest.Start(t, kezdtest.Config{})
-	ctx := ctxFor(t)
-	c := newClient(t, srv)
-	alice := registered(t, ctx, c, "alice")
-	bob := registered(t, ctx, c, "bob")
+	ctx, c, alice, bob := aliceAndBob(t, srv)
 	if _, err := c.Send(ctx, alice, "bob", []byte("old")); err != nil {
 		t.Fatal(err)
 	}
@@ -322,10 +322,7 @@ func TestStreamRefusesForgedKey(t *testing.T) {
 func TestNATS(t *testing.T) {
 	t.Parallel()
 	srv := kezdtest.Start(t, kezdtest.Config{})
-	ctx := ctxFor(t)
-	c := newClient(t, srv)
-	alice := registered(t, ctx, c, "alice")
-	bob := registered(t, ctx, c, "bob")
+	ctx, c, alice, bob := aliceAndBob(t, srv)
 
 	bnc, err := client.ConnectNATS(srv.NATSURL, bob)
 	if err != nil {
@@ -381,10 +378,7 @@ func TestNATS(t *testing.T) {
 func TestEnvelopeJSONSurvives(t *testing.T) {
 	t.Parallel()
 	srv := kezdtest.Start(t, kezdtest.Config{})
-	ctx := ctxFor(t)
-	c := newClient(t, srv)
-	alice := registered(t, ctx, c, "alice")
-	bob := registered(t, ctx, c, "bob")
+	ctx, c, alice, bob := aliceAndBob(t, srv)
 	raw := json.RawMessage(`{"b":1.50,"a":"<&>"}`)
 	if _, err := c.SendEnvelope(ctx, alice, "bob", "raw-1", raw); err != nil {
 		t.Fatal(err)
@@ -407,10 +401,7 @@ func TestEnvelopeJSONSurvives(t *testing.T) {
 func TestStreamCursorBeyondLatest(t *testing.T) {
 	t.Parallel()
 	srv := kezdtest.Start(t, kezdtest.Config{})
-	ctx := ctxFor(t)
-	c := newClient(t, srv)
-	alice := registered(t, ctx, c, "alice")
-	bob := registered(t, ctx, c, "bob")
+	ctx, c, alice, bob := aliceAndBob(t, srv)
 	col := newCollector()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()

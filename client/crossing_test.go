@@ -22,10 +22,7 @@ import (
 func TestNATSSendReachesSSEStream(t *testing.T) {
 	t.Parallel()
 	backends(t, func(t *testing.T, srv *kezdtest.Server) {
-		ctx := ctxFor(t)
-		c := newClient(t, srv)
-		alice := registered(t, ctx, c, "alice")
-		bob := registered(t, ctx, c, "bob")
+		ctx, c, alice, bob := aliceAndBob(t, srv)
 
 		col := newCollector()
 		ended := make(chan error, 1)
@@ -73,10 +70,7 @@ func TestNATSSendReachesSSEStream(t *testing.T) {
 func TestHTTPSendReachesNATSInbox(t *testing.T) {
 	t.Parallel()
 	backends(t, func(t *testing.T, srv *kezdtest.Server) {
-		ctx := ctxFor(t)
-		c := newClient(t, srv)
-		alice := registered(t, ctx, c, "alice")
-		bob := registered(t, ctx, c, "bob")
+		ctx, c, alice, bob := aliceAndBob(t, srv)
 
 		asyncErrs := make(chan error, 10)
 		anc, err := client.ConnectNATS(srv.NATSURL, alice,
