@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs and this machine lacks. Today that is
-# PostgreSQL's server binaries (initdb, pg_ctl, postgres), which the test
-# harness uses to start a throwaway cluster. Skipped when KEZ_TEST_DATABASE_URL
-# points the tests at an existing server.
+# Installs what the test suite needs and this machine lacks:
+#   - PostgreSQL's server binaries (initdb, pg_ctl, postgres), which the test
+#     harness uses to start a throwaway cluster; skipped when
+#     KEZ_TEST_DATABASE_URL points the tests at an existing server;
+#   - Chromium, which the browser tests drive headless (internal/browsertest).
 set -euo pipefail
 
 have_postgres() {
@@ -10,11 +11,23 @@ have_postgres() {
 	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 
+have_chromium() {
+	[ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1
+}
+
+missing=()
 if [ -n "${KEZ_TEST_DATABASE_URL:-}" ]; then
 	echo "test-deps: using KEZ_TEST_DATABASE_URL; not installing PostgreSQL"
-	exit 0
+elif ! have_postgres; then
+	# The Debian package creates the unprivileged 'postgres' user the harness
+	# runs the cluster as when the tests run as root. Its own cluster is not
+	# needed.
+	missing+=(postgresql)
 fi
-if have_postgres; then
+if ! have_chromium; then
+	missing+=(chromium)
+fi
+if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
 
@@ -23,20 +36,21 @@ if [ "$(id -u)" -ne 0 ]; then
 	if command -v sudo >/dev/null 2>&1; then
 		sudo="sudo"
 	else
-		echo "test-deps: PostgreSQL is missing and this user cannot install it." >&2
-		echo "test-deps: run 'apt-get install -y postgresql' as root, or set KEZ_TEST_DATABASE_URL." >&2
+		echo "test-deps: missing ${missing[*]} and this user cannot install it." >&2
+		echo "test-deps: run 'apt-get install -y ${missing[*]}' as root (or set KEZ_TEST_DATABASE_URL for PostgreSQL)." >&2
 		exit 1
 	fi
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "test-deps: PostgreSQL is missing and apt-get is not available." >&2
-	echo "test-deps: install the PostgreSQL server binaries (initdb, pg_ctl), or set KEZ_TEST_DATABASE_URL." >&2
+	echo "test-deps: missing ${missing[*]} and apt-get is not available." >&2
+	echo "test-deps: install the PostgreSQL server binaries (initdb, pg_ctl) and Chromium, or set KEZ_TEST_DATABASE_URL." >&2
 	exit 1
 fi
-echo "test-deps: installing PostgreSQL with apt-get"
+echo "test-deps: installing ${missing[*]} with apt-get"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q
-# The Debian package creates the unprivileged 'postgres' user the harness runs
-# the cluster as when the tests run as root. Its own cluster is not needed.
-$sudo apt-get install -y -q --no-install-recommends postgresql
-have_postgres || { echo "test-deps: PostgreSQL still not found after install" >&2; exit 1; }
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ -z "${KEZ_TEST_DATABASE_URL:-}" ]; then
+	have_postgres || { echo "test-deps: PostgreSQL still not found after install" >&2; exit 1; }
+fi
+have_chromium || { echo "test-deps: Chromium still not found after install" >&2; exit 1; }
