@@ -174,8 +174,17 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 			// The server's cursor is where a reconnect resumes: ahead of
 			// ours when starting from now, behind it when ours was beyond
 			// anything stored (a restored server), so that what it stores
-			// next is not taken for something already delivered.
+			// next is not taken for something already delivered. ready
+			// carries it as its id (PROTOCOL.md); latest is the same seq,
+			// kept for a server that sends no id.
 			s.last = r.Latest
+			if ev.id != "" {
+				id, err := strconv.ParseInt(ev.id, 10, 64)
+				if err != nil || id < 0 {
+					return live, fmt.Errorf("stream: ready event id %q is not a seq", ev.id)
+				}
+				s.last = id
+			}
 			if !live {
 				live = true
 				s.state(StateLive, nil)

@@ -62,7 +62,7 @@ func TestDetachedStream(t *testing.T) {
 			s.res.Close, s.res.TransferEncoding, s.res.ContentLength)
 	}
 	s.wantMessage(1)
-	s.wantControl("ready", `{"latest":1}`)
+	s.wantReady(1)
 
 	// Live events reach the detached stream.
 	e.mustSend(alice, "bob", "m2", `{"n":2}`)
@@ -135,16 +135,20 @@ func TestDetachedStreamClientCloses(t *testing.T) {
 	if err := <-waitStreamsDone(e.srv); err != nil {
 		t.Fatalf("the closed client's stream still holds its slot: %v", err)
 	}
-	e.openStream(streamPath(bob, "bob", ""), nil).wantControl("ready", `{"latest":0}`)
+	e.openStream(streamPath(bob, "bob", ""), nil).wantReady(0)
 }
 
 // TestStreamInHandler checks the path for connections that cannot be taken
 // over: over HTTP/2 the stream runs in its handler, with pings past the
 // server's ReadTimeout, and ends on CloseStreams.
 func TestStreamInHandler(t *testing.T) {
+	const readTimeout = 250 * time.Millisecond
 	e := newEnv(t, openSQLite(t), func(c *Config) {
 		c.PingInterval = 5 * time.Millisecond
-		c.ReadTimeout = 50 * time.Millisecond
+		// Long enough for a TLS handshake on a loaded machine (at 50 ms
+		// the connection was sometimes cut before the request), short
+		// enough that the pings below outlive it several times.
+		c.ReadTimeout = readTimeout
 	})
 	bob := newUser(t, "bob")
 	e.register(bob)
@@ -172,9 +176,9 @@ func TestStreamInHandler(t *testing.T) {
 		t.Fatalf("got %s %s, Content-Type %q; want HTTP/2 200 text/event-stream", res.Proto, res.Status, res.Header.Get("Content-Type"))
 	}
 	s := &sseStream{t: t, res: res, r: bufio.NewReader(res.Body)}
-	s.wantControl("ready", `{"latest":0}`)
+	s.wantReady(0)
 	start := time.Now()
-	for pings := 0; pings < 5 || time.Since(start) < 4*50*time.Millisecond; pings++ {
+	for pings := 0; pings < 5 || time.Since(start) < 4*readTimeout; pings++ {
 		if ev := s.next(); ev.comment != "ping" {
 			t.Fatalf("got %+v, want a ping", ev)
 		}

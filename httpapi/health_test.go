@@ -50,7 +50,7 @@ func TestMetrics(t *testing.T) {
 	})
 	bob := newUser(t, "bob")
 	e.register(bob)
-	e.openStream(streamPath(bob, "bob", ""), nil).wantControl("ready", `{"latest":0}`)
+	e.openStream(streamPath(bob, "bob", ""), nil).wantReady(0)
 
 	r := e.do(http.MethodGet, "/metrics", nil, nil)
 	r.want(t, http.StatusOK)

@@ -51,7 +51,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// A stream, open and live.
 	s := e.openStream(streamPath(bob, "bob", ""), nil)
-	s.wantControl("ready", `{"latest":0}`)
+	s.wantReady(0)
 
 	// A send whose body is half uploaded when shutdown starts.
 	body := sendBody("bob", "m1", `{"c":"in flight"}`)

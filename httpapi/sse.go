@@ -337,8 +337,10 @@ func (w *eventWriter) start() error {
 	return nil
 }
 
-// event writes one chat.Event. ready and reset carry no id line, so they
-// never move the client's Last-Event-ID.
+// event writes one chat.Event. ready carries id: <latest>, so that a client
+// that has seen no message yet (a browser's EventSource reconnecting by
+// itself) resumes from where this stream was live rather than from "now";
+// reset carries no id line.
 func (w *eventWriter) event(ev chat.Event) error {
 	switch ev.Kind {
 	case chat.EventMessage:
@@ -348,7 +350,8 @@ func (w *eventWriter) event(ev chat.Event) error {
 		}
 		return w.write("id: "+strconv.FormatInt(ev.Message.Seq, 10)+"\nevent: message\ndata: ", data, "\n\n")
 	case chat.EventReady:
-		return w.write(`event: ready`+"\n"+`data: {"latest":`+strconv.FormatInt(ev.Latest, 10)+"}\n\n", nil, "")
+		latest := strconv.FormatInt(ev.Latest, 10)
+		return w.write("id: "+latest+"\nevent: ready\ndata: {\"latest\":"+latest+"}\n\n", nil, "")
 	case chat.EventReset:
 		return w.write(`event: reset`+"\n"+`data: {"oldest":`+strconv.FormatInt(ev.Oldest, 10)+"}\n\n", nil, "")
 	default:

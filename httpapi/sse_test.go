@@ -126,11 +126,24 @@ func (s *sseStream) wantMessage(seq int64) store.Message {
 	return m
 }
 
-func (s *sseStream) wantControl(event, data string) {
+// wantReady reads a ready event for latest. It must carry id: <latest>, so
+// that a client which saw no message resumes from it (PROTOCOL.md).
+func (s *sseStream) wantReady(latest int64) {
 	s.t.Helper()
 	ev := s.nextEvent()
-	if ev.event != event || ev.data != data || ev.hasID {
-		s.t.Fatalf("got %+v, want event %s data %s and no id", ev, event, data)
+	data := `{"latest":` + itoa(latest) + `}`
+	if ev.event != "ready" || ev.data != data || !ev.hasID || ev.id != itoa(latest) {
+		s.t.Fatalf("got %+v, want event ready data %s and id %d", ev, data, latest)
+	}
+}
+
+// wantReset reads a reset event for oldest, which carries no id line.
+func (s *sseStream) wantReset(oldest int64) {
+	s.t.Helper()
+	ev := s.nextEvent()
+	data := `{"oldest":` + itoa(oldest) + `}`
+	if ev.event != "reset" || ev.data != data || ev.hasID {
+		s.t.Fatalf("got %+v, want event reset data %s and no id", ev, data)
 	}
 }
 
@@ -167,22 +180,22 @@ func TestStreamBacklogThenReady(t *testing.T) {
 			t.Fatalf("first message %+v", m)
 		}
 		s.wantMessage(2)
-		s.wantControl("ready", `{"latest":2}`)
+		s.wantReady(2)
 
 		t.Run("Last-Event-ID wins over since", func(t *testing.T) {
 			s := e.openStream(streamPath(bob, "bob", "since=0"), http.Header{"Last-Event-Id": {"1"}})
 			s.wantMessage(2)
-			s.wantControl("ready", `{"latest":2}`)
+			s.wantReady(2)
 		})
 		t.Run("no cursor means now", func(t *testing.T) {
 			s := e.openStream(streamPath(bob, "bob", ""), nil)
-			s.wantControl("ready", `{"latest":2}`)
+			s.wantReady(2)
 		})
 		t.Run("cursor past the end", func(t *testing.T) {
 			// Read as the latest stored seq, so later messages are not skipped
 			// (TestStreamResetAfterDeletion sends one).
 			s := e.openStream(streamPath(bob, "bob", "since=7"), nil)
-			s.wantControl("ready", `{"latest":2}`)
+			s.wantReady(2)
 		})
 		t.Run("auth with an escaped colon", func(t *testing.T) {
 			s := e.openStream(strings.Replace(streamPath(bob, "bob", "since=1"), ":", "%3A", 1), nil)
@@ -239,7 +252,7 @@ func TestStreamPings(t *testing.T) {
 	e.register(bob)
 
 	s := e.openStream(streamPath(bob, "bob", ""), nil)
-	s.wantControl("ready", `{"latest":0}`)
+	s.wantReady(0)
 	start := time.Now()
 	for pings := 0; pings < 5 || time.Since(start) < 4*50*time.Millisecond; {
 		ev := s.next()
@@ -256,7 +269,7 @@ func TestStreamLimit(t *testing.T) {
 	e.register(bob)
 
 	for range 2 {
-		e.openStream(streamPath(bob, "bob", ""), nil).wantControl("ready", `{"latest":0}`)
+		e.openStream(streamPath(bob, "bob", ""), nil).wantReady(0)
 	}
 	e.do(http.MethodGet, streamPath(bob, "bob", ""), nil, nil).wantError(t, http.StatusTooManyRequests, chat.CodeRateLimited)
 }
@@ -268,7 +281,7 @@ func TestStreamLimitPerInstance(t *testing.T) {
 		e.register(u)
 	}
 	for _, u := range users[:2] {
-		e.openStream(streamPath(u, u.handle, ""), nil).wantControl("ready", `{"latest":0}`)
+		e.openStream(streamPath(u, u.handle, ""), nil).wantReady(0)
 	}
 	e.do(http.MethodGet, streamPath(users[2], "a3", ""), nil, nil).wantError(t, http.StatusTooManyRequests, chat.CodeRateLimited)
 }
@@ -376,20 +389,20 @@ func TestStreamResetAfterDeletion(t *testing.T) {
 			deleteSeqs(1, 2)
 
 			s := e.openStream(streamPath(bob, "bob", ""), http.Header{"Last-Event-Id": {"0"}})
-			s.wantControl("reset", `{"oldest":3}`)
+			s.wantReset(3)
 			s.wantMessage(3)
 			s.wantMessage(4)
-			s.wantControl("ready", `{"latest":4}`)
+			s.wantReady(4)
 
 			t.Run("cursor past the deleted ones", func(t *testing.T) {
 				s := e.openStream(streamPath(bob, "bob", ""), http.Header{"Last-Event-Id": {"2"}})
 				s.wantMessage(3)
 				s.wantMessage(4)
-				s.wantControl("ready", `{"latest":4}`)
+				s.wantReady(4)
 			})
 			t.Run("cursor past the end", func(t *testing.T) {
 				s := e.openStream(streamPath(bob, "bob", ""), http.Header{"Last-Event-Id": {"99"}})
-				s.wantControl("ready", `{"latest":4}`)
+				s.wantReady(4)
 				e.mustSend(alice, "bob", "after", `{}`)
 				s.wantMessage(5) // not skipped as if the client had seen it
 			})
