@@ -2,6 +2,8 @@ package authcallout_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/natsapi"
+	"github.com/kez-chat/kezd/store"
+	"github.com/kez-chat/kezd/store/sqlite"
 )
 
 // env is one kezd deployment in miniature: an embedded server with the
@@ -25,6 +29,7 @@ type env struct {
 	callot     *authcallout.Service
 	app        *nats.Conn
 	core       *chat.Service
+	db         *sqlite.DB
 	alice, bob user
 	send       func(from, to, id, envelope string)
 }
@@ -34,7 +39,7 @@ func newEnv(t *testing.T, cfg authcallout.Config, timeout time.Duration) *env {
 	k := testKeys(t)
 	s := startServer(t, k, timeout)
 	db := openStore(t)
-	e := &env{srv: s, url: s.ClientURL(), keys: k}
+	e := &env{srv: s, url: s.ClientURL(), keys: k, db: db}
 	e.callot = startCallout(t, e.url, k, db, cfg)
 	e.app = connect(t, e.url, k.AppUser())
 	c := core(t, db, e.app)
@@ -241,6 +246,34 @@ func TestLoginRefused(t *testing.T) {
 	}
 	if st := e.callot.Stats(); st.Authorized != 0 || st.Rejected != int64(len(tests)) {
 		t.Errorf("stats %+v, want %d rejected", st, len(tests))
+	}
+}
+
+// TestWeakKeyLoginRefused: a small-order signing key stored before kezd
+// refused them does not log in, though the constant signature R = identity,
+// S = 0 verifies for every nonce under it.
+func TestWeakKeyLoginRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, authcallout.Config{}, authTimeout)
+	identityPoint := append([]byte{1}, make([]byte, 31)...)
+	if _, err := e.db.CreateHandle(t.Context(), store.Handle{Handle: "weak", SigningKey: hex.EncodeToString(identityPoint), EncryptionKey: strings.Repeat("ab", 32)}); err != nil {
+		t.Fatal(err)
+	}
+	constantSig := append([]byte{1}, make([]byte, 63)...)
+	if !ed25519.Verify(identityPoint, []byte("any nonce"), constantSig) {
+		t.Fatal("precondition: the constant signature verifies under the identity key")
+	}
+	nk, err := nkeyPublic(identityPoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(e.url, nats.Nkey(nk, func([]byte) ([]byte, error) { return constantSig, nil }), nats.UserInfo("weak", ""))
+	if err == nil {
+		nc.Close()
+		t.Fatal("the identity key logged in")
+	}
+	if !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("err = %v, want an authorization violation", err)
 	}
 }
 

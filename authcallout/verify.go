@@ -55,6 +55,11 @@ func authorize(ctx context.Context, lookup HandleLookup, req *jwt.AuthorizationR
 	if err != nil || len(raw) != ed25519.PublicKeySize {
 		return "", reject("nkey is not a user public key")
 	}
+	// A small-order key would let one constant signature verify for every
+	// nonce; a non-canonical one is never what a handle registered.
+	if err := identity.CheckSigningKey(raw); err != nil {
+		return "", reject("nkey %s: %v", co.Nkey, err)
+	}
 	nonce := req.ClientInformation.Nonce
 	if nonce == "" {
 		return "", reject("no nonce in the request; the server must always send one")

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -109,5 +110,64 @@ func TestInvalidHandles(t *testing.T) {
 				t.Fatalf("handle %q: store lookup %v, want not found", h, err)
 			}
 		})
+	}
+}
+
+// weakRegisterBody is a registration with the given keys, signed by the
+// signature that verifies for every message under a small-order key:
+// R = identity, S = 0.
+func weakRegisterBody(handle, sk, ek string, ts int64) []byte {
+	b, _ := json.Marshal(chat.RegisterRequest{Handle: handle, SigningKey: sk, EncryptionKey: ek, TS: ts, Sig: constantSig})
+	return b
+}
+
+// constantSig is R = identity, S = 0: with a small-order signing key it
+// verifies for any message.
+var constantSig = "01" + strings.Repeat("00", 63)
+
+// identityPoint is the Ed25519 identity point's canonical encoding.
+var identityPoint = "01" + strings.Repeat("00", 31)
+
+func TestRegisterRefusesWeakKeys(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	good := newUser(t, "good")
+	tests := []struct {
+		name string
+		body []byte
+	}{
+		{"identity signing key", weakRegisterBody("w1", identityPoint, good.ek, now())},
+		{"order-2 signing key", weakRegisterBody("w2", "ec"+strings.Repeat("ff", 30)+"7f", good.ek, now())},
+		{"non-canonical identity", weakRegisterBody("w3", "ee"+strings.Repeat("ff", 30)+"7f", good.ek, now())},
+		{"order-8 signing key", weakRegisterBody("w4", "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", good.ek, now())},
+		{"all-zero encryption key", good.withEK(strings.Repeat("00", 32)).registerBody(now())},
+		{"order-8 encryption key", good.withEK("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800").registerBody(now())},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e.do(http.MethodPost, "/v1/handles", tt.body, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
+		})
+	}
+	for _, h := range []string{"w1", "w2", "w3", "w4", "good"} {
+		if _, err := e.st.Handle(t.Context(), h); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("%s was stored: %v", h, err)
+		}
+	}
+}
+
+// A weak key stored before kezd refused them authenticates nothing: the
+// constant signature does not let anyone poll or send as its handle.
+func TestStoredWeakKeyAuthenticatesNothing(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	bob := newUser(t, "bob")
+	e.register(bob)
+	if _, err := e.st.CreateHandle(t.Context(), store.Handle{Handle: "weak", SigningKey: identityPoint, EncryptionKey: bob.ek}); err != nil {
+		t.Fatal(err)
+	}
+	ts := now()
+	auth := http.Header{"Authorization": {"Kez weak:" + itoa(ts) + ":" + constantSig}}
+	e.do(http.MethodGet, "/v1/inbox/weak", nil, auth).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+	e.do(http.MethodPost, "/v1/messages", sendBody("bob", "m1", `{}`), auth).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+	if n := e.messageCount("bob"); n != 0 {
+		t.Fatalf("bob has %d messages from the weak key", n)
 	}
 }

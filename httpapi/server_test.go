@@ -153,6 +153,12 @@ func newUser(t testing.TB, handle string) user {
 	return user{handle: handle, priv: priv, sk: hex.EncodeToString(pub), ek: hex.EncodeToString(ek)}
 }
 
+// withEK returns u with another encryption key.
+func (u user) withEK(ek string) user {
+	u.ek = ek
+	return u
+}
+
 func now() int64 { return time.Now().Unix() }
 
 // authHeader signs msg as u: "Kez <handle>:<ts>:<sig>".

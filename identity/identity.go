@@ -84,18 +84,31 @@ func decodeHex(what, s string, n int) ([]byte, error) {
 	return b, nil
 }
 
-// ParseSigningKey decodes a 64-character lowercase hex Ed25519 public key.
+// ParseSigningKey decodes a 64-character lowercase hex Ed25519 public key and
+// refuses a weak one (see CheckSigningKey). Lowercase hex of a canonical
+// encoding is one string per point, so keys compare as strings.
 func ParseSigningKey(s string) (ed25519.PublicKey, error) {
 	b, err := decodeHex("signing key", s, ed25519.PublicKeySize)
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckSigningKey(b); err != nil {
+		return nil, err
+	}
 	return ed25519.PublicKey(b), nil
 }
 
-// ParseEncryptionKey decodes a 64-character lowercase hex X25519 public key.
+// ParseEncryptionKey decodes a 64-character lowercase hex X25519 public key
+// and refuses a low-order one (see CheckEncryptionKey).
 func ParseEncryptionKey(s string) ([]byte, error) {
-	return decodeHex("encryption key", s, 32)
+	b, err := decodeHex("encryption key", s, 32)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckEncryptionKey(b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // ParseSignature decodes a 128-character lowercase hex Ed25519 signature.
@@ -103,7 +116,9 @@ func ParseSignature(s string) ([]byte, error) {
 	return decodeHex("signature", s, ed25519.SignatureSize)
 }
 
-// Verify checks sig over msg with the hex-encoded signing key pub.
+// Verify checks sig over msg with the hex-encoded signing key pub. A weak
+// key verifies nothing (ErrWeakKey), even one that was stored before kezd
+// refused them at registration.
 func Verify(pub string, msg string, sig []byte) error {
 	key, err := ParseSigningKey(pub)
 	if err != nil {

@@ -67,11 +67,15 @@ func TestValidateClientID(t *testing.T) {
 
 func TestParseKeysAndSignatures(t *testing.T) {
 	t.Parallel()
-	good := strings.Repeat("ab", 32)
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := hex.EncodeToString(pub)
 	if _, err := ParseSigningKey(good); err != nil {
 		t.Fatalf("ParseSigningKey: %v", err)
 	}
-	if _, err := ParseEncryptionKey(good); err != nil {
+	if _, err := ParseEncryptionKey(strings.Repeat("ab", 32)); err != nil {
 		t.Fatalf("ParseEncryptionKey: %v", err)
 	}
 	if _, err := ParseSignature(strings.Repeat("0f", 64)); err != nil {
