@@ -258,7 +258,11 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	return c.http.Do(req)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, redactTransport(err)
+	}
+	return resp, nil
 }
 
 // maxResponse bounds what the client reads of a JSON answer: a full poll page

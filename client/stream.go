@@ -53,7 +53,9 @@ type StreamOptions struct {
 	// only what arrives once the stream is open.
 	Since int64
 	// OnState, if set, is called on every state change, with the error
-	// that caused a reconnect (nil otherwise). It must not block for long.
+	// that caused a reconnect (nil otherwise): a *ReconnectError saying why
+	// and when the next attempt is. Like every error of the client, it
+	// carries no credential. It must not block for long.
 	OnState func(State, error)
 }
 
@@ -106,11 +108,13 @@ func (s *streamer) run(ctx context.Context) error {
 		if err == nil {
 			err = io.EOF // the server ended the stream; resume
 		}
+		err = streamEnd(err)
 		if live {
 			failures = 0
 		}
-		s.state(StateReconnecting, err)
-		if err := sleep(ctx, s.c.backoff.delay(failures)); err != nil {
+		delay := s.c.backoff.delay(failures)
+		s.state(StateReconnecting, &ReconnectError{Err: err, Delay: delay})
+		if err := sleep(ctx, delay); err != nil {
 			return err
 		}
 		failures++

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"syscall"
+	"time"
 
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
@@ -50,6 +52,10 @@ var codeMessages = map[client.Code]string{
 
 // describe turns an error into one line a person understands.
 func describe(err error) string {
+	var re *client.ReconnectError
+	if errors.As(err, &re) {
+		return fmt.Sprintf("%s; retrying in %v", describe(re.Err), re.Delay.Round(100*time.Millisecond))
+	}
 	var ce *client.Error
 	if errors.As(err, &ce) {
 		msg, ok := codeMessages[ce.Code]
@@ -63,7 +69,40 @@ func describe(err error) string {
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Sprintf("cannot reach the server at %s: %v", ue.URL, ue.Err)
+		return fmt.Sprintf("server unreachable at %s: %s", serverOf(ue.URL), cause(ue.Err))
+	}
+	if errors.Is(err, client.ErrStreamEnded) {
+		return "the server ended the stream"
+	}
+	return err.Error()
+}
+
+// serverOf is the scheme and host of a request URL: where the server is,
+// without the path and query (which may carry a stream's signature).
+func serverOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "the configured address"
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// cause is the part of a transport error a person acts on: "connection
+// refused" rather than the whole dial record.
+func cause(err error) string {
+	var errno syscall.Errno
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.As(err, &dns):
+		if dns.IsNotFound {
+			return "no such host " + dns.Name
+		}
+		return "cannot resolve " + dns.Name
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
 	}
 	return err.Error()
 }

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kez-chat/kezd/client"
 )
@@ -32,5 +38,35 @@ func TestEveryCodeHasAMessage(t *testing.T) {
 			t.Fatalf("%s and %s share the message %q", code, other, m)
 		}
 		seen[m] = code
+	}
+}
+
+// TestStatusLines: what kez tail prints while it reconnects says what a
+// person needs, with the server's address and never a query string.
+func TestStatusLines(t *testing.T) {
+	t.Parallel()
+	const streamURL = "http://127.0.0.1:18788/v1/inbox/alice/stream?auth=1796153219%3A55c00f0d&since=1"
+	refused := &url.Error{Op: "Get", URL: streamURL, Err: &net.OpError{Op: "dial", Net: "tcp",
+		Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"unreachable", &client.ReconnectError{Err: refused, Delay: 2*time.Second + 30*time.Millisecond},
+			"server unreachable at http://127.0.0.1:18788: connection refused; retrying in 2s"},
+		{"no such host", &url.Error{Op: "Get", URL: "http://kez.invalid/v1/inbox/a?since=0", Err: &net.DNSError{Err: "no such host", Name: "kez.invalid", IsNotFound: true}},
+			"server unreachable at http://kez.invalid: no such host kez.invalid"},
+		{"ended by the server", &client.ReconnectError{Err: fmt.Errorf("%w (EOF)", client.ErrStreamEnded), Delay: 1500 * time.Millisecond},
+			"the server ended the stream; retrying in 1.5s"},
+		{"rate limited", &client.ReconnectError{Err: &client.Error{Status: 429, Code: client.CodeRateLimited}, Delay: time.Second},
+			codeMessages[client.CodeRateLimited] + "; retrying in 1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := describe(tt.err); got != tt.want {
+				t.Fatalf("describe = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
