@@ -93,6 +93,10 @@ type Config struct {
 	// Metrics are reported by GET /metrics, after the server's own.
 	Metrics []Metric
 
+	// Web, when set, serves the browser app at GET and HEAD of "/" and
+	// "/assets/*" (package web's Handler).
+	Web http.Handler
+
 	// Ready lists the checks GET /readyz runs; ReadyTimeout bounds them.
 	Ready        []Check
 	ReadyTimeout time.Duration
@@ -181,6 +185,13 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 	e.GET("/healthz", s.healthz, timed)
 	e.GET("/readyz", s.readyz, timed)
 	e.GET("/metrics", s.metrics, timed)
+	if cfg.Web != nil {
+		web := echo.WrapHandler(cfg.Web)
+		for _, p := range []string{"/", "/assets/*"} {
+			e.GET(p, web, timed)
+			e.HEAD(p, web, timed)
+		}
+	}
 	s.echo = e
 	return s
 }

@@ -3,8 +3,12 @@
 #   - PostgreSQL's server binaries (initdb, pg_ctl, postgres), which the test
 #     harness uses to start a throwaway cluster; skipped when
 #     KEZ_TEST_DATABASE_URL points the tests at an existing server;
-#   - Chromium, which the browser tests drive headless (internal/browsertest).
+#   - Chromium, which the browser tests drive headless (internal/browsertest);
+#   - Node.js and web/node_modules (npm ci), with which a test rebuilds the
+#     browser app and checks that the committed web/dist matches web/src.
+#     Serving the app needs none of it.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 have_postgres() {
 	command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
@@ -27,7 +31,21 @@ fi
 if ! have_chromium; then
 	missing+=(chromium)
 fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	missing+=(nodejs npm)
+fi
+
+# web_modules installs the app's pinned build tools when they are missing or
+# older than package-lock.json.
+web_modules() {
+	if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+		echo "test-deps: npm ci in web/"
+		(cd web && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+	web_modules
 	exit 0
 fi
 
@@ -54,3 +72,4 @@ if [ -z "${KEZ_TEST_DATABASE_URL:-}" ]; then
 	have_postgres || { echo "test-deps: PostgreSQL still not found after install" >&2; exit 1; }
 fi
 have_chromium || { echo "test-deps: Chromium still not found after install" >&2; exit 1; }
+web_modules

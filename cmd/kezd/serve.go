@@ -20,6 +20,7 @@ import (
 	"github.com/kez-chat/kezd/natsapi"
 	"github.com/kez-chat/kezd/store/postgres"
 	"github.com/kez-chat/kezd/store/sqlite"
+	"github.com/kez-chat/kezd/web"
 	"github.com/nats-io/nats.go"
 )
 
@@ -165,6 +166,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 			{Name: "store", Fn: st.Ping},
 			{Name: "nats", Fn: b.Ping},
 		},
+		Web: web.New(web.Config{ConnectOrigins: []string{publicURL.Scheme + "://" + publicURL.Host}}),
 	}, svc, log.With("component", "http"))
 	srv := api.HTTPServer(cfg.Listen)
 

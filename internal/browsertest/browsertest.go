@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 )
 
@@ -148,10 +150,45 @@ func Run[T any](p *Profile, a chromedp.Action[T]) T {
 	return v
 }
 
+// TryRun runs one action that returns a value within d and returns its
+// error rather than failing the test.
+func TryRun[T any](p *Profile, d time.Duration, a chromedp.Action[T]) (T, error) {
+	ctx, cancel := context.WithTimeout(p.Ctx, d)
+	defer cancel()
+	return chromedp.Run(ctx, a)
+}
+
 // Eval evaluates a JavaScript expression in the page, awaiting it when it is
 // a promise, and returns its JSON value decoded as T. It fails the test on an
 // exception.
 func Eval[T any](p *Profile, expr string) T {
 	p.t.Helper()
 	return Run(p, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+}
+
+// Enter presses Enter in the focused element as a keyboard does: a keydown
+// that carries the key's text, then a keyup. A page that prevents the
+// keydown's default (a composer where Enter sends) then gets no newline.
+// chromedp's kb package sends the text as a separate char event instead,
+// which no page handler can prevent.
+func Enter() chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		down := input.DispatchKeyEventParams{
+			Type:                  input.DispatchKeyEventTypeKeyDown,
+			Key:                   "Enter",
+			Code:                  "Enter",
+			Text:                  "\r",
+			UnmodifiedText:        "\r",
+			WindowsVirtualKeyCode: 13,
+			NativeVirtualKeyCode:  13,
+		}
+		if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, down); err != nil {
+			return err
+		}
+		up := down
+		up.Type = input.DispatchKeyEventTypeKeyUp
+		up.Text, up.UnmodifiedText = "", ""
+		_, err := cdp.Call(ctx, t, input.DispatchKeyEvent, up)
+		return err
+	})
 }

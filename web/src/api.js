@@ -1,0 +1,151 @@
+// The kezd HTTP API as PROTOCOL.md defines it, from the browser: signed
+// requests, lookups, WebFinger and the stream URL. Every failure is an
+// ApiError whose message a person can act on.
+import { sign, sha256hex, validHandle } from './envelope.js';
+
+const enc = new TextEncoder();
+const now = () => Math.floor(Date.now() / 1000);
+
+// ApiError is a failed request: code is the protocol's error code, or
+// "unreachable" when the server could not be reached at all.
+export class ApiError extends Error {
+  constructor(code, message, status, retryAfter) {
+    super(message);
+    this.name = 'ApiError';
+    this.code = code;
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+// What a person is told for each error code the server sends.
+const WORDS = {
+  unreachable: 'The server cannot be reached. Check your connection; kez keeps trying.',
+  unknown_handle: 'There is no such handle on this server.',
+  handle_taken: 'That handle is taken. Choose another.',
+  key_taken: 'These keys already belong to another handle.',
+  invalid_handle: 'A handle is 1 to 32 characters of a-z, 0-9, _ and -, starting with a letter or digit.',
+  stale_timestamp: "This device's clock is too far from the server's. Set the clock right and try again.",
+  bad_signature: 'The server did not accept this identity\u2019s signature.',
+  unauthorized: 'This identity is not registered on this server.',
+  too_large: 'The message is too long.',
+  rate_limited: 'Too many requests: slow down a little.',
+  inbox_full: "The recipient's inbox is full; try again later.",
+  unavailable: 'The server is busy; try again in a moment.',
+};
+
+export function words(err) {
+  if (err instanceof ApiError) {
+    let w = WORDS[err.code] ?? err.message;
+    if (err.retryAfter) w += ` Try again in ${err.retryAfter} s.`;
+    return w;
+  }
+  return err?.message ?? String(err);
+}
+
+async function request(path, init = {}) {
+  let res;
+  try {
+    res = await fetch(path, { cache: 'no-store', credentials: 'omit', ...init });
+  } catch {
+    throw new ApiError('unreachable', WORDS.unreachable, 0);
+  }
+  const text = await res.text().catch(() => '');
+  if (res.ok) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new ApiError('internal', 'The server sent an answer kez cannot read.', res.status);
+    }
+  }
+  let body = {};
+  try {
+    body = JSON.parse(text);
+  } catch {}
+  const retry = parseInt(res.headers.get('Retry-After') ?? '', 10);
+  const code = typeof body.error === 'string' ? body.error : res.status >= 500 ? 'unavailable' : 'internal';
+  throw new ApiError(code, typeof body.message === 'string' ? body.message : `HTTP ${res.status}`, res.status, retry > 0 ? retry : 0);
+}
+
+const json = (body) => ({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+
+// register registers id's handle and public keys.
+export async function register(id) {
+  const ts = now();
+  const sig = await sign(id, ['POST', '/v1/handles', id.handle, id.signingKey, id.encryptionKey, ts].join('\n'));
+  return request('/v1/handles', json(JSON.stringify({ handle: id.handle, signing_key: id.signingKey, encryption_key: id.encryptionKey, ts, sig })));
+}
+
+// lookup returns a handle's registered keys, or null when it has none.
+export async function lookup(handle) {
+  try {
+    return await request('/v1/handles/' + encodeURIComponent(handle));
+  } catch (err) {
+    if (err.code === 'unknown_handle') return null;
+    throw err;
+  }
+}
+
+// resolve finds the keys of an address: a handle on this server, or
+// handle@domain through WebFinger. It returns {handle, signing_key,
+// encryption_key} or throws with words.
+export async function resolve(address) {
+  const a = address.trim().toLowerCase().replace(/^acct:/, '');
+  const at = a.lastIndexOf('@');
+  if (at < 0) {
+    if (!validHandle(a)) throw new ApiError('invalid_handle', WORDS.invalid_handle, 400);
+    const h = await lookup(a);
+    if (!h) throw new ApiError('unknown_handle', `There is no handle \u201c${a}\u201d on this server.`, 404);
+    return h;
+  }
+  const handle = a.slice(0, at);
+  const domain = a.slice(at + 1);
+  if (!validHandle(handle)) throw new ApiError('invalid_handle', WORDS.invalid_handle, 400);
+  if (!/^[a-z0-9.-]+(:[0-9]+)?$/.test(domain)) throw new ApiError('invalid_request', `\u201c${domain}\u201d is not a domain.`, 400);
+  // WebFinger is asked of this server only: the page may talk to no other
+  // origin (its Content-Security-Policy), and protocol v1 delivers messages
+  // only between handles of one server.
+  let jrd;
+  try {
+    jrd = await request('/.well-known/webfinger?resource=' + encodeURIComponent(`acct:${handle}@${domain}`));
+  } catch (err) {
+    if (err.status === 404) {
+      throw new ApiError('unknown_handle', `${handle}@${domain} is not known to this server. kez delivers messages only between handles of one server.`, 404);
+    }
+    throw err;
+  }
+  const p = jrd.properties ?? {};
+  const h = { handle, signing_key: p['https://kez.chat/ns/signing-key'], encryption_key: p['https://kez.chat/ns/encryption-key'] };
+  if (typeof h.signing_key !== 'string' || typeof h.encryption_key !== 'string') {
+    throw new ApiError('internal', `WebFinger did not give the keys of ${handle}@${domain}.`, 200);
+  }
+  return h;
+}
+
+// send posts an envelope (JSON text) to a handle with client id, signed by id.
+// It returns the server's answer ({seq, to, id, sent_at[, duplicate]}).
+export async function send(id, to, clientID, envelopeText) {
+  const body = `{"to":${JSON.stringify(to)},"id":${JSON.stringify(clientID)},"envelope":${envelopeText}}`;
+  const ts = now();
+  const sig = await sign(id, ['POST', '/v1/messages', await sha256hex(enc.encode(body)), ts].join('\n'));
+  const init = json(body);
+  init.headers.Authorization = `Kez ${id.handle}:${ts}:${sig}`;
+  return request('/v1/messages', init);
+}
+
+// poll asks for the inbox after since, signed; used to learn why a stream
+// could not be opened (EventSource does not say) and as a check.
+export async function poll(id, since, limit = 1) {
+  const ts = now();
+  const path = `/v1/inbox/${id.handle}`;
+  const sig = await sign(id, ['GET', path, `since=${since}`, ts].join('\n'));
+  return request(`${path}?since=${since}&limit=${limit}`, { headers: { Authorization: `Kez ${id.handle}:${ts}:${sig}` } });
+}
+
+// streamURL is a freshly signed stream URL resuming after since.
+export async function streamURL(id, since) {
+  const ts = now();
+  const path = `/v1/inbox/${id.handle}/stream`;
+  const sig = await sign(id, ['GET', path, ts].join('\n'));
+  return `${path}?auth=${ts}:${sig}&since=${since}`;
+}
