@@ -15,12 +15,15 @@ import (
 	"github.com/kez-chat/kezd/authcallout"
 )
 
-// nats runs the real nats CLI (natscli, the version in go.mod) with a
-// private home, so no user context leaks in.
+// natsCLIPkg is the real nats CLI, at the version in go.mod.
+const natsCLIPkg = "github.com/nats-io/natscli/nats"
+
+// nats runs the real nats CLI with a private home, so no user context leaks
+// in.
 func natsCLI(t *testing.T, ctx context.Context, args ...string) *exec.Cmd {
 	t.Helper()
 	home := t.TempDir()
-	cmd := exec.CommandContext(ctx, buildTool(t, "github.com/nats-io/natscli/nats"), args...)
+	cmd := exec.CommandContext(ctx, buildTool(t, natsCLIPkg), args...)
 	cmd.Env = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home, "PATH=" + os.Getenv("PATH")}
 	return cmd
 }
@@ -30,6 +33,9 @@ func natsCLI(t *testing.T, ctx context.Context, args ...string) *exec.Cmd {
 func TestNATSCLI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, authcallout.Config{}, authTimeout)
+	// Build the CLI before the clock starts: on a busy machine with a cold
+	// cache the build alone took longer than the deadline below.
+	buildTool(t, natsCLIPkg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
