@@ -20,6 +20,9 @@ var (
 	ErrHandleTaken = errors.New("handle taken")
 	// ErrKeyTaken reports a registration with a signing key another handle uses.
 	ErrKeyTaken = errors.New("signing key taken")
+	// ErrKeyChanged reports a key change or deletion asked for with a
+	// signing key that is no longer the handle's: another change came first.
+	ErrKeyChanged = errors.New("signing key changed")
 	// ErrUnavailable reports that the store could not take a write; nothing
 	// was stored and the caller may retry.
 	ErrUnavailable = errors.New("store unavailable")
@@ -56,4 +59,11 @@ type Message struct {
 type Appended struct {
 	Message   Message
 	Duplicate bool
+}
+
+// Deleted is the result of deleting an inbox's messages through a seq.
+// Oldest is the seq of the oldest message kept, 0 when none is.
+type Deleted struct {
+	Count  int64
+	Oldest int64
 }

@@ -25,7 +25,7 @@ func translate(err error) error {
 		switch pgErr.ConstraintName {
 		case "handles_pkey", "inbox_counters_pkey":
 			return store.ErrHandleTaken
-		case "handles_signing_key_key":
+		case "handles_signing_key_key", "signing_keys_pkey":
 			return store.ErrKeyTaken
 		}
 	}

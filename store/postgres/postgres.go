@@ -216,13 +216,20 @@ func apply(ctx context.Context, conn *pgx.Conn, version, name string) (bool, err
 // CreateHandle registers h and returns it with CreatedAt set. It reports
 // store.ErrHandleTaken or store.ErrKeyTaken when either is in use.
 func (db *DB) CreateHandle(ctx context.Context, h store.Handle) (store.Handle, error) {
-	// One statement, so the handle and its counter exist together or not at all.
+	// One statement, so the handle, its counter and its key history exist
+	// together or not at all. signing_keys holds every key ever registered,
+	// deleted handles' and retired ones included.
 	err := db.pool.QueryRow(ctx, `
 		WITH h AS (
 			INSERT INTO handles (handle, signing_key, encryption_key) VALUES ($1, $2, $3)
 			RETURNING handle, created_at
 		), c AS (
 			INSERT INTO inbox_counters (handle) SELECT handle FROM h
+		), k AS (
+			INSERT INTO signing_keys (signing_key, handle) SELECT $2, handle FROM h
+		), kh AS (
+			INSERT INTO key_history (handle, signing_key, encryption_key, valid_from)
+			SELECT handle, $2, $3, created_at FROM h
 		)
 		SELECT created_at FROM h`,
 		h.Handle, h.SigningKey, h.EncryptionKey).Scan(&h.CreatedAt)
@@ -233,16 +240,18 @@ func (db *DB) CreateHandle(ctx context.Context, h store.Handle) (store.Handle, e
 	return h, nil
 }
 
-// Handle returns a registered handle, or store.ErrNotFound.
+// Handle returns a registered handle, or store.ErrNotFound (also for a
+// deleted one). Handles are cached for handleCacheTTL; RotateKeys,
+// DeleteHandle and ForgetHandle drop the entry.
 func (db *DB) Handle(ctx context.Context, handle string) (store.Handle, error) {
-	if h, ok := db.handles.get(handle); ok {
+	if h, ok := db.handles.get(handle, time.Now()); ok {
 		return h, nil
 	}
 	h, err := db.findHandle(ctx, `handle = $1`, handle)
 	if err != nil {
 		return store.Handle{}, fmt.Errorf("handle: %w", err)
 	}
-	db.handles.put(h)
+	db.handles.put(h, time.Now())
 	return h, nil
 }
 
@@ -259,7 +268,7 @@ func (db *DB) HandleByKey(ctx context.Context, signingKey string) (store.Handle,
 func (db *DB) findHandle(ctx context.Context, where, arg string) (store.Handle, error) {
 	var h store.Handle
 	err := db.pool.QueryRow(ctx,
-		`SELECT handle, signing_key, encryption_key, created_at FROM handles WHERE `+where, arg).
+		`SELECT handle, signing_key, encryption_key, created_at FROM handles WHERE deleted_at IS NULL AND `+where, arg).
 		Scan(&h.Handle, &h.SigningKey, &h.EncryptionKey, &h.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Handle{}, store.ErrNotFound
@@ -290,10 +299,16 @@ func (db *DB) ListMessages(ctx context.Context, to string, since int64, limit in
 	return ms, nil
 }
 
-// LatestSeq returns the highest seq stored for `to`, 0 when there is none.
+// LatestSeq returns the highest seq ever stored for `to` (deleted messages
+// included), 0 when there is none.
 func (db *DB) LatestSeq(ctx context.Context, to string) (int64, error) {
 	var seq int64
-	err := db.pool.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM messages WHERE recipient = $1`, to).Scan(&seq)
+	// The counter, not max(seq) of the messages: after a deletion the next
+	// message still continues from it. It is committed with the messages.
+	err := db.pool.QueryRow(ctx, `SELECT last_seq FROM inbox_counters WHERE handle = $1`, to).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("latest seq: %w", translate(err))
 	}

@@ -163,13 +163,22 @@ func (db *DB) CreateHandle(ctx context.Context, h store.Handle) (store.Handle, e
 	if _, err := tx.ExecContext(ctx, `INSERT INTO inbox_counters (handle) VALUES (?)`, h.Handle); err != nil {
 		return store.Handle{}, fmt.Errorf("create handle: %w", translate(err))
 	}
+	// Every key ever registered, deleted handles' and retired ones included.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO signing_keys (signing_key, handle) VALUES (?, ?)`, h.SigningKey, h.Handle); err != nil {
+		return store.Handle{}, fmt.Errorf("create handle: %w", translate(err))
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO key_history (handle, signing_key, encryption_key, valid_from) VALUES (?, ?, ?, ?)`,
+		h.Handle, h.SigningKey, h.EncryptionKey, h.CreatedAt.UnixMicro()); err != nil {
+		return store.Handle{}, fmt.Errorf("create handle: %w", translate(err))
+	}
 	if err := tx.Commit(); err != nil {
 		return store.Handle{}, fmt.Errorf("create handle: %w", translate(err))
 	}
 	return h, nil
 }
 
-// Handle returns a registered handle, or store.ErrNotFound.
+// Handle returns a registered handle, or store.ErrNotFound (also for a
+// deleted one).
 func (db *DB) Handle(ctx context.Context, handle string) (store.Handle, error) {
 	h, err := db.findHandle(ctx, `handle = ?`, handle)
 	if err != nil {
@@ -192,7 +201,7 @@ func (db *DB) findHandle(ctx context.Context, where string, arg string) (store.H
 	var h store.Handle
 	var created int64
 	err := db.read.QueryRowContext(ctx,
-		`SELECT handle, signing_key, encryption_key, created_at FROM handles WHERE `+where, arg).
+		`SELECT handle, signing_key, encryption_key, created_at FROM handles WHERE deleted_at IS NULL AND `+where, arg).
 		Scan(&h.Handle, &h.SigningKey, &h.EncryptionKey, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Handle{}, store.ErrNotFound
@@ -296,11 +305,15 @@ func (db *DB) ListMessages(ctx context.Context, to string, since int64, limit in
 	return ms, nil
 }
 
-// LatestSeq returns the highest seq stored for `to`, 0 when there is none.
+// LatestSeq returns the highest seq ever stored for `to` (deleted messages
+// included: the counter, which deletions leave alone), 0 when there is none.
 func (db *DB) LatestSeq(ctx context.Context, to string) (int64, error) {
 	var seq int64
 	err := db.read.QueryRowContext(ctx,
-		`SELECT coalesce(max(seq), 0) FROM messages WHERE recipient = ?`, to).Scan(&seq)
+		`SELECT last_seq FROM inbox_counters WHERE handle = ?`, to).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("latest seq: %w", wrapUnavailable(err))
 	}
@@ -329,7 +342,7 @@ func translate(err error) error {
 		case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE:
 			msg := se.Error()
 			switch {
-			case strings.Contains(msg, "handles.signing_key"):
+			case strings.Contains(msg, "handles.signing_key"), strings.Contains(msg, "signing_keys.signing_key"):
 				return store.ErrKeyTaken
 			case strings.Contains(msg, "handles.handle"), strings.Contains(msg, "inbox_counters.handle"):
 				return store.ErrHandleTaken

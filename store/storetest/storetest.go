@@ -28,6 +28,11 @@ type Store interface {
 	ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error)
 	LatestSeq(ctx context.Context, to string) (int64, error)
 	Ping(ctx context.Context) error
+
+	RotateKeys(ctx context.Context, handle, current string, h store.Handle) (store.Handle, error)
+	DeleteHandle(ctx context.Context, handle, current string) (time.Time, error)
+	DeleteMessages(ctx context.Context, to string, through int64) (store.Deleted, error)
+	HandleAt(ctx context.Context, handle string, at time.Time) (store.Handle, error)
 }
 
 // Run runs the suite. open must return a fresh, empty store for the test it
@@ -50,6 +55,13 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"LargeEnvelopeVerbatim", testLargeEnvelope},
 		{"LatestSeq", testLatestSeq},
 		{"Ping", testPing},
+		{"RotateKeys", testRotateKeys},
+		{"RotateEncryptionKeyOnly", testRotateEncryptionKeyOnly},
+		{"RotateRefusesUsedKeys", testRotateRefusesUsedKeys},
+		{"KeyHistory", testKeyHistory},
+		{"DeleteHandle", testDeleteHandle},
+		{"SendRacingDeletion", testSendRacingDeletion},
+		{"DeleteMessagesThrough", testDeleteMessagesThrough},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
