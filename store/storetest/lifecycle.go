@@ -168,6 +168,10 @@ func testSendRacingDeletion(t *testing.T, s Store) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	stored, refused := 0, 0
+	// The deletion starts once a send is stored, so that it meets sends
+	// both before and after it.
+	firstStored := make(chan struct{})
+	var once sync.Once
 	for w := range senders {
 		wg.Go(func() {
 			<-start
@@ -177,6 +181,7 @@ func testSendRacingDeletion(t *testing.T, s Store) {
 				switch {
 				case err == nil:
 					stored++
+					once.Do(func() { close(firstStored) })
 				case errors.Is(err, store.ErrNotFound):
 					refused++
 				default:
@@ -187,7 +192,7 @@ func testSendRacingDeletion(t *testing.T, s Store) {
 		})
 	}
 	wg.Go(func() {
-		<-start
+		<-firstStored
 		if _, err := s.DeleteHandle(ctx(t), "alice", alice.SigningKey); err != nil {
 			t.Errorf("delete: %v", err)
 		}
@@ -198,6 +203,9 @@ func testSendRacingDeletion(t *testing.T, s Store) {
 		t.Errorf("the deleted inbox holds seqs %v, want none", seqs(ms))
 	}
 	t.Logf("%d sends stored (then deleted), %d refused", stored, refused)
+	if refused == 0 {
+		t.Errorf("no send was refused: the deletion did not race them")
+	}
 	if stored+refused != senders*each {
 		t.Errorf("%d stored + %d refused, want %d in all", stored, refused, senders*each)
 	}
