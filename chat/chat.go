@@ -42,6 +42,13 @@ type Store interface {
 	AppendMessage(ctx context.Context, m store.NewMessage) (store.Appended, error)
 	ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error)
 	LatestSeq(ctx context.Context, to string) (int64, error)
+
+	RotateKeys(ctx context.Context, handle, current string, h store.Handle) (store.Handle, error)
+	DeleteHandle(ctx context.Context, handle, current string) (time.Time, error)
+	DeleteMessages(ctx context.Context, to string, through int64) (store.Deleted, error)
+	HandleAt(ctx context.Context, handle string, at time.Time) (store.Handle, error)
+	// ForgetHandle drops any cached copy of handle: it changed elsewhere.
+	ForgetHandle(handle string)
 }
 
 // Publisher carries a stored message to live subscribers (the broker).
@@ -77,6 +84,8 @@ type Service struct {
 	recheck, recheckEvery time.Duration
 
 	publishFailures atomic.Int64
+
+	sessions sessions
 }
 
 // New returns a Service. pub and live may be nil when there is no broker
@@ -181,11 +190,8 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle
 	if err := identity.ValidateHandle(r.Handle); err != nil {
 		return store.Handle{}, Errorf(CodeInvalidHandle, "%v", err)
 	}
-	if _, err := identity.ParseSigningKey(r.SigningKey); err != nil {
-		return store.Handle{}, Errorf(CodeInvalidRequest, "signing_key: %v", err)
-	}
-	if _, err := identity.ParseEncryptionKey(r.EncryptionKey); err != nil {
-		return store.Handle{}, Errorf(CodeInvalidRequest, "encryption_key: %v", err)
+	if err := checkKeys(r.SigningKey, r.EncryptionKey); err != nil {
+		return store.Handle{}, err
 	}
 	sig, err := identity.ParseSignature(r.Sig)
 	if err != nil {
@@ -210,7 +216,7 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle
 	case errors.Is(err, store.ErrHandleTaken):
 		return store.Handle{}, Errorf(CodeHandleTaken, "handle %q is already registered", r.Handle)
 	case errors.Is(err, store.ErrKeyTaken):
-		return store.Handle{}, Errorf(CodeKeyTaken, "this signing key is already registered to another handle")
+		return store.Handle{}, Errorf(CodeKeyTaken, "this signing key is, or was, registered to a handle")
 	case err != nil:
 		return store.Handle{}, storeError("register handle", err)
 	}

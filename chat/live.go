@@ -22,6 +22,9 @@ type Live interface {
 	// resync from its connection's callbacks) and must not block; deliver
 	// must not modify the message.
 	Subscribe(ctx context.Context, handle string, deliver func(store.Message), resync func()) (cancel func(), err error)
+	// AnnounceRevocation tells every instance, this one included, that a
+	// handle's keys changed or that it was deleted (see Revoked).
+	AnnounceRevocation(ctx context.Context, rev Revocation) error
 }
 
 // A slow reader never makes a stream buffer without bound, and never needs
@@ -101,10 +104,25 @@ type Cursor struct {
 // overflow. It also reads the store a second after setup and about once a
 // minute after that (see DefaultRecheck). Without a broker (Live nil) it reads
 // the store every second.
-func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit func(Event) error) error {
-	if err := identity.ValidateHandle(handle); err != nil {
+//
+// owner is the authenticated handle, with the signing key that opened the
+// stream. When that key is revoked (a rotation or a deletion, announced by
+// any instance, or found at a periodic check of the store) the stream ends
+// and Follow returns the *Error the key would get now.
+func (s *Service) Follow(ctx context.Context, owner store.Handle, cursor Cursor, emit func(Event) error) error {
+	if err := identity.ValidateHandle(owner.Handle); err != nil {
 		return Errorf(CodeInvalidHandle, "%v", err)
 	}
+	ctx, end, err := s.openSession(ctx, owner)
+	if err != nil {
+		return err
+	}
+	defer end()
+	return sessionEnd(ctx, s.follow(ctx, owner, cursor, emit))
+}
+
+func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor, emit func(Event) error) error {
+	handle := owner.Handle
 	w, err := s.watch(ctx, handle)
 	if err != nil {
 		return endErr(ctx, err)
@@ -139,6 +157,9 @@ func (s *Service) Follow(ctx context.Context, handle string, cursor Cursor, emit
 		case <-ctx.Done():
 			return nil
 		case <-tick:
+			if err := s.checkKey(ctx, owner); err != nil {
+				return err
+			}
 			if last, err = s.catchUp(ctx, handle, last, seen, emit); err != nil {
 				return endErr(ctx, err)
 			}
@@ -222,14 +243,32 @@ func endErr(ctx context.Context, err error) error {
 // Poll is List that, when nothing is there and wait > 0, waits up to wait
 // (at most MaxPollWait) for a message to arrive, then lists again. It returns
 // an empty list at the deadline, and when ctx ends.
-func (s *Service) Poll(ctx context.Context, handle string, since int64, limit int, wait time.Duration) ([]store.Message, error) {
+//
+// owner is the authenticated handle with the key that signed the poll; a
+// waiting poll ends, with the *Error that key would get now, when it is
+// revoked.
+func (s *Service) Poll(ctx context.Context, owner store.Handle, since int64, limit int, wait time.Duration) ([]store.Message, error) {
 	wait = min(wait, MaxPollWait)
 	if wait <= 0 {
-		return s.List(ctx, handle, since, limit)
+		return s.List(ctx, owner.Handle, since, limit)
 	}
-	if err := identity.ValidateHandle(handle); err != nil {
+	if err := identity.ValidateHandle(owner.Handle); err != nil {
 		return nil, Errorf(CodeInvalidHandle, "%v", err)
 	}
+	ctx, end, err := s.openSession(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	ms, err := s.poll(ctx, owner, since, limit, wait)
+	if err := sessionEnd(ctx, nil); err != nil {
+		return nil, err
+	}
+	return ms, err
+}
+
+func (s *Service) poll(ctx context.Context, owner store.Handle, since int64, limit int, wait time.Duration) ([]store.Message, error) {
+	handle := owner.Handle
 	w, err := s.watch(ctx, handle)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -256,6 +295,9 @@ func (s *Service) Poll(ctx context.Context, handle string, since int64, limit in
 			case <-deadline.C:
 				return []store.Message{}, nil
 			case <-tick:
+				if err := s.checkKey(ctx, owner); err != nil {
+					return nil, err
+				}
 				again = true
 			case <-q.wake:
 				msgs, resync, lagged := q.take()

@@ -59,6 +59,16 @@ func register(t testing.TB, db chat.Store, handles ...string) {
 	}
 }
 
+// owner returns handle as registered, for calls made as its owner.
+func owner(t testing.TB, svc *chat.Service, handle string) store.Handle {
+	t.Helper()
+	h, err := svc.Lookup(context.Background(), handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // prunable is a store with alice and bob registered whose messages to bob
 // the test can delete, as a retention job would: the stores have no delete,
 // so it is SQL on the backend's database.
@@ -167,7 +177,7 @@ func followWith(t testing.TB, svc *chat.Service, cursor chat.Cursor, gate <-chan
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{events: make(chan chat.Event, 10000), done: make(chan error, 1), cancel: cancel}
 	go func() {
-		f.done <- svc.Follow(ctx, "bob", cursor, func(e chat.Event) error {
+		f.done <- svc.Follow(ctx, owner(t, svc, "bob"), cursor, func(e chat.Event) error {
 			if gate != nil && e.Kind == chat.EventMessage {
 				<-gate
 			}
@@ -269,12 +279,12 @@ func TestFollowEndsWithContextAndEmitError(t *testing.T) {
 	svc := newService(db, startBroker(t, broker.Config{}))
 	send(t, svc, "m1")
 	boom := errors.New("client gone")
-	err := svc.Follow(t.Context(), "bob", chat.Cursor{}, func(chat.Event) error { return boom })
+	err := svc.Follow(t.Context(), owner(t, svc, "bob"), chat.Cursor{}, func(chat.Event) error { return boom })
 	if !errors.Is(err, boom) {
 		t.Errorf("Follow = %v, want the emit error", err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	err = svc.Follow(ctx, "bob", chat.Cursor{}, func(e chat.Event) error {
+	err = svc.Follow(ctx, owner(t, svc, "bob"), chat.Cursor{}, func(e chat.Event) error {
 		if e.Kind == chat.EventReady {
 			cancel()
 		}
@@ -448,7 +458,7 @@ func TestPollWakesOnMessage(t *testing.T) {
 	send(t, svc, "m1")
 	got := make(chan []store.Message, 1)
 	go func() {
-		ms, err := svc.Poll(t.Context(), "bob", 1, 10, chat.MaxPollWait)
+		ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 1, 10, chat.MaxPollWait)
 		if err != nil {
 			t.Errorf("Poll: %v", err)
 		}
@@ -480,7 +490,7 @@ func TestPollReturnsAtOnceWhenThereIsSomething(t *testing.T) {
 	db := openDB(t)
 	svc := newService(db, startBroker(t, broker.Config{}))
 	send(t, svc, "m1")
-	ms, err := svc.Poll(t.Context(), "bob", 0, 10, chat.MaxPollWait)
+	ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 0, 10, chat.MaxPollWait)
 	if err != nil || len(ms) != 1 {
 		t.Fatalf("Poll = %v, %v", ms, err)
 	}
@@ -500,7 +510,7 @@ func TestPollTimesOutEmpty(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		svc := newService(db, b)
 		start := time.Now()
-		ms, err := svc.Poll(t.Context(), "bob", 0, 10, time.Hour) // clamped to MaxPollWait
+		ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 0, 10, time.Hour) // clamped to MaxPollWait
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -582,10 +592,14 @@ func TestFollowResetAfterDeletion(t *testing.T) {
 			[]string{"message 1", "message 2", "ready 2"}, []string{"message 3"}},
 		{"cursor beyond the latest", 4, nil, chat.Cursor{Seq: 99},
 			[]string{"ready 4"}, []string{"message 5"}},
+		// The latest seq is the inbox's counter, which deletions leave
+		// alone: ready names the cursor, as when nothing was sent.
 		{"all deleted, the client had them", 3, []span{{1, 3}}, chat.Cursor{Seq: 3},
-			[]string{"ready 0"}, []string{"message 4"}},
+			[]string{"ready 3"}, []string{"message 4"}},
 		{"all deleted, the client had some", 3, []span{{1, 3}}, chat.Cursor{Seq: 1},
-			[]string{"ready 0"}, []string{"reset 4", "message 4"}},
+			[]string{"ready 1"}, []string{"reset 4", "message 4"}},
+		{"all deleted, now", 3, []span{{1, 3}}, chat.Cursor{Now: true},
+			[]string{"ready 3"}, []string{"message 4"}},
 	}
 	for _, b := range prunableBackends {
 		for _, tt := range tests {

@@ -16,7 +16,7 @@ import (
 func TestRouterErrors(t *testing.T) {
 	e := newEnv(t, openSQLite(t))
 	e.do(http.MethodGet, "/v2/nothing", nil, nil).wantError(t, http.StatusNotFound, codeNotFound)
-	e.do(http.MethodDelete, "/v1/handles/alice", nil, nil).wantError(t, http.StatusMethodNotAllowed, codeMethodNotAllowed)
+	e.do(http.MethodPut, "/v1/handles/alice", nil, nil).wantError(t, http.StatusMethodNotAllowed, codeMethodNotAllowed)
 }
 
 func TestStatusOfEveryCode(t *testing.T) {

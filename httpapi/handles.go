@@ -2,10 +2,13 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store"
 )
 
 // register serves POST /v1/handles. The body carries its own proof of
@@ -26,15 +29,83 @@ func (s *Server) register(c echo.Context) error {
 	return writeJSON(c, http.StatusCreated, h)
 }
 
-// lookup serves GET /v1/handles/:handle, a handle's public keys.
+// lookup serves GET /v1/handles/:handle, a handle's public keys; with
+// ?at=<time>, the keys it had then (see docs/protocol.md).
 func (s *Server) lookup(c echo.Context) error {
 	handle, err := pathHandle(c)
 	if err != nil {
 		return err
 	}
-	h, err := s.svc.Lookup(c.Request().Context(), handle)
+	var h store.Handle
+	if at := c.QueryParam("at"); at != "" {
+		t, terr := lookupTime(at)
+		if terr != nil {
+			return terr
+		}
+		h, err = s.svc.LookupAt(c.Request().Context(), handle, t)
+	} else {
+		h, err = s.svc.Lookup(c.Request().Context(), handle)
+	}
 	if err != nil {
 		return err
 	}
 	return writeJSON(c, http.StatusOK, h)
+}
+
+// rotate serves POST /v1/handles/:handle/keys. The body carries both
+// signatures (by the current key and by the new one), so there is no
+// Authorization header.
+func (s *Server) rotate(c echo.Context) error {
+	handle, err := pathHandle(c)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(c, maxRegisterBody)
+	if err != nil {
+		return err
+	}
+	r, err := chat.ParseRotate(body)
+	if err != nil {
+		return err
+	}
+	h, err := s.svc.Rotate(c.Request().Context(), handle, r)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, h)
+}
+
+// deleteHandle serves DELETE /v1/handles/:handle, signed by the owner.
+func (s *Server) deleteHandle(c echo.Context) error {
+	handle, err := pathHandle(c)
+	if err != nil {
+		return err
+	}
+	creds, err := headerCredentials(c.Request())
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	owner, err := s.authorizeOwner(ctx, creds, identity.DeleteHandleString(handle, creds.TS), handle)
+	if err != nil {
+		return err
+	}
+	d, err := s.svc.DeleteHandle(ctx, owner)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, d)
+}
+
+// lookupTime parses the at= value of a lookup: Unix seconds, or an RFC 3339
+// time (a stored message's sent_at).
+func lookupTime(v string) (time.Time, error) {
+	if ts, err := identity.ParseTimestamp(v); err == nil {
+		return time.Unix(ts, 0).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, chat.Errorf(chat.CodeInvalidRequest, "at must be Unix seconds or an RFC 3339 time")
+	}
+	return t, nil
 }

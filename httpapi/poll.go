@@ -52,7 +52,8 @@ func (s *Server) poll(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if _, err := s.authorizeOwner(ctx, creds, identity.PollString(handle, since, creds.TS), handle); err != nil {
+	owner, err := s.authorizeOwner(ctx, creds, identity.PollString(handle, since, creds.TS), handle)
+	if err != nil {
 		return err
 	}
 
@@ -64,7 +65,7 @@ func (s *Server) poll(c echo.Context) error {
 		_ = rc.SetReadDeadline(time.Time{})
 		_ = rc.SetWriteDeadline(time.Now().Add(wait + s.cfg.WriteTimeout))
 	}
-	ms, err := s.pollUntilClosing(ctx, handle, since, int(limit), wait)
+	ms, err := s.pollUntilClosing(ctx, owner, since, int(limit), wait)
 	if err != nil {
 		return err
 	}
@@ -80,17 +81,17 @@ func (s *Server) poll(c echo.Context) error {
 
 // pollUntilClosing polls, cutting a wait short when the server starts
 // shutting down: the client then gets what is there now, as at a timeout.
-func (s *Server) pollUntilClosing(ctx context.Context, handle string, since int64, limit int, wait time.Duration) ([]store.Message, error) {
+func (s *Server) pollUntilClosing(ctx context.Context, owner store.Handle, since int64, limit int, wait time.Duration) ([]store.Message, error) {
 	if wait <= 0 {
-		return s.svc.Poll(ctx, handle, since, limit, 0)
+		return s.svc.Poll(ctx, owner, since, limit, 0)
 	}
 	waitCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(s.closing, cancel)
 	defer stop()
-	ms, err := s.svc.Poll(waitCtx, handle, since, limit, wait)
+	ms, err := s.svc.Poll(waitCtx, owner, since, limit, wait)
 	if err != nil && ctx.Err() == nil && s.closing.Err() != nil {
-		return s.svc.Poll(ctx, handle, since, limit, 0)
+		return s.svc.Poll(ctx, owner, since, limit, 0)
 	}
 	return ms, err
 }
@@ -106,4 +107,34 @@ func queryInt(v, name string, def int64) (int64, error) {
 		return 0, chat.Errorf(chat.CodeInvalidRequest, "%s must be a non-negative integer", name)
 	}
 	return int64(n), nil
+}
+
+// deleteThrough serves DELETE /v1/inbox/:handle?through=<n>, signed by the
+// owner over through.
+func (s *Server) deleteThrough(c echo.Context) error {
+	handle, err := pathHandle(c)
+	if err != nil {
+		return err
+	}
+	v := c.QueryParam("through")
+	if v == "" {
+		return chat.Errorf(chat.CodeInvalidRequest, "through is required")
+	}
+	through, err := queryInt(v, "through", 0)
+	if err != nil {
+		return err
+	}
+	creds, err := headerCredentials(c.Request())
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := s.authorizeOwner(ctx, creds, identity.DeleteThroughString(handle, through, creds.TS), handle); err != nil {
+		return err
+	}
+	res, err := s.svc.DeleteThrough(ctx, handle, through)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, res)
 }

@@ -30,8 +30,13 @@ type Service interface {
 	Lookup(ctx context.Context, handle string) (store.Handle, error)
 	Authenticate(ctx context.Context, c identity.Credentials, msg string) (store.Handle, error)
 	Send(ctx context.Context, from string, body []byte) (chat.SendResult, error)
-	Poll(ctx context.Context, handle string, since int64, limit int, wait time.Duration) ([]store.Message, error)
-	Follow(ctx context.Context, handle string, cursor chat.Cursor, emit func(chat.Event) error) error
+	Poll(ctx context.Context, owner store.Handle, since int64, limit int, wait time.Duration) ([]store.Message, error)
+	Follow(ctx context.Context, owner store.Handle, cursor chat.Cursor, emit func(chat.Event) error) error
+
+	Rotate(ctx context.Context, handle string, r chat.RotateRequest) (store.Handle, error)
+	DeleteHandle(ctx context.Context, owner store.Handle) (chat.Deletion, error)
+	DeleteThrough(ctx context.Context, handle string, through int64) (chat.DeleteResult, error)
+	LookupAt(ctx context.Context, handle string, at time.Time) (store.Handle, error)
 }
 
 // Check is one readiness probe run by GET /readyz, such as "store" or "broker".
@@ -178,6 +183,9 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 	timed := s.writeDeadline
 	e.POST("/v1/handles", s.register, timed)
 	e.GET("/v1/handles/:handle", s.lookup, timed)
+	e.DELETE("/v1/handles/:handle", s.deleteHandle, timed)
+	e.POST("/v1/handles/:handle/keys", s.rotate, timed)
+	e.DELETE("/v1/inbox/:handle", s.deleteThrough, timed)
 	e.POST("/v1/messages", s.send, timed)
 	e.GET("/v1/inbox/:handle", s.poll, timed)
 	e.GET("/v1/inbox/:handle/stream", s.stream)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store"
 )
 
 // stream serves GET /v1/inbox/:handle/stream as Server-Sent Events. The core's
@@ -42,7 +43,8 @@ func (s *Server) stream(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.authorizeOwner(req.Context(), creds, identity.StreamString(handle, creds.TS), handle); err != nil {
+	owner, err := s.authorizeOwner(req.Context(), creds, identity.StreamString(handle, creds.TS), handle)
+	if err != nil {
 		return err
 	}
 	release, err := s.acquireStream(handle)
@@ -54,12 +56,12 @@ func (s *Server) stream(c echo.Context) error {
 	switch {
 	case errors.Is(err, errNotDetachable):
 		defer release()
-		return s.serveInHandler(c, handle, cursor)
+		return s.serveInHandler(c, owner, cursor)
 	case err != nil:
 		release()
 		return nil // the client is gone before the first byte
 	}
-	go s.serveDetached(conn, handle, cursor, release)
+	go s.serveDetached(conn, owner, cursor, release)
 	return nil
 }
 
@@ -118,7 +120,8 @@ func (s *Server) detach(c echo.Context) (net.Conn, error) {
 // (the first write to a closed peer usually succeeds), about two
 // PingIntervals; or sooner, when its handle reaches the stream cap and
 // acquireStream looks for streams whose clients are gone.
-func (s *Server) serveDetached(conn net.Conn, handle string, cursor chat.Cursor, release func()) {
+func (s *Server) serveDetached(conn net.Conn, owner store.Handle, cursor chat.Cursor, release func()) {
+	handle := owner.Handle
 	// Pings are acknowledged by a live client well within two intervals.
 	limitUnacked(conn, 2*s.cfg.PingInterval+s.cfg.StreamWriteTimeout)
 	ctx, cancel := context.WithCancel(s.closing)
@@ -138,11 +141,12 @@ func (s *Server) serveDetached(conn net.Conn, handle string, cursor chat.Cursor,
 			s.logStreamEnd(handle, fmt.Errorf("panic: %v", r))
 		}
 	}()
-	s.logStreamEnd(handle, s.follow(ctx, cancel, w, handle, cursor))
+	s.logStreamEnd(handle, s.follow(ctx, cancel, w, owner, cursor))
 }
 
 // serveInHandler runs a stream in its handler, on the request's connection.
-func (s *Server) serveInHandler(c echo.Context, handle string, cursor chat.Cursor) error {
+func (s *Server) serveInHandler(c echo.Context, owner store.Handle, cursor chat.Cursor) error {
+	handle := owner.Handle
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
 	stop := context.AfterFunc(s.closing, cancel)
@@ -155,7 +159,7 @@ func (s *Server) serveInHandler(c echo.Context, handle string, cursor chat.Curso
 	if err := w.start(); err != nil {
 		return nil // the client is gone before the first byte
 	}
-	err := s.follow(ctx, cancel, w, handle, cursor)
+	err := s.follow(ctx, cancel, w, owner, cursor)
 	var werr *writeError
 	if errors.As(err, &werr) {
 		s.log.Debug("stream ended: write failed", "handle", handle, "err", werr.err)
@@ -166,7 +170,7 @@ func (s *Server) serveInHandler(c echo.Context, handle string, cursor chat.Curso
 
 // follow writes Follow's events to w with pings in between, until ctx ends,
 // a write fails (which cancels ctx) or Follow fails.
-func (s *Server) follow(ctx context.Context, cancel context.CancelFunc, w *eventWriter, handle string, cursor chat.Cursor) error {
+func (s *Server) follow(ctx context.Context, cancel context.CancelFunc, w *eventWriter, owner store.Handle, cursor chat.Cursor) error {
 	// Pings come from a timer, not a goroutine of their own: an idle
 	// stream costs no more than its handler. Each frame pushes the next
 	// ping back, so pings fill only the silences.
@@ -175,7 +179,7 @@ func (s *Server) follow(ctx context.Context, cancel context.CancelFunc, w *event
 	w.pinger = time.AfterFunc(s.cfg.PingInterval, w.ping)
 	w.mu.Unlock()
 	stopAbort := context.AfterFunc(ctx, w.abort)
-	err := s.svc.Follow(ctx, handle, cursor, w.event)
+	err := s.svc.Follow(ctx, owner, cursor, w.event)
 	ended := ctx.Err() != nil // by the client, a failed ping or shutdown
 	cancel()
 	w.stopPings()

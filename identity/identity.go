@@ -169,3 +169,20 @@ func PollString(handle string, since int64, ts int64) string {
 func StreamString(handle string, ts int64) string {
 	return join("GET", "/v1/inbox/"+handle+"/stream", strconv.FormatInt(ts, 10))
 }
+
+// RotateString is the canonical string signed, by the current signing key and
+// by the new one, to rotate a handle's keys to signingKey and encryptionKey.
+func RotateString(handle, signingKey, encryptionKey string, ts int64) string {
+	return join("POST", "/v1/handles/"+handle+"/keys", signingKey, encryptionKey, strconv.FormatInt(ts, 10))
+}
+
+// DeleteHandleString is the canonical string signed to delete a handle.
+func DeleteHandleString(handle string, ts int64) string {
+	return join("DELETE", "/v1/handles/"+handle, strconv.FormatInt(ts, 10))
+}
+
+// DeleteThroughString is the canonical string signed to delete an inbox's
+// messages with seq <= through.
+func DeleteThroughString(handle string, through int64, ts int64) string {
+	return join("DELETE", "/v1/inbox/"+handle, "through="+strconv.FormatInt(through, 10), strconv.FormatInt(ts, 10))
+}

@@ -127,6 +127,18 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 
 	svc := chat.New(chat.Config{Skew: cfg.AuthSkew}, st, b, b, log.With("component", "chat"))
 
+	// Revocations announced by any instance (this one included) end the
+	// sessions of retired keys here, and the embedded server's NATS logins.
+	stopRevocations, err := b.OnRevocation(func(rev chat.Revocation) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		svc.Revoked(rctx, rev)
+	})
+	if err != nil {
+		return fmt.Errorf("start revocations: %w", err)
+	}
+	defer stopRevocations()
+
 	sender, err := natsapi.StartSend(ctx, b.Conn(), natsapi.SendConfig{}, svc, log.With("component", "nats_send"))
 	if err != nil {
 		return fmt.Errorf("start nats send responder: %w", err)

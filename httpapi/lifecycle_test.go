@@ -1,0 +1,290 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/store"
+)
+
+// rotateBody is a rotation of cur's handle to next's keys, signed by both.
+func rotateBody(cur, next user, ts int64) []byte {
+	msg := identity.RotateString(cur.handle, next.sk, next.ek, ts)
+	b, _ := json.Marshal(chat.RotateRequest{
+		SigningKey: next.sk, EncryptionKey: next.ek, TS: ts,
+		Sig: identity.Sign(cur.priv, msg), NewSig: identity.Sign(next.priv, msg),
+	})
+	return b
+}
+
+func (e *env) rotate(cur, next user) response {
+	e.t.Helper()
+	return e.do(http.MethodPost, "/v1/handles/"+cur.handle+"/keys", rotateBody(cur, next, now()), nil)
+}
+
+func (e *env) deleteHandle(signer user, handle string) response {
+	e.t.Helper()
+	ts := now()
+	return e.do(http.MethodDelete, "/v1/handles/"+handle, nil, http.Header{
+		"Authorization": {signer.authHeader(identity.DeleteHandleString(handle, ts), ts)},
+	})
+}
+
+func (e *env) deleteThrough(signer user, handle string, through int64) response {
+	e.t.Helper()
+	ts := now()
+	return e.do(http.MethodDelete, "/v1/inbox/"+handle+"?through="+itoa(through), nil, http.Header{
+		"Authorization": {signer.authHeader(identity.DeleteThroughString(handle, through, ts), ts)},
+	})
+}
+
+// longPoll starts a waiting poll of u's inbox signed by u, and returns
+// where its response arrives.
+func (e *env) longPoll(u user, since int64) <-chan response {
+	e.t.Helper()
+	ts := now()
+	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodGet, e.url+"/v1/inbox/"+u.handle+"?wait=30&since="+itoa(since), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", u.authHeader(identity.PollString(u.handle, since, ts), ts))
+	out := make(chan response, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			out <- response{status: -1, body: []byte(err.Error())}
+			return
+		}
+		defer res.Body.Close()
+		var buf [4096]byte
+		n, _ := res.Body.Read(buf[:])
+		out <- response{status: res.StatusCode, header: res.Header, body: buf[:n]}
+	}()
+	return out
+}
+
+// waitSessions waits until handle has n streams and long-polls open.
+func (e *env) waitSessions(handle string, n int) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.svc.Sessions(handle) < n {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s has %d sessions open, want %d", handle, e.svc.Sessions(handle), n)
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+}
+
+// A rotation ends the old key's streams and long-polls, and the old key
+// authenticates nothing after it; lookups show the new keys, and ?at= the
+// old ones as of before.
+func TestRotateKeys(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
+		b := startBroker(t)
+		e := newEnvWithBroker(t, open(t), b)
+		alice, bob := newUser(t, "alice"), newUser(t, "bob")
+		e.register(alice)
+		e.register(bob)
+		registered := e.do(http.MethodGet, "/v1/handles/alice", nil, nil)
+		var before store.Handle
+		registered.decode(t, &before)
+		e.mustSend(bob, "alice", "m1", `1`)
+
+		stream := e.openStream(streamPath(alice, "alice", "since=0"), nil)
+		stream.wantMessage(1)
+		stream.wantControl("ready", `{"latest":1}`)
+		poll := e.longPoll(alice, 1)
+		e.waitSessions("alice", 2)
+
+		next := newUser(t, "alice")
+		r := e.rotate(alice, next)
+		r.want(t, http.StatusOK)
+		var got store.Handle
+		r.decode(t, &got)
+		if got.Handle != "alice" || got.SigningKey != next.sk || got.EncryptionKey != next.ek || !got.CreatedAt.Equal(before.CreatedAt) {
+			t.Fatalf("rotation returned %s, want alice with the new keys", r.body)
+		}
+
+		// Everything the old key opened ends.
+		stream.wantEnd()
+		(<-poll).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+
+		// The old key authenticates nothing.
+		e.poll(alice, "alice", "", 0).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+		e.send(alice, sendBody("bob", "late", `1`)).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+		e.deleteThrough(alice, "alice", 1).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+		e.deleteHandle(alice, "alice").wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+		e.rotate(alice, newUser(t, "alice")).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+		if s := e.openStream(streamPath(alice, "alice", ""), nil); s.res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("stream with the old key: status %d, want 401", s.res.StatusCode)
+		}
+
+		// The new one does, and the stored message stayed.
+		e.poll(next, "alice", "", 0).want(t, http.StatusOK)
+		if e.messageCount("alice") != 1 {
+			t.Fatalf("alice has %d messages after rotating, want 1", e.messageCount("alice"))
+		}
+		var looked store.Handle
+		e.do(http.MethodGet, "/v1/handles/alice", nil, nil).decode(t, &looked)
+		if looked.SigningKey != next.sk || looked.EncryptionKey != next.ek {
+			t.Fatalf("lookup after rotation = %+v, want the new keys", looked)
+		}
+		// Key history: as of the message sent before, the old keys.
+		var then store.Handle
+		e.do(http.MethodGet, "/v1/handles/alice?at="+before.CreatedAt.Format(time.RFC3339Nano), nil, nil).decode(t, &then)
+		if then.SigningKey != alice.sk || then.EncryptionKey != alice.ek {
+			t.Fatalf("lookup at registration = %+v, want the old keys", then)
+		}
+		e.do(http.MethodGet, "/v1/handles/alice?at=yesterday", nil, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
+		e.do(http.MethodGet, "/v1/handles/alice?at=1", nil, nil).wantError(t, http.StatusNotFound, chat.CodeUnknownHandle)
+
+		// The retired key is never registrable again.
+		mallory := alice
+		mallory.handle = "mallory"
+		e.do(http.MethodPost, "/v1/handles", mallory.registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeKeyTaken)
+	})
+}
+
+func TestRotateErrors(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	alice, bob := newUser(t, "alice"), newUser(t, "bob")
+	e.register(alice)
+	e.register(bob)
+	next := newUser(t, "alice")
+	ts := now()
+	msg := identity.RotateString("alice", next.sk, next.ek, ts)
+	body := func(f func(*chat.RotateRequest)) []byte {
+		r := chat.RotateRequest{SigningKey: next.sk, EncryptionKey: next.ek, TS: ts,
+			Sig: identity.Sign(alice.priv, msg), NewSig: identity.Sign(next.priv, msg)}
+		f(&r)
+		b, _ := json.Marshal(r)
+		return b
+	}
+	post := func(handle string, b []byte) response {
+		return e.do(http.MethodPost, "/v1/handles/"+handle+"/keys", b, nil)
+	}
+	post("alice", []byte(`{"signing_key":"`+next.sk+`"}`)).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
+	post("alice", body(func(r *chat.RotateRequest) { r.SigningKey = "zz" })).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
+	post("alice", body(func(r *chat.RotateRequest) { r.NewSig = identity.Sign(alice.priv, msg) })).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+	post("alice", body(func(r *chat.RotateRequest) { r.Sig = identity.Sign(next.priv, msg) })).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+	post("alice", body(func(r *chat.RotateRequest) { r.TS = ts - 3600 })).wantError(t, http.StatusUnauthorized, chat.CodeStaleTimestamp)
+	post("nobody", body(func(*chat.RotateRequest) {})).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
+	post("Alice", body(func(*chat.RotateRequest) {})).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+	// Signed for bob's path: the canonical string names the handle.
+	post("bob", body(func(*chat.RotateRequest) {})).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+	// To a key another handle holds.
+	toBob := identity.RotateString("alice", bob.sk, next.ek, ts)
+	post("alice", body(func(r *chat.RotateRequest) {
+		r.SigningKey, r.Sig, r.NewSig = bob.sk, identity.Sign(alice.priv, toBob), identity.Sign(bob.priv, toBob)
+	})).wantError(t, http.StatusConflict, chat.CodeKeyTaken)
+
+	// Only the encryption key: the current signing key, twice.
+	ekOnly := alice
+	ekOnly.ek = next.ek
+	e.rotate(alice, ekOnly).want(t, http.StatusOK)
+	var looked store.Handle
+	e.do(http.MethodGet, "/v1/handles/alice", nil, nil).decode(t, &looked)
+	if looked.SigningKey != alice.sk || looked.EncryptionKey != next.ek {
+		t.Fatalf("after rotating the encryption key lookup = %+v", looked)
+	}
+	e.poll(alice, "alice", "", 0).want(t, http.StatusOK)
+}
+
+func TestDeleteHandle(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
+		b := startBroker(t)
+		e := newEnvWithBroker(t, open(t), b)
+		alice, bob := newUser(t, "alice"), newUser(t, "bob")
+		e.register(alice)
+		e.register(bob)
+		e.mustSend(bob, "alice", "m1", `1`)
+		e.mustSend(bob, "alice", "m2", `2`)
+		e.mustSend(alice, "bob", "to-bob", `3`)
+
+		stream := e.openStream(streamPath(alice, "alice", ""), nil)
+		stream.wantControl("ready", `{"latest":2}`)
+		poll := e.longPoll(alice, 2)
+		e.waitSessions("alice", 2)
+
+		e.deleteHandle(bob, "alice").wantError(t, http.StatusForbidden, chat.CodeForbidden)
+		r := e.deleteHandle(alice, "alice")
+		r.want(t, http.StatusOK)
+		var d struct {
+			Handle    string    `json:"handle"`
+			DeletedAt time.Time `json:"deleted_at"`
+		}
+		r.decode(t, &d)
+		if d.Handle != "alice" || time.Since(d.DeletedAt) > time.Minute {
+			t.Fatalf("deletion returned %s", r.body)
+		}
+		stream.wantEnd()
+		(<-poll).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
+
+		if n := e.messageCount("alice"); n != 0 {
+			t.Fatalf("alice's inbox holds %d messages after deletion, want 0", n)
+		}
+		if n := e.messageCount("bob"); n != 1 {
+			t.Fatalf("bob's inbox holds %d messages, want the 1 alice sent him", n)
+		}
+		e.send(bob, sendBody("alice", "late", `1`)).wantError(t, http.StatusNotFound, chat.CodeUnknownHandle)
+		e.do(http.MethodGet, "/v1/handles/alice", nil, nil).wantError(t, http.StatusNotFound, chat.CodeUnknownHandle)
+		e.do(http.MethodGet, "/.well-known/webfinger?resource=acct:alice@"+testDomain, nil, nil).want(t, http.StatusNotFound)
+		e.poll(alice, "alice", "", 0).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
+		e.do(http.MethodPost, "/v1/handles", newUser(t, "alice").registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeHandleTaken)
+		again := alice
+		again.handle = "alice2"
+		e.do(http.MethodPost, "/v1/handles", again.registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeKeyTaken)
+	})
+}
+
+func TestDeleteThrough(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
+		e := newEnv(t, open(t))
+		alice, bob := newUser(t, "alice"), newUser(t, "bob")
+		e.register(alice)
+		e.register(bob)
+		for _, id := range []string{"m1", "m2", "m3", "m4", "m5"} {
+			e.mustSend(alice, "bob", id, `1`)
+		}
+		for _, c := range []struct {
+			through int64
+			want    string
+		}{
+			{3, `{"deleted":3,"oldest":4}`},
+			{3, `{"deleted":0,"oldest":4}`}, // repeating it is harmless
+		} {
+			r := e.deleteThrough(bob, "bob", c.through)
+			r.want(t, http.StatusOK)
+			if string(r.body) != c.want+"\n" && string(r.body) != c.want {
+				t.Fatalf("delete through %d: %s, want %s", c.through, r.body, c.want)
+			}
+		}
+		if n := e.messageCount("bob"); n != 2 {
+			t.Fatalf("bob has %d messages, want 2", n)
+		}
+		if seq := e.mustSend(alice, "bob", "m6", `1`); seq != 6 {
+			t.Fatalf("the next message got seq %d, want 6", seq)
+		}
+		s := e.openStream(streamPath(bob, "bob", "since=1"), nil)
+		s.wantControl("reset", `{"oldest":4}`)
+		s.wantMessage(4)
+		s.wantMessage(5)
+		s.wantMessage(6)
+
+		e.deleteThrough(alice, "bob", 9).wantError(t, http.StatusForbidden, chat.CodeForbidden)
+		e.do(http.MethodDelete, "/v1/inbox/bob", nil, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
+		e.do(http.MethodDelete, "/v1/inbox/bob?through=x", nil, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
+		e.do(http.MethodDelete, "/v1/inbox/bob?through=9", nil, nil).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
+		r := e.deleteThrough(bob, "bob", 99)
+		r.want(t, http.StatusOK)
+		var res chat.DeleteResult
+		r.decode(t, &res)
+		if res.Deleted != 3 || res.Oldest != nil || string(r.body) != `{"deleted":3,"oldest":null}`+"\n" && string(r.body) != `{"deleted":3,"oldest":null}` {
+			t.Fatalf("delete through 99: %s, want 3 deleted and oldest null", r.body)
+		}
+	})
+}
