@@ -161,10 +161,8 @@ func (s *Service) LookupAt(ctx context.Context, handle string, at time.Time) (st
 	return h, nil
 }
 
-// checkKeys validates the keys of a registration or a rotation: the one
-// place both go through.
-// TODO(10a): the weak-key refusal (non-canonical or small-order Ed25519,
-// low-order X25519) belongs here, for registration and rotation alike.
+// checkKeys validates the keys of a registration or a rotation, refusing
+// weak ones (see identity.ParseSigningKey): the one place both go through.
 func checkKeys(signingKey, encryptionKey string) error {
 	if _, err := identity.ParseSigningKey(signingKey); err != nil {
 		return Errorf(CodeInvalidRequest, "signing_key: %v", err)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,7 +97,7 @@ func TestRotateKeys(t *testing.T) {
 
 		stream := e.openStream(streamPath(alice, "alice", "since=0"), nil)
 		stream.wantMessage(1)
-		stream.wantControl("ready", `{"latest":1}`)
+		stream.wantReady(1)
 		poll := e.longPoll(alice, 1)
 		e.waitSessions("alice", 2)
 
@@ -172,6 +173,9 @@ func TestRotateErrors(t *testing.T) {
 	post("alice", body(func(r *chat.RotateRequest) { r.NewSig = identity.Sign(alice.priv, msg) })).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
 	post("alice", body(func(r *chat.RotateRequest) { r.Sig = identity.Sign(next.priv, msg) })).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
 	post("alice", body(func(r *chat.RotateRequest) { r.TS = ts - 3600 })).wantError(t, http.StatusUnauthorized, chat.CodeStaleTimestamp)
+	// Weak keys are refused at rotation as at registration.
+	post("alice", body(func(r *chat.RotateRequest) { r.SigningKey = identityPoint })).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
+	post("alice", body(func(r *chat.RotateRequest) { r.EncryptionKey = strings.Repeat("00", 32) })).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
 	post("nobody", body(func(*chat.RotateRequest) {})).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
 	post("Alice", body(func(*chat.RotateRequest) {})).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
 	// Signed for bob's path: the canonical string names the handle.
@@ -206,7 +210,7 @@ func TestDeleteHandle(t *testing.T) {
 		e.mustSend(alice, "bob", "to-bob", `3`)
 
 		stream := e.openStream(streamPath(alice, "alice", ""), nil)
-		stream.wantControl("ready", `{"latest":2}`)
+		stream.wantReady(2)
 		poll := e.longPoll(alice, 2)
 		e.waitSessions("alice", 2)
 
@@ -270,7 +274,7 @@ func TestDeleteThrough(t *testing.T) {
 			t.Fatalf("the next message got seq %d, want 6", seq)
 		}
 		s := e.openStream(streamPath(bob, "bob", "since=1"), nil)
-		s.wantControl("reset", `{"oldest":4}`)
+		s.wantReset(4)
 		s.wantMessage(4)
 		s.wantMessage(5)
 		s.wantMessage(6)
