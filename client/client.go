@@ -36,7 +36,7 @@ type Client struct {
 	webfinger func(domain string) string
 
 	mu    sync.Mutex
-	peers map[string]envelope.Peer // registered keys never change, so they are cached
+	peers map[string]envelope.Peer // current keys, cached; Open falls back to the key history
 }
 
 // Option configures a Client.

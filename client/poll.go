@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -65,8 +67,27 @@ func (c *Client) Poll(ctx context.Context, as *envelope.Identity, opts PollOptio
 // signing key comes from the registry (and is cached), never from the
 // message, and the envelope's signed sender, recipient and id must be the
 // message's.
+//
+// A message sealed before its sender rotated keys is verified with the key
+// the sender had when it was stored (a lookup ?at= its sent_at).
 func (c *Client) Open(ctx context.Context, me *envelope.Identity, m Message) (*envelope.Opened, error) {
 	o, err := envelope.Open(ctx, m.Envelope, me, c.senderKeys)
+	if errors.Is(err, envelope.ErrSenderKeyMismatch) || errors.Is(err, envelope.ErrBadSignature) || errors.Is(err, envelope.ErrUnknownSender) {
+		o, err = envelope.Open(ctx, m.Envelope, me, func(ctx context.Context, handle string) (ed25519.PublicKey, error) {
+			h, err := c.LookupAt(ctx, handle, m.SentAt)
+			if IsCode(err, CodeUnknownHandle) {
+				return nil, fmt.Errorf("%w: %q was not registered then", envelope.ErrUnknownSender, handle)
+			}
+			if err != nil {
+				return nil, err
+			}
+			p, err := h.Peer()
+			if err != nil {
+				return nil, err
+			}
+			return p.SigningKey, nil
+		})
+	}
 	if err != nil {
 		return nil, err
 	}

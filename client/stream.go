@@ -93,6 +93,7 @@ func (e errDeliver) Error() string { return e.err.Error() }
 func (s *streamer) run(ctx context.Context) error {
 	s.state(StateConnecting, nil)
 	failures := 0
+	opened := false // a connection was accepted before: its key authenticated
 	for {
 		live, err := s.connect(ctx)
 		if ctx.Err() != nil {
@@ -102,9 +103,15 @@ func (s *streamer) run(ctx context.Context) error {
 		if errors.As(err, &de) {
 			return de.err
 		}
+		if opened && revoked(err) {
+			// The key that opened the stream was accepted and now is not:
+			// the server ended it for a rotation or a deletion.
+			return fmt.Errorf("%w: %w", ErrKeyRevoked, err)
+		}
 		if err != nil && !retryable(err) && !errors.Is(err, io.ErrUnexpectedEOF) {
 			return err
 		}
+		opened = opened || live
 		if err == nil {
 			err = io.EOF // the server ended the stream; resume
 		}

@@ -85,6 +85,9 @@ func (e *env) load(c *common, handle string) (*keyFile, *envelope.Identity, stri
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("key file %s: %w", path, err)
 	}
+	if e.previous, err = k.previous(); err != nil {
+		return nil, nil, "", fmt.Errorf("key file %s: %w", path, err)
+	}
 	return k, id, path, nil
 }
 
@@ -309,6 +312,13 @@ type shown struct {
 func (e *env) show(c *common, cl *client.Client, id *envelope.Identity, m client.Message) error {
 	s := shown{Seq: m.Seq, From: m.From, To: m.To, ID: m.ID, SentAt: m.SentAt}
 	o, err := cl.Open(e.ctx, id, m)
+	for _, old := range e.previous {
+		if !notForThisKey(err) {
+			break
+		}
+		// Sealed before a rotation: try the keys kept from before.
+		o, err = cl.Open(e.ctx, old, m)
+	}
 	if err != nil {
 		if e.ctx.Err() != nil {
 			return e.ctx.Err()
@@ -334,6 +344,7 @@ func (e *env) inbox(args []string) error {
 	since := fs.Int64("since", 0, "show messages after this seq")
 	limit := fs.Int("limit", 0, "at most this many messages (server default 100)")
 	wait := fs.Duration("wait", 0, "when there is nothing new, wait up to this long (at most 30s)")
+	through := fs.Int64("delete-through", -1, "delete the messages with seq up to N (shared by every device of the handle) instead of reading")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -344,6 +355,17 @@ func (e *env) inbox(args []string) error {
 	cl, err := e.client(&c, k)
 	if err != nil {
 		return err
+	}
+	if *through >= 0 {
+		d, err := cl.DeleteThrough(e.ctx, id, *through)
+		if err != nil {
+			return err
+		}
+		if c.json {
+			return e.printJSON(d)
+		}
+		fmt.Fprintf(e.stdout, "deleted %d messages\n", d.Deleted)
+		return nil
 	}
 	p, err := cl.Poll(e.ctx, id, client.PollOptions{Since: *since, Limit: *limit, Wait: *wait})
 	if err != nil {

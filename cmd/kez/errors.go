@@ -52,6 +52,9 @@ var codeMessages = map[client.Code]string{
 
 // describe turns an error into one line a person understands.
 func describe(err error) string {
+	if errors.Is(err, client.ErrKeyRevoked) {
+		return "the server ended the stream: this key was replaced (kez rotate) or the handle deleted"
+	}
 	var re *client.ReconnectError
 	if errors.As(err, &re) {
 		return fmt.Sprintf("%s; retrying in %v", describe(re.Err), re.Delay.Round(100*time.Millisecond))

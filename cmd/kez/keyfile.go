@@ -22,6 +22,8 @@ type keyFile struct {
 	SigningKey       string `json:"signing_key"`
 	EncryptionKey    string `json:"encryption_key"`
 	Server           string `json:"server,omitempty"`
+	// Previous are the key sets from before rotations, oldest first.
+	Previous []pastKeys `json:"previous,omitempty"`
 }
 
 func (k *keyFile) identity() (*envelope.Identity, error) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kez-chat/kezd/envelope"
 	"io"
 	"os"
 	"os/signal"
@@ -36,6 +37,9 @@ commands:
   inbox --as <handle> [--since N]   read and decrypt messages
   tail --as <handle> [--nats]       follow messages live (SSE, or NATS with --nats)
   nkey --as <handle>                print the NATS user seed for the nats CLI
+  rotate --as <handle>              replace the handle's keys (old ones kept to read old messages)
+  delete-account --as <handle>      delete the handle and its inbox for good (asks; --yes)
+  inbox --as <handle> --delete-through N   delete the messages up to seq N
 
 common flags:
   --server URL   kezd server [KEZ_SERVER]; remembered in the key file at registration
@@ -66,6 +70,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return e.tail(rest)
 	case "nkey":
 		return e.nkey(rest)
+	case "rotate":
+		return e.rotate(rest)
+	case "delete-account":
+		return e.deleteAccount(rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -82,4 +90,8 @@ type env struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+
+	// previous are the loaded handle's keys from before rotations, newest
+	// first, for messages sealed to them.
+	previous []*envelope.Identity
 }

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kez-chat/kezd/client/kezdtest"
+)
+
+// TestLifecycleWithCLI: with the real binaries, alice rotates her keys (her
+// open tail ends with a distinct error, the old messages still read), bob
+// rotates his (his earlier message to her still verifies), she deletes what
+// she has read, and finally her account, after confirming.
+func TestLifecycleWithCLI(t *testing.T) {
+	t.Parallel()
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	kez := kezdtest.Binary(t, "github.com/kez-chat/kezd/cmd/kez", "kez")
+	alice := &user{t: t, bin: kez, home: t.TempDir(), server: srv.URL}
+	bob := &user{t: t, bin: kez, home: t.TempDir(), server: srv.URL}
+	for _, u := range []struct {
+		*user
+		handle string
+	}{{alice, "alice"}, {bob, "bob"}} {
+		u.must("", "keygen", u.handle)
+		u.must("", "register", u.handle)
+	}
+	bob.must("", "send", "--as", "bob", "alice", "before")
+
+	tail := start(t, kez, alice.env(), "tail", "--as", "alice")
+	tail.await(tail.stderr, "live")
+	keyPath := filepath.Join(alice.home, ".config", "kez", "alice.json")
+	oldKey := readKey(t, keyPath)
+	if out := alice.must("", "rotate", "--as", "alice"); !strings.Contains(out, "rotated") {
+		t.Fatalf("rotate: %s", out)
+	}
+	tail.await(tail.stderr, "this key was replaced")
+	if err := tail.cmd.Wait(); err == nil {
+		t.Fatal("tail exited 0 after its key was revoked")
+	}
+	checkKeyFile(t, alice.home, "alice")
+	newKey := readKey(t, keyPath)
+	if newKey.SigningKey == oldKey.SigningKey || len(newKey.Previous) != 1 || newKey.Previous[0].SigningKey != oldKey.SigningKey {
+		t.Fatalf("key file after rotation: %+v; want new keys and the old ones kept", newKey)
+	}
+	if _, err := os.Stat(keyPath + ".rotating"); !os.IsNotExist(err) {
+		t.Fatalf("the pending key file was left behind: %v", err)
+	}
+
+	// Sealed to her old key, read with the one kept; sealed to the new one.
+	bob.must("", "send", "--as", "bob", "alice", "after")
+	if out := alice.must("", "inbox", "--as", "alice"); !strings.Contains(out, "bob: before") || !strings.Contains(out, "bob: after") {
+		t.Fatalf("inbox after rotating: %s", out)
+	}
+	// Bob rotates: his message from before still verifies, with the key he had then.
+	bob.must("", "rotate", "--as", "bob")
+	if out := alice.must("", "inbox", "--as", "alice"); !strings.Contains(out, "bob: before") {
+		t.Fatalf("inbox after bob rotated: %s", out)
+	}
+
+	if out := alice.must("", "inbox", "--as", "alice", "--delete-through", "1"); !strings.Contains(out, "deleted 1 messages") {
+		t.Fatalf("delete-through: %s", out)
+	}
+	if out := alice.must("", "inbox", "--as", "alice"); strings.Contains(out, "before") || !strings.Contains(out, "bob: after") {
+		t.Fatalf("inbox after deleting through 1: %s", out)
+	}
+
+	if _, errOut, code := alice.kez("no\n", "delete-account", "--as", "alice"); code == 0 || !strings.Contains(errOut, "not confirmed") {
+		t.Fatalf("delete-account without confirmation: exit %d, %s", code, errOut)
+	}
+	alice.must("", "whois", "alice") // still there
+	if out := alice.must("alice\n", "delete-account", "--as", "alice"); !strings.Contains(out, "deleted alice") {
+		t.Fatalf("delete-account: %s", out)
+	}
+	if _, errOut, code := bob.kez("", "whois", "alice"); code == 0 || !strings.Contains(errOut, "no such handle") {
+		t.Fatalf("whois after deletion: exit %d, %s", code, errOut)
+	}
+	bob.must("", "keygen", "bob2")
+	bob.must("", "register", "bob2")
+	if out := bob.must("", "delete-account", "--as", "bob2", "--yes", "--json"); !strings.Contains(out, `"handle":"bob2"`) {
+		t.Fatalf("delete-account --yes --json: %s", out)
+	}
+}
+
+func readKey(t *testing.T, path string) keyFile {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k keyFile
+	if err := json.Unmarshal(data, &k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
