@@ -208,6 +208,8 @@ func (p natsPublisher) Publish(_ context.Context, m store.Message) error {
 	return p.nc.PublishMsg(msg)
 }
 
+func (p natsPublisher) Flush(ctx context.Context) error { return p.nc.FlushWithContext(ctx) }
+
 // core is the send path wired to the store and to kezd's own NATS connection.
 func core(t testing.TB, db *sqlite.DB, app *nats.Conn) *chat.Service {
 	t.Helper()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
@@ -44,6 +45,21 @@ func (b *Broker) Publish(ctx context.Context, m store.Message) error {
 	}
 	if err := b.nc.PublishMsg(msg); err != nil {
 		return fmt.Errorf("publish %s: %w", msg.Subject, err)
+	}
+	return nil
+}
+
+// Flush returns once the server has taken everything published before it
+// (one round trip), or ctx ends; without a deadline on ctx it waits at most
+// five seconds.
+func (b *Broker) Flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("nats flush: %w", err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/kez-chat/kezd/faultlog"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/store"
 )
@@ -49,11 +50,17 @@ type Store interface {
 	HandleAt(ctx context.Context, handle string, at time.Time) (store.Handle, error)
 	// ForgetHandle drops any cached copy of handle: it changed elsewhere.
 	ForgetHandle(handle string)
+	// The outbox (see package store).
+	ConfirmPublished(ctx context.Context, keys []store.MessageKey) error
+	SweepUnpublished(ctx context.Context, olderThan time.Duration, limit int, publish func([]store.Message) error) (int, error)
 }
 
 // Publisher carries a stored message to live subscribers (the broker).
+// Publish may only queue it; Flush returns once everything published
+// before it has reached the server.
 type Publisher interface {
 	Publish(ctx context.Context, m store.Message) error
+	Flush(ctx context.Context) error
 }
 
 // Config holds the core's settings.
@@ -67,6 +74,10 @@ type Config struct {
 	// broker path set them long, so that only the broker can deliver.
 	Recheck      time.Duration
 	RecheckEvery time.Duration
+	// RepublishAfter is how long a stored message may stay unconfirmed
+	// before any instance publishes it again (see outbox.go); 0 means
+	// DefaultRepublishAfter.
+	RepublishAfter time.Duration
 }
 
 // DefaultSkew is the accepted clock difference of signed requests.
@@ -82,10 +93,14 @@ type Service struct {
 	now   func() time.Time
 
 	recheck, recheckEvery time.Duration
+	republishAfter        time.Duration
 
+	faults          *faultlog.Log
+	unconfirmed     unconfirmed
 	publishFailures atomic.Int64
 
-	sessions sessions
+	sessions    sessions
+	republished atomic.Int64
 }
 
 // New returns a Service. pub and live may be nil when there is no broker
@@ -96,7 +111,11 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 		now = time.Now
 	}
 	s := &Service{store: st, pub: pub, live: live, log: log, skew: cfg.Skew, now: now,
-		recheck: cfg.Recheck, recheckEvery: cfg.RecheckEvery}
+		recheck: cfg.Recheck, recheckEvery: cfg.RecheckEvery, republishAfter: cfg.RepublishAfter,
+		faults: faultlog.New(log, 0)}
+	if s.republishAfter <= 0 {
+		s.republishAfter = DefaultRepublishAfter
+	}
 	if s.skew <= 0 {
 		s.skew = DefaultSkew
 	}
@@ -319,7 +338,9 @@ func ParseSend(body []byte) (SendRequest, error) {
 
 // Send stores a message from an authenticated sender and publishes it. body is
 // the exact request body. A publish failure never fails the send: the message
-// is durable and streams recover it from the store.
+// is durable, streams recover it from the store, and the outbox sweep
+// publishes it again (see outbox.go). A retry of a message whose publish is
+// unconfirmed publishes it too: its first instance may have died first.
 func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResult, error) {
 	if len(body) > MaxSendBody {
 		return SendResult{}, Errorf(CodeTooLarge, "request body is larger than %d bytes", MaxSendBody)
@@ -339,12 +360,8 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResul
 		return SendResult{}, storeError("append message", err)
 	}
 	m := a.Message
-	if !a.Duplicate && s.pub != nil {
-		if err := s.pub.Publish(context.WithoutCancel(ctx), m); err != nil {
-			s.publishFailures.Add(1)
-			s.log.Warn("publish failed; streams will recover it from the store",
-				"to", m.To, "seq", m.Seq, "err", err)
-		}
+	if a.Pending {
+		s.publish(context.WithoutCancel(ctx), m)
 	}
 	return SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: a.Duplicate}, nil
 }

@@ -56,9 +56,15 @@ type Message struct {
 
 // Appended is the result of an append. Duplicate is true when (From, ID) was
 // already stored; Message is then the original, and nothing new was stored.
+//
+// Pending is true when the message's publish is not known to have happened:
+// always for a fresh message, and for a duplicate whose original is still in
+// the outbox (the instance that stored it may have died before publishing).
+// Whoever gets Pending publishes the message and then confirms it.
 type Appended struct {
 	Message   Message
 	Duplicate bool
+	Pending   bool
 }
 
 // Deleted is the result of deleting an inbox's messages through a seq.
@@ -67,3 +73,28 @@ type Deleted struct {
 	Count  int64
 	Oldest int64
 }
+
+// MessageKey names one stored message.
+type MessageKey struct {
+	To  string
+	Seq int64
+}
+
+// The outbox.
+//
+// Every append also records its message in the store's outbox, in the same
+// transaction: "stored, publish not confirmed". The instance that published
+// it confirms it (ConfirmPublished) once its NATS connection has flushed the
+// publish; entries left unconfirmed for longer than a bound (their publisher
+// died, or froze) are claimed by SweepUnpublished on any instance, which
+// publishes them again and confirms them. So every stored message is
+// published at least once, whichever process dies when.
+//
+// SweepUnpublished(ctx, olderThan, limit, publish) claims up to limit
+// entries stored more than olderThan ago, ordered by recipient then seq, and
+// calls publish with their messages while holding a lease on them: no
+// concurrent sweep, in this process or another sharing the store, is given
+// the same entries until this one ends. When publish returns nil the
+// entries are confirmed; when it fails they stay for a later sweep. It
+// returns how many messages it passed to publish. An entry whose message no
+// longer exists is confirmed without being published.

@@ -49,8 +49,13 @@ func startKezd(ctx context.Context, dbURL string, log *slog.Logger) (*target, er
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
 	svc := chat.New(chat.Config{}, db, b, b, log.With("component", "chat"))
+	outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
+	outboxDone := make(chan struct{})
+	go func() { defer close(outboxDone); svc.RunOutbox(outboxCtx) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		stopOutbox()
+		<-outboxDone
 		return nil, errors.Join(err, b.Close(ctx), db.Close())
 	}
 	api := httpapi.New(httpapi.Config{PublicURL: &url.URL{Scheme: "http", Host: ln.Addr().String()}}, svc, log.With("component", "http"))
@@ -66,6 +71,8 @@ func startKezd(ctx context.Context, dbURL string, log *slog.Logger) (*target, er
 		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
 			err = errors.Join(err, serr)
 		}
+		stopOutbox()
+		<-outboxDone
 		return errors.Join(err, b.Close(ctx), db.Close())
 	}}, nil
 }

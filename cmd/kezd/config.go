@@ -58,6 +58,8 @@ type config struct {
 	CalloutAppSeed     string
 	PublicURLSet       bool
 	NATSUserTTL        time.Duration
+
+	RepublishAfter time.Duration
 }
 
 // envFlags registers flags on fs whose defaults are read from getenv.
@@ -170,6 +172,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.secret(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed (default: generated in --data-dir)")
 	e.secret(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed (default: generated in --data-dir)")
 	e.dur(&c.NATSUserTTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
+	e.dur(&c.RepublishAfter, "republish-after", "KEZ_REPUBLISH_AFTER", chat.DefaultRepublishAfter, "how long a stored message may go without a confirmed NATS publish before any instance publishes it again")
 
 	if err := e.parse(args, stderr); err != nil {
 		return config{}, err
@@ -198,6 +201,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.PingInterval <= 0 {
 		return config{}, fmt.Errorf("invalid --sse-ping %s: must be positive", c.PingInterval)
+	}
+	if c.RepublishAfter < time.Second {
+		return config{}, fmt.Errorf("invalid --republish-after %s: must be at least 1s", c.RepublishAfter)
 	}
 	if c.NATSUserTTL < time.Minute {
 		return config{}, fmt.Errorf("invalid --nats-user-ttl %s: must be at least 1m", c.NATSUserTTL)

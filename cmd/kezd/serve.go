@@ -125,7 +125,20 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 	defer callout.Stop()
 
-	svc := chat.New(chat.Config{Skew: cfg.AuthSkew}, st, b, b, log.With("component", "chat"))
+	svc := chat.New(chat.Config{Skew: cfg.AuthSkew, RepublishAfter: cfg.RepublishAfter}, st, b, b, log.With("component", "chat"))
+	// The outbox confirms this instance's publishes and republishes what no
+	// instance confirmed; it stops after the HTTP server (the last sends
+	// are confirmed) and before NATS and the store close.
+	outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
+	outboxDone := make(chan struct{})
+	go func() {
+		defer close(outboxDone)
+		svc.RunOutbox(outboxCtx)
+	}()
+	defer func() {
+		stopOutbox()
+		<-outboxDone
+	}()
 
 	// Revocations announced by any instance (this one included) end the
 	// sessions of retired keys here, and the embedded server's NATS logins.
@@ -165,8 +178,10 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		MaxStreams:          cfg.MaxStreams,
 		MaxStreamsPerHandle: cfg.MaxStreamsPerHandle,
 		Metrics: []httpapi.Metric{
-			{Name: "kezd_publish_failures_total", Help: "Messages stored but not published on NATS (streams recover them from the store).", Counter: true,
+			{Name: "kezd_publish_failures_total", Help: "Messages stored but not published on NATS (streams recover them from the store; the outbox sweep publishes them again).", Counter: true,
 				Value: func() float64 { return float64(svc.PublishFailures()) }},
+			{Name: "kezd_republished_total", Help: "Messages this instance's outbox sweep published again because no instance confirmed their publish in time.", Counter: true,
+				Value: func() float64 { return float64(svc.Republished()) }},
 			{Name: "kezd_nats_logins_authorized_total", Help: "NATS logins the auth callout granted.", Counter: true,
 				Value: func() float64 { return float64(callout.Stats().Authorized) }},
 			{Name: "kezd_nats_logins_rejected_total", Help: "NATS logins the auth callout refused.", Counter: true,

@@ -168,7 +168,8 @@ func (db *DB) commit(reqs []*appendRequest) {
 		l := follows[i]
 		res := results[l]
 		if seen[l] && res.err == nil {
-			res.appended.Duplicate = true
+			// The leader's caller publishes it; this one need not.
+			res.appended.Duplicate, res.appended.Pending = true, false
 		}
 		seen[l] = true
 		r.done <- res
@@ -228,7 +229,8 @@ func retryable(err error) bool {
 // counter rows are locked. Its inputs are arrays in arrival order ($1
 // recipients, $2 senders, $3 client ids, $4 envelopes) and $5, the distinct
 // recipients. It returns one row per input that is a duplicate (with the
-// stored message) or was stored (with its seq); an input with no row has an
+// stored message, and whether its publish is still unconfirmed) or was
+// stored (with its seq, and an outbox row); an input with no row has an
 // unknown recipient. Both lookups are LATERAL ... LIMIT 1, so that they are
 // index probes whatever the planner thinks of the array sizes.
 const appendSQL = `
@@ -236,7 +238,8 @@ WITH input AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
 		WITH ORDINALITY AS t(recipient, sender, client_id, envelope, ord)
 ), dup AS (
-	SELECT i.ord, m.seq, m.recipient, m.envelope, m.sent_at
+	SELECT i.ord, m.seq, m.recipient, m.envelope, m.sent_at,
+		EXISTS (SELECT 1 FROM outbox o WHERE o.recipient = m.recipient AND o.seq = m.seq) AS pending
 	FROM input i CROSS JOIN LATERAL (
 		SELECT seq, recipient, envelope, sent_at FROM messages
 		WHERE sender = i.sender AND client_id = i.client_id LIMIT 1) m
@@ -256,10 +259,13 @@ WITH input AS (
 	INSERT INTO messages (recipient, seq, sender, client_id, envelope, sent_at)
 	SELECT recipient, seq, sender, client_id, envelope, now() FROM fresh
 	ORDER BY sender, client_id
+), ob AS (
+	-- Stored, publish not yet confirmed (see store.Appended).
+	INSERT INTO outbox (recipient, seq) SELECT recipient, seq FROM fresh
 )
-SELECT ord, true, seq, recipient, envelope, sent_at FROM dup
+SELECT ord, true, seq, recipient, envelope, sent_at, pending FROM dup
 UNION ALL
-SELECT ord, false, seq, recipient, NULL, now() FROM fresh`
+SELECT ord, false, seq, recipient, NULL, now(), true FROM fresh`
 
 // lockSQL locks the batch's counter rows in handle order, so that processes
 // sharing the database cannot deadlock. appendSQL runs after it, in a new
@@ -321,8 +327,9 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 				m         store.Message
 				recipient string
 				env       *string
+				pending   bool
 			)
-			if err := rows.Scan(&ord, &duplicate, &m.Seq, &recipient, &env, &m.SentAt); err != nil {
+			if err := rows.Scan(&ord, &duplicate, &m.Seq, &recipient, &env, &m.SentAt, &pending); err != nil {
 				rows.Close()
 				return err
 			}
@@ -337,7 +344,7 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 			} else {
 				m.Envelope = r.msg.Envelope
 			}
-			results[ord-1] = appendResult{appended: store.Appended{Message: m, Duplicate: duplicate}}
+			results[ord-1] = appendResult{appended: store.Appended{Message: m, Duplicate: duplicate, Pending: pending}}
 		}
 		if err := rows.Err(); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -33,6 +34,8 @@ var migrations embed.FS
 type DB struct {
 	write *sql.DB
 	read  *sql.DB
+
+	sweeping sync.Mutex // the outbox sweep's lease: one process, one sweep at a time
 }
 
 // Open opens (creating if needed) the database file at path and applies any
@@ -254,7 +257,12 @@ func (db *DB) appendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 		m.From, m.ID))
 	switch {
 	case err == nil:
-		return store.Appended{Message: orig, Duplicate: true}, nil
+		var pending bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE recipient = ? AND seq = ?)`,
+			orig.To, orig.Seq).Scan(&pending); err != nil {
+			return store.Appended{}, wrapUnavailable(err)
+		}
+		return store.Appended{Message: orig, Duplicate: true, Pending: pending}, nil
 	case !errors.Is(err, sql.ErrNoRows):
 		return store.Appended{}, wrapUnavailable(err)
 	}
@@ -275,10 +283,14 @@ func (db *DB) appendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 		msg.To, msg.Seq, msg.From, msg.ID, string(msg.Envelope), msg.SentAt.UnixMicro()); err != nil {
 		return store.Appended{}, translate(err)
 	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (recipient, seq, stored_at) VALUES (?, ?, ?)`,
+		msg.To, msg.Seq, msg.SentAt.UnixMicro()); err != nil {
+		return store.Appended{}, translate(err)
+	}
 	if err := tx.Commit(); err != nil {
 		return store.Appended{}, wrapUnavailable(err)
 	}
-	return store.Appended{Message: msg}, nil
+	return store.Appended{Message: msg, Pending: true}, nil
 }
 
 // ListMessages returns the messages to `to` with seq > since, ascending, at

@@ -27,6 +27,8 @@ type Store interface {
 	AppendMessage(ctx context.Context, m store.NewMessage) (store.Appended, error)
 	ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error)
 	LatestSeq(ctx context.Context, to string) (int64, error)
+	ConfirmPublished(ctx context.Context, keys []store.MessageKey) error
+	SweepUnpublished(ctx context.Context, olderThan time.Duration, limit int, publish func([]store.Message) error) (int, error)
 	Ping(ctx context.Context) error
 
 	RotateKeys(ctx context.Context, handle, current string, h store.Handle) (store.Handle, error)
@@ -62,6 +64,10 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"DeleteHandle", testDeleteHandle},
 		{"SendRacingDeletion", testSendRacingDeletion},
 		{"DeleteMessagesThrough", testDeleteMessagesThrough},
+		{"OutboxPendingUntilConfirmed", testOutboxPending},
+		{"OutboxSweep", testOutboxSweep},
+		{"OutboxSweepFailureKeeps", testOutboxSweepFailure},
+		{"OutboxSweepLease", testOutboxSweepLease},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -478,5 +484,147 @@ func testLatestSeq(t *testing.T, s Store) {
 func testPing(t *testing.T, s Store) {
 	if err := s.Ping(ctx(t)); err != nil {
 		t.Errorf("Ping: %v", err)
+	}
+}
+
+// testOutboxPending: a fresh message is pending; so is a retry of it until
+// its publish is confirmed, and not after.
+func testOutboxPending(t *testing.T, s Store) {
+	register(t, s, "alice")
+	register(t, s, "bob")
+	first := mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "m1", Envelope: []byte(`{}`)})
+	if !first.Pending {
+		t.Error("a fresh message is not Pending")
+	}
+	if retry := mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "m1", Envelope: []byte(`{}`)}); !retry.Duplicate || !retry.Pending {
+		t.Errorf("retry before confirmation = Duplicate %v, Pending %v; want both", retry.Duplicate, retry.Pending)
+	}
+	if err := s.ConfirmPublished(ctx(t), []store.MessageKey{{To: "bob", Seq: first.Message.Seq}}); err != nil {
+		t.Fatalf("confirm: %v", err)
+	}
+	if retry := mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "m1", Envelope: []byte(`{}`)}); !retry.Duplicate || retry.Pending {
+		t.Errorf("retry after confirmation = Duplicate %v, Pending %v; want a duplicate, not pending", retry.Duplicate, retry.Pending)
+	}
+	if ms := mustList(t, s, "bob", 0, 10); len(ms) != 1 {
+		t.Errorf("bob holds seqs %v after confirmation, want [1]", seqs(ms))
+	}
+	// Confirming nothing, or what is already confirmed, is not an error.
+	if err := s.ConfirmPublished(ctx(t), nil); err != nil {
+		t.Errorf("confirm nothing: %v", err)
+	}
+	if err := s.ConfirmPublished(ctx(t), []store.MessageKey{{To: "bob", Seq: 1}, {To: "nobody", Seq: 7}}); err != nil {
+		t.Errorf("confirm again: %v", err)
+	}
+}
+
+// sweep runs one sweep and returns what it passed to publish.
+func sweep(t *testing.T, s Store, olderThan time.Duration, limit int) []store.Message {
+	t.Helper()
+	var got []store.Message
+	n, err := s.SweepUnpublished(ctx(t), olderThan, limit, func(ms []store.Message) error {
+		got = append(got, ms...)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	if n != len(got) {
+		t.Errorf("sweep returned %d, published %d", n, len(got))
+	}
+	return got
+}
+
+func keysOf(ms []store.Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = fmt.Sprintf("%s/%d", m.To, m.Seq)
+	}
+	return out
+}
+
+// testOutboxSweep: a sweep hands over the unconfirmed messages older than
+// its bound, whole and in (recipient, seq) order, at most limit of them,
+// and confirms them; confirmed ones are never swept.
+func testOutboxSweep(t *testing.T, s Store) {
+	register(t, s, "alice")
+	register(t, s, "bob")
+	register(t, s, "carol")
+	var stored []store.Message
+	for _, m := range []store.NewMessage{
+		{From: "alice", To: "carol", ID: "c1", Envelope: []byte(`{"n":1}`)},
+		{From: "alice", To: "bob", ID: "b1", Envelope: []byte(`{"n":2}`)},
+		{From: "alice", To: "bob", ID: "b2", Envelope: []byte(`{"n":3}`)},
+		{From: "alice", To: "bob", ID: "b3", Envelope: []byte(`{"n":4}`)},
+	} {
+		stored = append(stored, mustAppend(t, s, m).Message)
+	}
+	// bob/3 was published and confirmed by its instance.
+	if err := s.ConfirmPublished(ctx(t), []store.MessageKey{{To: "bob", Seq: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sweep(t, s, time.Hour, 10); len(got) != 0 {
+		t.Fatalf("a sweep of entries older than an hour got %v, want none", keysOf(got))
+	}
+	got := sweep(t, s, 0, 2)
+	if want := []string{"bob/1", "bob/2"}; fmt.Sprint(keysOf(got)) != fmt.Sprint(want) {
+		t.Fatalf("first sweep (limit 2) got %v, want %v", keysOf(got), want)
+	}
+	if !sameMessage(got[0], stored[1]) || !sameMessage(got[1], stored[2]) {
+		t.Errorf("swept messages %+v differ from the stored %+v", got, stored[1:3])
+	}
+	got = sweep(t, s, 0, 2)
+	if want := []string{"carol/1"}; fmt.Sprint(keysOf(got)) != fmt.Sprint(want) {
+		t.Fatalf("second sweep got %v, want %v", keysOf(got), want)
+	}
+	if got := sweep(t, s, 0, 10); len(got) != 0 {
+		t.Errorf("a third sweep got %v, want none", keysOf(got))
+	}
+	// Swept is confirmed: a retry of it need not publish again.
+	if a := mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "b1", Envelope: []byte(`{}`)}); a.Pending {
+		t.Error("a retry of a swept message is still Pending")
+	}
+}
+
+// testOutboxSweepFailure: when publishing fails the entries stay.
+func testOutboxSweepFailure(t *testing.T, s Store) {
+	register(t, s, "alice")
+	register(t, s, "bob")
+	mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "b1", Envelope: []byte(`{}`)})
+	boom := errors.New("nats is down")
+	_, err := s.SweepUnpublished(ctx(t), 0, 10, func([]store.Message) error { return boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("sweep with a failing publish: %v, want %v", err, boom)
+	}
+	if got := sweep(t, s, 0, 10); fmt.Sprint(keysOf(got)) != "[bob/1]" {
+		t.Errorf("after a failed sweep the next got %v, want [bob/1]", keysOf(got))
+	}
+}
+
+// testOutboxSweepLease: a sweep running while another holds entries is
+// never given those entries.
+func testOutboxSweepLease(t *testing.T, s Store) {
+	register(t, s, "alice")
+	register(t, s, "bob")
+	mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "b1", Envelope: []byte(`{}`)})
+	mustAppend(t, s, store.NewMessage{From: "alice", To: "bob", ID: "b2", Envelope: []byte(`{}`)})
+	var outer, inner []store.Message
+	if _, err := s.SweepUnpublished(ctx(t), 0, 1, func(ms []store.Message) error {
+		outer = append(outer, ms...)
+		inner = sweep(t, s, 0, 10) // a second sweep while the first holds bob/1
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(keysOf(outer)) != "[bob/1]" {
+		t.Fatalf("outer sweep got %v, want [bob/1]", keysOf(outer))
+	}
+	for _, m := range inner {
+		if m.Seq == 1 {
+			t.Errorf("a concurrent sweep was given bob/1, which the first sweep held (got %v)", keysOf(inner))
+		}
+	}
+	rest := sweep(t, s, 0, 10)
+	if n := len(inner) + len(rest); n != 1 {
+		t.Errorf("bob/2 was swept %d times after the first sweep (inner %v, then %v), want once", n, keysOf(inner), keysOf(rest))
 	}
 }
