@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/store"
@@ -103,7 +104,20 @@ func benchServer(b *testing.B, senders int) (string, []user) {
 		}
 	}
 	log := slog.New(slog.DiscardHandler)
-	svc := chat.New(chat.Config{}, db, nil, nil, log)
+	br, err := broker.Start(ctx, broker.Config{}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		br.Close(cctx)
+	})
+	svc := chat.New(chat.Config{}, db, br, br, log)
+	outboxCtx, stopOutbox := context.WithCancel(ctx)
+	outboxDone := make(chan struct{})
+	go func() { defer close(outboxDone); svc.RunOutbox(outboxCtx) }()
+	b.Cleanup(func() { stopOutbox(); <-outboxDone })
 	srv := New(Config{PublicURL: &url.URL{Scheme: "http", Host: "localhost"}}, svc, log)
 	hs := httptest.NewServer(srv.Handler())
 	b.Cleanup(hs.Close)
