@@ -2,13 +2,11 @@ package broker
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
@@ -37,8 +35,8 @@ func (b *Broker) AnnounceRevocation(ctx context.Context, rev chat.Revocation) er
 }
 
 // OnRevocation calls revoked with every revocation announced by any
-// instance, after disconnecting, on the embedded server, every NATS client
-// logged in with one of its retired keys. (With an external NATS, such a
+// instance, after disconnecting, on the embedded server, the NATS clients
+// logged in as its handle (see disconnectKeys). (With an external NATS, such a
 // client stays connected until its login expires: see docs/protocol.md.)
 // revoked runs on the subscription's goroutine, one revocation at a time.
 // stop ends the subscription.
@@ -62,31 +60,24 @@ func (b *Broker) OnRevocation(revoked func(chat.Revocation)) (stop func(), err e
 	return func() { _ = sub.Unsubscribe() }, nil
 }
 
-// disconnectKeys closes the embedded server's client connections that
-// logged in with one of rev's retired keys (a kez login presents its
-// signing key as the user nkey).
+// disconnectKeys closes the embedded server's client connections logged in
+// as rev.Handle, when rev retires a key. A callout login is named for its
+// handle (the server then forgets the nkey it presented), so the connections
+// of the retired key cannot be told from those of a key registered since:
+// all go, and a client with the current key logs in again at once, while
+// one with a retired key is refused.
 func (b *Broker) disconnectKeys(rev chat.Revocation) {
-	if b.srv == nil {
+	if b.srv == nil || len(rev.Keys) == 0 {
 		return
 	}
-	for _, key := range rev.Keys {
-		raw, err := hex.DecodeString(key)
-		if err != nil || len(raw) != 32 {
-			continue
-		}
-		user, err := nkeys.Encode(nkeys.PrefixByteUser, raw)
-		if err != nil {
-			continue
-		}
-		conns, err := b.srv.Connz(&server.ConnzOptions{Username: true, User: string(user), Limit: 1 << 16})
-		if err != nil {
-			b.log.Warn("revocation: cannot list nats connections", "handle", rev.Handle, "err", err)
-			continue
-		}
-		for _, c := range conns.Conns {
-			if err := b.srv.DisconnectClientByID(c.Cid); err == nil {
-				b.log.Info("nats client disconnected: its key was revoked", "handle", rev.Handle, "cid", c.Cid)
-			}
+	conns, err := b.srv.Connz(&server.ConnzOptions{Username: true, User: rev.Handle, Limit: 1 << 16})
+	if err != nil {
+		b.log.Warn("revocation: cannot list nats connections", "handle", rev.Handle, "err", err)
+		return
+	}
+	for _, c := range conns.Conns {
+		if err := b.srv.DisconnectClientByID(c.Cid); err == nil {
+			b.log.Info("nats client disconnected: a key of its handle was revoked", "handle", rev.Handle, "cid", c.Cid)
 		}
 	}
 }

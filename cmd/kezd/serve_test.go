@@ -29,6 +29,15 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // The server is shut down (and must return nil) when the test ends.
 func startServe(t *testing.T, args ...string) started {
 	t.Helper()
+	s, _ := startServeStop(t, args...)
+	return s
+}
+
+// startServeStop is startServe that also returns stop, which shuts the
+// server down (checking it returns nil) before the test ends; the cleanup
+// then does nothing more.
+func startServeStop(t *testing.T, args ...string) (started, func()) {
+	t.Helper()
 	cfg, err := parseServe(append([]string{
 		"--listen", "127.0.0.1:0",
 		"--nats-listen", "127.0.0.1:-1",
@@ -50,13 +59,17 @@ func startServe(t *testing.T, args ...string) started {
 		cancel()
 		t.Fatalf("serve: %v\n%s", err, logs)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v\n%s", err, logs)
-		}
-	})
-	return s
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve returned %v\n%s", err, logs)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
 }
 
 type syncBuffer struct {

@@ -1,0 +1,63 @@
+package chat_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/store"
+)
+
+// The store is the truth: a stream whose key was replaced behind the
+// service's back (by another instance whose announcement never came) ends
+// at its next check of the store, with the error the key would get now; a
+// waiting long-poll likewise.
+func TestSessionsEndWhenTheStoreRetiresTheirKey(t *testing.T) {
+	t.Parallel()
+	for _, b := range prunableBackends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			db := b.open(t)
+			// No broker: the stream reads the store every second, and checks
+			// its key each time.
+			svc := newService(db, nil)
+			bob := owner(t, svc, "bob")
+			stream := make(chan error, 1)
+			go func() {
+				stream <- svc.Follow(t.Context(), bob, chat.Cursor{Now: true}, func(chat.Event) error { return nil })
+			}()
+			poll := make(chan error, 1)
+			go func() {
+				_, err := svc.Poll(t.Context(), bob, 0, 10, chat.MaxPollWait)
+				poll <- err
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for svc.Sessions("bob") < 2 {
+				if time.Now().After(deadline) {
+					t.Fatalf("bob has %d sessions, want 2", svc.Sessions("bob"))
+				}
+				<-time.After(5 * time.Millisecond)
+			}
+
+			// Another instance rotates: only the store knows.
+			if _, err := db.RotateKeys(context.Background(), "bob", bob.SigningKey,
+				store.Handle{SigningKey: "ff" + bob.SigningKey[2:], EncryptionKey: bob.EncryptionKey}); err != nil {
+				t.Fatal(err)
+			}
+			for name, ch := range map[string]chan error{"stream": stream, "long-poll": poll} {
+				select {
+				case err := <-ch:
+					if e := chat.AsError(err); err == nil || e.Code != chat.CodeBadSignature {
+						t.Fatalf("%s ended with %v, want bad_signature", name, err)
+					}
+				case <-time.After(15 * time.Second):
+					t.Fatalf("%s did not end after its key was retired in the store", name)
+				}
+			}
+			if n := svc.Sessions("bob"); n != 0 {
+				t.Fatalf("%d sessions still registered", n)
+			}
+		})
+	}
+}
