@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,6 +55,8 @@ type DB struct {
 	log      *slog.Logger
 	maxBatch int
 	handles  handleCache
+
+	nextBucketSweep atomic.Int64 // unix ns; see TakeTokens
 
 	// Group commit: AppendMessage queues requests, committer workers take
 	// whatever is queued and commit it as one transaction.
