@@ -20,6 +20,7 @@ import (
 
 	"github.com/kez-chat/kezd/faultlog"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -63,6 +64,12 @@ type Publisher interface {
 	Flush(ctx context.Context) error
 }
 
+// Limiter is the deployment's rate limits (*ratelimit.Limiter); nil or a
+// nil *ratelimit.Limiter is limits off.
+type Limiter interface {
+	TakeAll(ctx context.Context, reqs ...ratelimit.Request) error
+}
+
 // Config holds the core's settings.
 type Config struct {
 	// Skew is how far a signed timestamp may be from now; 0 means DefaultSkew.
@@ -78,6 +85,9 @@ type Config struct {
 	// before any instance publishes it again (see outbox.go); 0 means
 	// DefaultRepublishAfter.
 	RepublishAfter time.Duration
+	// Limits are the rate limits of sends (per sender, per sender and
+	// recipient); nil admits every send.
+	Limits Limiter
 }
 
 // DefaultSkew is the accepted clock difference of signed requests.
@@ -94,6 +104,7 @@ type Service struct {
 
 	recheck, recheckEvery time.Duration
 	republishAfter        time.Duration
+	limits                Limiter
 
 	faults          *faultlog.Log
 	unconfirmed     unconfirmed
@@ -112,7 +123,7 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 	}
 	s := &Service{store: st, pub: pub, live: live, log: log, skew: cfg.Skew, now: now,
 		recheck: cfg.Recheck, recheckEvery: cfg.RecheckEvery, republishAfter: cfg.RepublishAfter,
-		faults: faultlog.New(log, 0)}
+		limits: cfg.Limits, faults: faultlog.New(log, 0)}
 	if s.republishAfter <= 0 {
 		s.republishAfter = DefaultRepublishAfter
 	}
@@ -349,6 +360,9 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResul
 	if err != nil {
 		return SendResult{}, err
 	}
+	if err := s.takeSend(ctx, from, r); err != nil {
+		return SendResult{}, err
+	}
 	// The stores honour ctx only until the append starts; once started it
 	// completes whatever becomes of the caller, so an error always means
 	// "nothing stored", and whatever is stored is published below.
@@ -364,6 +378,28 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResul
 		s.publish(context.WithoutCancel(ctx), m)
 	}
 	return SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: a.Duplicate}, nil
+}
+
+// takeSend charges a send to its rate limits: one send of the sender, one
+// message and its envelope's bytes of the (sender, recipient) pair. The
+// sender's bucket is its handle's: a handle has one signing key at a time,
+// and a rotated key does not get a fresh budget.
+func (s *Service) takeSend(ctx context.Context, from string, r SendRequest) error {
+	if s.limits == nil {
+		return nil
+	}
+	pair := from + ">" + r.To
+	err := s.limits.TakeAll(ctx,
+		ratelimit.Request{Name: ratelimit.Sends, Key: from, N: 1},
+		ratelimit.Request{Name: ratelimit.PairMessages, Key: pair, N: 1},
+		ratelimit.Request{Name: ratelimit.PairBytes, Key: pair, N: float64(len(r.Envelope))})
+	if err == nil {
+		return nil
+	}
+	if e := AsError(err); e.Code == CodeRateLimited {
+		return e
+	}
+	return storeError("rate limits", err)
 }
 
 // List returns up to limit messages for handle with seq > since, ascending.

@@ -3,6 +3,9 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/kez-chat/kezd/ratelimit"
 )
 
 // Code is a PROTOCOL.md error code. Transports turn an *Error into their own
@@ -32,6 +35,9 @@ type Error struct {
 	Code    Code
 	Message string
 	Err     error
+	// RetryAfter, on rate_limited, is when the client may try again
+	// (HTTP's Retry-After, in whole seconds).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -48,12 +54,23 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// AsError returns err as an *Error; anything that is not one is internal, and
-// its text is kept out of the client-facing message.
+// AsError returns err as an *Error; a rate limit's refusal is rate_limited,
+// and anything else that is not one is internal, its text kept out of the
+// client-facing message.
 func AsError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
 	}
+	var r *ratelimit.Refused
+	if errors.As(err, &r) {
+		return &Error{Code: CodeRateLimited, Message: fmt.Sprintf("too many requests (%s); retry later", r.Limit), RetryAfter: r.RetryAfter}
+	}
 	return &Error{Code: CodeInternal, Message: "internal error", Err: err}
+}
+
+// RetryAfterSeconds is e's RetryAfter as HTTP's Retry-After wants it: whole
+// seconds, rounded up, at least 1.
+func (e *Error) RetryAfterSeconds() int64 {
+	return max(1, int64((e.RetryAfter+time.Second-1)/time.Second))
 }

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -38,8 +37,8 @@ func headerCredentials(r *http.Request) (identity.Credentials, error) {
 // authorizeOwner authenticates creds over the canonical string msg, then
 // requires the signer to be owner: a valid signature by someone else is 403.
 // Authentication comes first so that a stranger learns nothing about owner.
-func (s *Server) authorizeOwner(ctx context.Context, creds identity.Credentials, msg, owner string) (store.Handle, error) {
-	h, err := s.svc.Authenticate(ctx, creds, msg)
+func (s *Server) authorizeOwner(c echo.Context, creds identity.Credentials, msg, owner string) (store.Handle, error) {
+	h, err := s.authenticate(c, creds, msg)
 	if err != nil {
 		return store.Handle{}, err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
@@ -87,7 +88,7 @@ func benchDatabase(b *testing.B, conns int32) (string, *pgxpool.Pool) {
 
 // benchServer starts the API on a fresh database with senders users that
 // can sign, and returns its address.
-func benchServer(b *testing.B, senders int) (string, []user) {
+func benchServer(b *testing.B, senders int, limited ...bool) (string, []user) {
 	b.Helper()
 	ctx := context.Background()
 	dbURL, _ := benchDatabase(b, 1)
@@ -113,12 +114,20 @@ func benchServer(b *testing.B, senders int) (string, []user) {
 		defer cancel()
 		br.Close(cctx)
 	})
-	svc := chat.New(chat.Config{}, db, br, br, log)
+	var limits *ratelimit.Limiter
+	if len(limited) > 0 && limited[0] {
+		limits = benchLimits(db)
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { limits.Run(lctx); close(done) }()
+		b.Cleanup(func() { cancel(); <-done })
+	}
+	svc := chat.New(chat.Config{Limits: limits}, db, br, br, log)
 	outboxCtx, stopOutbox := context.WithCancel(ctx)
 	outboxDone := make(chan struct{})
 	go func() { defer close(outboxDone); svc.RunOutbox(outboxCtx) }()
 	b.Cleanup(func() { stopOutbox(); <-outboxDone })
-	srv := New(Config{PublicURL: &url.URL{Scheme: "http", Host: "localhost"}}, svc, log)
+	srv := New(Config{PublicURL: &url.URL{Scheme: "http", Host: "localhost"}, Limits: limits}, svc, log)
 	hs := httptest.NewServer(srv.Handler())
 	b.Cleanup(hs.Close)
 	return hs.Listener.Addr().String(), users
@@ -135,8 +144,8 @@ func signedSend(u user, to, id string, ts int64) []byte {
 
 // benchSend sends b.N messages from senders concurrent senders, each on its
 // own keep-alive connection, waiting for each reply before the next send.
-func benchSend(b *testing.B, senders int, recipient func(i int64) string) {
-	addr, users := benchServer(b, senders)
+func benchSend(b *testing.B, senders int, recipient func(i int64) string, limited ...bool) {
+	addr, users := benchServer(b, senders, limited...)
 	ts := time.Now().Unix()
 	reqs := make([][]byte, b.N)
 	for i := range reqs {
@@ -232,6 +241,26 @@ func report(b *testing.B, unit string, lat []time.Duration) {
 // BenchmarkSend: 16 concurrent senders to many recipients.
 func BenchmarkSend(b *testing.B) {
 	benchSend(b, benchSenders, benchRecipient)
+}
+
+// benchLimits are the default limits, buckets shared in Postgres, with
+// their default sizes (so the default lease sizes: a send takes its
+// tokens from the store once per lease) but refilling within a
+// millisecond, so that the benchmark measures what checking the limits
+// costs, not refusals.
+func benchLimits(db *postgres.DB) *ratelimit.Limiter {
+	limits := map[ratelimit.Name]ratelimit.Limit{}
+	for n, l := range ratelimit.Defaults {
+		limits[n] = ratelimit.Limit{Burst: l.Burst, Per: time.Millisecond}
+	}
+	return ratelimit.New(ratelimit.Config{Limits: limits, Shared: db})
+}
+
+// BenchmarkSendLimits: BenchmarkSend with the rate limits off and on, in
+// one run, for their cost.
+func BenchmarkSendLimits(b *testing.B) {
+	b.Run("off", func(b *testing.B) { benchSend(b, benchSenders, benchRecipient, false) })
+	b.Run("on", func(b *testing.B) { benchSend(b, benchSenders, benchRecipient, true) })
 }
 
 // BenchmarkSendHotRecipient: 16 concurrent senders to one recipient.

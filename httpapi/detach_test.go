@@ -18,7 +18,7 @@ import (
 func (s *Server) openStreams(handle string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.streams[handle]
+	return s.streams.byHandle[handle]
 }
 
 // waitStreamsDone runs WaitStreams in the background; the channel gets its

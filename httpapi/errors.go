@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -62,7 +63,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	if status == http.StatusTooManyRequests {
-		c.Response().Header().Set("Retry-After", "1")
+		c.Response().Header().Set("Retry-After", strconv.FormatInt(e.RetryAfterSeconds(), 10))
 	}
 	if err := writeJSON(c, status, e.Body()); err != nil {
 		s.log.Debug("write error response", "path", req.URL.Path, "err", err)

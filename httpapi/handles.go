@@ -86,7 +86,7 @@ func (s *Server) deleteHandle(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	owner, err := s.authorizeOwner(ctx, creds, identity.DeleteHandleString(handle, creds.TS), handle)
+	owner, err := s.authorizeOwner(c, creds, identity.DeleteHandleString(handle, creds.TS), handle)
 	if err != nil {
 		return err
 	}

@@ -22,12 +22,11 @@ func (s *Server) send(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	from, err := s.svc.Authenticate(ctx, creds, identity.SendString(chat.BodySHA256(body), creds.TS))
+	from, err := s.authenticate(c, creds, identity.SendString(chat.BodySHA256(body), creds.TS))
 	if err != nil {
 		return err
 	}
-	res, err := s.svc.Send(ctx, from.Handle, body)
+	res, err := s.svc.Send(c.Request().Context(), from.Handle, body)
 	if err != nil {
 		return err
 	}

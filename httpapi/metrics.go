@@ -41,5 +41,5 @@ func (s *Server) metrics(c echo.Context) error {
 func (s *Server) openStreamsTotal() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.open
+	return s.streams.open
 }

@@ -52,12 +52,17 @@ func (s *Server) poll(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	owner, err := s.authorizeOwner(ctx, creds, identity.PollString(handle, since, creds.TS), handle)
+	owner, err := s.authorizeOwner(c, creds, identity.PollString(handle, since, creds.TS), handle)
 	if err != nil {
 		return err
 	}
 
 	if wait > 0 {
+		release, err := s.tryAcquire(s.polls, handle, clientIP(c))
+		if err != nil {
+			return err
+		}
+		defer release()
 		// A waiting request outlives the server's read deadline, whose
 		// expiry would cancel the request's context, and needs its write
 		// deadline moved past the wait.
@@ -129,7 +134,7 @@ func (s *Server) deleteThrough(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if _, err := s.authorizeOwner(ctx, creds, identity.DeleteThroughString(handle, through, creds.TS), handle); err != nil {
+	if _, err := s.authorizeOwner(c, creds, identity.DeleteThroughString(handle, through, creds.TS), handle); err != nil {
 		return err
 	}
 	res, err := s.svc.DeleteThrough(ctx, handle, through)

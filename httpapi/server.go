@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -49,7 +51,11 @@ type Check struct {
 const (
 	DefaultPingInterval        = 15 * time.Second
 	DefaultMaxStreamsPerHandle = 8
+	DefaultMaxStreamsPerIP     = 256
 	DefaultMaxStreams          = 50000
+	DefaultMaxPollsPerHandle   = 8
+	DefaultMaxPollsPerIP       = 256
+	DefaultMaxPolls            = 50000
 	DefaultStreamWriteTimeout  = 10 * time.Second
 	DefaultWriteTimeout        = 30 * time.Second
 	DefaultReadHeaderTimeout   = 10 * time.Second
@@ -81,6 +87,14 @@ type Config struct {
 	// connection and about 15 KiB); beyond it, 429 rate_limited, so that
 	// clients go to another instance or retry.
 	MaxStreams int
+	// MaxStreamsPerIP caps open streams per client IP on this instance
+	// (an IPv6 client's /64); beyond it, 429 rate_limited.
+	MaxStreamsPerIP int
+	// MaxPolls, MaxPollsPerHandle and MaxPollsPerIP cap waiting long-polls
+	// (wait > 0) as the stream caps cap streams: each holds a connection.
+	MaxPolls          int
+	MaxPollsPerHandle int
+	MaxPollsPerIP     int
 	// StreamWriteTimeout bounds each write to a stream; a reader that cannot
 	// take an event within it is too slow and its stream ends.
 	StreamWriteTimeout time.Duration
@@ -101,6 +115,12 @@ type Config struct {
 	// Web, when set, serves the browser app at GET and HEAD of "/" and
 	// "/assets/*" (package web's Handler).
 	Web http.Handler
+	// Limits are the rate limits per client IP (registrations, failed
+	// authentications); nil is limits off.
+	Limits Limiter
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// IP; from any other peer the client IP is the peer's address.
+	TrustedProxies []netip.Prefix
 
 	// Ready lists the checks GET /readyz runs; ReadyTimeout bounds them.
 	Ready        []Check
@@ -123,8 +143,16 @@ func (c *Config) setDefaults() {
 	if c.MaxStreamsPerHandle <= 0 {
 		c.MaxStreamsPerHandle = DefaultMaxStreamsPerHandle
 	}
-	if c.MaxStreams <= 0 {
-		c.MaxStreams = DefaultMaxStreams
+	for _, d := range []struct {
+		p *int
+		v int
+	}{
+		{&c.MaxStreams, DefaultMaxStreams}, {&c.MaxStreamsPerIP, DefaultMaxStreamsPerIP},
+		{&c.MaxPolls, DefaultMaxPolls}, {&c.MaxPollsPerHandle, DefaultMaxPollsPerHandle}, {&c.MaxPollsPerIP, DefaultMaxPollsPerIP},
+	} {
+		if *d.p <= 0 {
+			*d.p = d.v
+		}
 	}
 }
 
@@ -137,13 +165,15 @@ type Server struct {
 	echo *echo.Echo
 	base string // PublicURL without a trailing slash, for links
 
+	limits Limiter
+
 	// closing is cancelled by CloseStreams; streams and long-polls end with it.
 	closing   context.Context
 	closeOnce context.CancelFunc
 
 	mu       sync.Mutex
-	open     int                                     // open streams in all
-	streams  map[string]int                          // open streams per handle
+	streams  *caps                                   // open streams
+	polls    *caps                                   // waiting long-polls
 	detached map[string]map[*detachedStream]struct{} // per handle, for reaping
 	wg       sync.WaitGroup                          // open streams, detached ones included
 }
@@ -170,7 +200,9 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 		base:      strings.TrimSuffix(cfg.PublicURL.String(), "/"),
 		closing:   closing,
 		closeOnce: cancel,
-		streams:   make(map[string]int),
+		limits:    cfg.Limits,
+		streams:   newCaps("streams", cfg.MaxStreams, cfg.MaxStreamsPerHandle, cfg.MaxStreamsPerIP),
+		polls:     newCaps("long-polls", cfg.MaxPolls, cfg.MaxPollsPerHandle, cfg.MaxPollsPerIP),
 		detached:  make(map[string]map[*detachedStream]struct{}),
 	}
 
@@ -178,10 +210,11 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	e.Use(s.recoverPanic)
 
 	timed := s.writeDeadline
-	e.POST("/v1/handles", s.register, timed)
+	e.POST("/v1/handles", s.register, timed, s.limitPerIP(ratelimit.Registrations))
 	e.GET("/v1/handles/:handle", s.lookup, timed)
 	e.DELETE("/v1/handles/:handle", s.deleteHandle, timed)
 	e.POST("/v1/handles/:handle/keys", s.rotate, timed)
@@ -276,15 +309,15 @@ func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// acquireStream counts a new stream for handle, or refuses it when the
-// handle has too many open here or the server is closing. At the cap it
+// acquireStream counts a new stream for handle from ip, or refuses it when
+// the handle or the IP has too many open here or the server is closing. At the cap it
 // first ends the handle's detached streams whose clients have gone (a
 // browser reloading a page closes its old connection, which nothing reads
 // until the next ping), so that reconnecting is not refused for them.
-func (s *Server) acquireStream(handle string) (release func(), err error) {
-	release, err = s.tryAcquireStream(handle)
+func (s *Server) acquireStream(handle, ip string) (release func(), err error) {
+	release, err = s.tryAcquire(s.streams, handle, ip)
 	if e := (*chat.Error)(nil); errors.As(err, &e) && e.Code == chat.CodeRateLimited && s.reapClosed(handle) > 0 {
-		release, err = s.tryAcquireStream(handle)
+		release, err = s.tryAcquire(s.streams, handle, ip)
 	}
 	return release, err
 }
@@ -333,27 +366,21 @@ func (s *Server) trackDetached(handle string, d *detachedStream) (untrack func()
 	}
 }
 
-func (s *Server) tryAcquireStream(handle string) (release func(), err error) {
+// tryAcquire counts one more in k (streams or long-polls), or refuses it.
+// Both count in WaitStreams, so shutdown waits for them.
+func (s *Server) tryAcquire(k *caps, handle, ip string) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Err() != nil {
 		return nil, chat.Errorf(chat.CodeUnavailable, "the server is shutting down; reconnect")
 	}
-	if s.streams[handle] >= s.cfg.MaxStreamsPerHandle {
-		return nil, chat.Errorf(chat.CodeRateLimited, "handle %q has %d streams open here; close one first", handle, s.cfg.MaxStreamsPerHandle)
+	if err := k.acquire(handle, ip); err != nil {
+		return nil, err
 	}
-	if s.open >= s.cfg.MaxStreams {
-		return nil, chat.Errorf(chat.CodeRateLimited, "this server has %d streams open, its limit; retry later", s.open)
-	}
-	s.open++
-	s.streams[handle]++
 	s.wg.Add(1)
 	return func() {
 		s.mu.Lock()
-		s.open--
-		if s.streams[handle]--; s.streams[handle] <= 0 {
-			delete(s.streams, handle)
-		}
+		k.release(handle, ip)
 		s.mu.Unlock()
 		s.wg.Done()
 	}, nil

@@ -43,11 +43,11 @@ func (s *Server) stream(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	owner, err := s.authorizeOwner(req.Context(), creds, identity.StreamString(handle, creds.TS), handle)
+	owner, err := s.authorizeOwner(c, creds, identity.StreamString(handle, creds.TS), handle)
 	if err != nil {
 		return err
 	}
-	release, err := s.acquireStream(handle)
+	release, err := s.acquireStream(handle, clientIP(c))
 	if err != nil {
 		return err
 	}

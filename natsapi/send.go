@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,9 @@ const sendPrefix = "kez.chat.send."
 // replyPrefix starts every handle's reply inbox, _INBOX.<handle>.>, the only
 // subjects a send is answered on.
 const replyPrefix = "_INBOX."
+
+// RetryAfterHeader is set on a rate_limited reply, as HTTP's Retry-After.
+const RetryAfterHeader = "Retry-After"
 
 // Defaults for SendConfig.
 const (
@@ -94,6 +98,7 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	var reply any
+	hdr := nats.Header{}
 	if err := identity.ValidateHandle(from); err != nil {
 		reply = chat.Errorf(chat.CodeInvalidHandle, "sender in subject: %v", err).Body()
 	} else {
@@ -106,6 +111,10 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 				r.log.Error("nats send failed", "from", from, "code", string(e.Code), "err", err)
 			}
 			reply = e.Body()
+			if e.Code == chat.CodeRateLimited {
+				// As HTTP's header says it: whole seconds.
+				hdr.Set(RetryAfterHeader, strconv.FormatInt(e.RetryAfterSeconds(), 10))
+			}
 		} else {
 			reply = res
 		}
@@ -116,7 +125,7 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 	}
 	b, err := chat.Marshal(reply)
 	if err == nil {
-		err = m.Respond(b)
+		err = m.RespondMsg(&nats.Msg{Data: b, Header: hdr})
 	}
 	if err != nil {
 		r.log.Warn("nats send: reply failed", "from", from, "err", err)

@@ -2,9 +2,11 @@ package natsapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/natsapi"
+	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
 )
@@ -21,7 +24,7 @@ import (
 // setup runs an open embedded server, a SQLite store with alice and bob, and
 // the send responder on the core; it returns a client connection. Login and
 // permissions are the auth callout's tests; here every client may publish.
-func setup(t *testing.T, cfg natsapi.SendConfig) *server.Server {
+func setup(t *testing.T, cfg natsapi.SendConfig, core ...chat.Config) *server.Server {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
@@ -45,7 +48,11 @@ func setup(t *testing.T, cfg natsapi.SendConfig) *server.Server {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	nc := connect(t, s, "kezd")
-	r, err := natsapi.StartSend(context.Background(), nc, cfg, chat.New(chat.Config{}, db, nil, nil, log), log)
+	var ccfg chat.Config
+	if len(core) > 0 {
+		ccfg = core[0]
+	}
+	r, err := natsapi.StartSend(context.Background(), nc, cfg, chat.New(ccfg, db, nil, nil, log), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,5 +138,33 @@ func TestSendRefusesForeignReplySubject(t *testing.T) {
 	case m := <-leaked:
 		t.Fatalf("kezd published on bob's inbox: %s", m.Data)
 	default:
+	}
+}
+
+// A send beyond a rate limit gets the same error object as over HTTP, and
+// the Retry-After header in whole seconds.
+func TestSendRateLimited(t *testing.T) {
+	t.Parallel()
+	lim := ratelimit.New(ratelimit.Config{Limits: map[ratelimit.Name]ratelimit.Limit{ratelimit.Sends: {Burst: 2, Per: time.Hour}}})
+	s := setup(t, natsapi.SendConfig{}, chat.Config{Limits: lim})
+	nc := connect(t, s, "alice")
+	for i := range 3 {
+		msg, err := nc.Request("kez.chat.send.alice", []byte(`{"to":"bob","id":"m`+strconv.Itoa(i)+`","envelope":1}`), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			if !strings.HasPrefix(string(msg.Data), `{"seq":`) {
+				t.Fatalf("send %d: %s", i, msg.Data)
+			}
+			continue
+		}
+		var body chat.ErrorBody
+		if err := json.Unmarshal(msg.Data, &body); err != nil || body.Error != chat.CodeRateLimited || body.Message == "" {
+			t.Fatalf("send beyond the limit: %s", msg.Data)
+		}
+		if n, err := strconv.Atoi(msg.Header.Get(natsapi.RetryAfterHeader)); err != nil || n < 1 {
+			t.Fatalf("Retry-After %q, want whole seconds", msg.Header.Get(natsapi.RetryAfterHeader))
+		}
 	}
 }

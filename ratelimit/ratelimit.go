@@ -2,13 +2,17 @@
 // limits"): token buckets keyed by a client IP, a handle or a (sender,
 // recipient) pair, that hold for the deployment rather than the instance.
 //
-// Each bucket's truth is in the shared store (Postgres), but an instance
-// does not ask it per request: it leases a batch of tokens (an eighth of the
-// bucket) and spends them locally, and it remembers a refusal until the
-// bucket will have refilled, so that a flood costs no queries. N instances
-// together admit at most what the bucket holds; each can hold back at most
-// one lease of it. Without a shared store (SQLite, which is one machine)
-// the buckets are local golang.org/x/time/rate limiters.
+// Each bucket's truth is in the shared store (Postgres), but a request does
+// not wait for it. An instance spends tokens of a bucket on credit: a lease
+// of an eighth of the bucket, the first one given on trust, later ones taken
+// from the store. What it spent is reported to the store in the background
+// (Run, every FlushEvery, all buckets in one round trip), which also renews
+// the credit; a request waits for the store only when its bucket's credit
+// here is spent. A refusal is remembered until the bucket will have
+// refilled, so a flood costs no queries. So N instances together admit at
+// most what the bucket holds plus one lease each on trust (burst·(1+N/8)),
+// and then its rate. Without a shared store (SQLite, which is one machine)
+// the buckets are this process's golang.org/x/time/rate limiters.
 package ratelimit
 
 import (
@@ -123,11 +127,30 @@ var Defaults = map[Name]Limit{
 
 // Shared is the deployment's bucket state (the Postgres store implements it).
 type Shared interface {
-	// TakeTokens refills key's bucket (Burst tokens at most, refilling at
-	// rate per second), then takes between need and want tokens from it, as
-	// many as it holds, or none when it holds fewer than need. It returns
-	// what it took and the tokens left.
-	TakeTokens(ctx context.Context, key string, rate, burst, need, want float64) (granted, left float64, err error)
+	// TakeTokens does each take, in one round trip: it refills the bucket
+	// (Burst tokens at most, refilling at Rate per second), subtracts Spent
+	// (it may go below zero), then takes between Need and Want tokens from
+	// what is left, as many as there are, or none when fewer than Need.
+	TakeTokens(ctx context.Context, takes []Take) ([]Grant, error)
+}
+
+// Take is one bucket's part of a call to Shared.TakeTokens.
+type Take struct {
+	Key                            string
+	Rate, Burst, Spent, Need, Want float64
+}
+
+// Grant is what a Take got: the tokens taken and those left in the bucket.
+type Grant struct {
+	Granted, Left float64
+}
+
+// Request is one bucket's part of a call to Limiter.TakeAll: n tokens of
+// limit Name's bucket for Key.
+type Request struct {
+	Name Name
+	Key  string
+	N    float64
 }
 
 // Refused is the error of a request beyond a limit.
@@ -151,10 +174,8 @@ type Config struct {
 	Now func() time.Time
 }
 
-// leaseTTL is how long an instance may spend a lease: tokens it has not
-// spent by then are dropped, so a client moving between instances finds
-// its budget where it is.
-const leaseTTL = 10 * time.Second
+// FlushEvery is how often Run reports spent tokens to the shared store.
+const FlushEvery = 250 * time.Millisecond
 
 // Limiter enforces the limits. A nil *Limiter admits everything (limits
 // off). Create it with New.
@@ -179,9 +200,11 @@ type bucketKey struct {
 type bucket struct {
 	local *rate.Limiter // without a shared store
 
-	leased       float64   // tokens leased from the shared bucket, unspent
-	leaseUntil   time.Time // when they are dropped
-	blockedUntil time.Time // the shared bucket refused until then
+	credit       float64   // tokens taken from the store, not yet spent
+	trust        float64   // tokens this instance may spend before asking
+	spent        float64   // spent on trust, not yet reported to the store
+	syncing      bool      // a report of spent is in flight
+	blockedUntil time.Time // the shared bucket refuses until then
 	used         time.Time
 }
 
@@ -218,63 +241,177 @@ func (l *Limiter) Refusals(name Name) int64 {
 // Take takes n tokens from name's bucket for key, or returns a *Refused
 // saying when to retry. Other errors are the shared store's.
 func (l *Limiter) Take(ctx context.Context, name Name, key string, n float64) error {
+	return l.TakeAll(ctx, Request{Name: name, Key: key, N: n})
+}
+
+// TakeAll takes each request's tokens, asking the shared store (once, for
+// all of them) only for buckets whose lease here cannot pay; it returns the
+// first refusal. Tokens taken for one request are not given back when
+// another is refused.
+func (l *Limiter) TakeAll(ctx context.Context, reqs ...Request) error {
 	if l == nil {
 		return nil
 	}
-	lim, ok := l.limits[name]
-	if !ok {
-		return nil
-	}
-	if n > lim.Burst {
-		// More than the bucket ever holds: retrying cannot help, but the
-		// caller's own size limit is smaller than any sane bucket.
-		return l.refuse(name, lim.Per)
-	}
 	now := l.now()
-	bk := bucketKey{name, key}
-
+	var (
+		refusal error
+		misses  []int // of reqs, for the shared store
+		takes   []Take
+	)
 	l.mu.Lock()
-	b := l.bucket(bk, lim, now)
-	if l.shared == nil {
-		r := b.local.ReserveN(now, int(n))
-		delay := r.DelayFrom(now)
-		if delay > 0 {
-			r.CancelAt(now)
+	for i, r := range reqs {
+		lim, ok := l.limits[r.Name]
+		if !ok {
+			continue
 		}
-		l.mu.Unlock()
-		if delay > 0 {
-			return l.refuse(name, delay)
+		if r.N > lim.Burst {
+			// More than the bucket ever holds: retrying cannot help, but
+			// every caller's own size limit is below any sane bucket.
+			refusal = l.refuse(r.Name, lim.Per)
+			break
 		}
-		return nil
+		b := l.bucket(bucketKey{r.Name, r.Key}, lim, now)
+		if l.shared == nil {
+			res := b.local.ReserveN(now, int(r.N))
+			if delay := res.DelayFrom(now); delay > 0 {
+				res.CancelAt(now)
+				refusal = l.refuse(r.Name, delay)
+				break
+			}
+			continue
+		}
+		if now.Before(b.blockedUntil) {
+			refusal = l.refuse(r.Name, b.blockedUntil.Sub(now))
+			break
+		}
+		if b.credit >= r.N {
+			b.credit -= r.N
+			continue
+		}
+		if b.trust >= r.N {
+			b.trust -= r.N
+			b.spent += r.N
+			continue
+		}
+		misses = append(misses, i)
+		takes = append(takes, Take{Key: sharedKey(r.Name, r.Key), Rate: lim.rate(), Burst: lim.Burst,
+			Spent: b.spent, Need: r.N, Want: r.N + lim.lease()})
 	}
-	if now.Before(b.blockedUntil) {
-		wait := b.blockedUntil.Sub(now)
+	if refusal != nil || len(takes) == 0 {
 		l.mu.Unlock()
-		return l.refuse(name, wait)
+		return refusal
 	}
-	if now.Before(b.leaseUntil) && b.leased >= n {
-		b.leased -= n
-		l.mu.Unlock()
-		return nil
+	for _, i := range misses { // reported by the take below; no more trust
+		b := l.buckets[bucketKey{reqs[i].Name, reqs[i].Key}]
+		b.spent, b.trust = 0, 0
 	}
 	l.mu.Unlock()
 
-	granted, left, err := l.shared.TakeTokens(ctx, string(name)+sharedKeySplit+key, lim.rate(), lim.Burst, n, max(n, lim.lease()))
-	if err != nil {
-		return fmt.Errorf("rate limit %s: %w", name, err)
-	}
+	grants, err := l.shared.TakeTokens(ctx, takes)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if granted < n {
-		wait := time.Duration((n - left) / lim.rate() * float64(time.Second))
-		b.blockedUntil = now.Add(wait)
-		return l.refuse(name, wait)
+	if err != nil {
+		for j, i := range misses { // report it again next time
+			l.bucket(bucketKey{reqs[i].Name, reqs[i].Key}, l.limits[reqs[i].Name], now).spent += takes[j].Spent
+		}
+		return fmt.Errorf("rate limits: %w", err)
 	}
-	if !now.Before(b.leaseUntil) {
-		b.leased = 0
+	for j, i := range misses {
+		r := reqs[i]
+		b := l.bucket(bucketKey{r.Name, r.Key}, l.limits[r.Name], now)
+		if ok := l.settle(b, l.limits[r.Name], grants[j], r.N, now); !ok && refusal == nil {
+			refusal = l.refuse(r.Name, b.blockedUntil.Sub(now))
+		}
 	}
-	b.leased += granted - n
-	b.leaseUntil = now.Add(leaseTTL)
+	return refusal
+}
+
+// settle applies the store's answer to a take of need tokens (0 for a
+// report): the grant becomes credit, less need, which is paid for; a
+// bucket the store left short refuses until it will have refilled. It
+// reports whether need was granted. l.mu is held.
+func (l *Limiter) settle(b *bucket, lim Limit, g Grant, need float64, now time.Time) bool {
+	if need > 0 && g.Granted < need || g.Left < 0 {
+		b.credit = 0
+		b.blockedUntil = now.Add(time.Duration((max(need, 1) - g.Left) / lim.rate() * float64(time.Second)))
+		return need == 0 || g.Granted >= need
+	}
+	b.credit += g.Granted - need
+	return true
+}
+
+func sharedKey(name Name, key string) string { return string(name) + sharedKeySplit + key }
+
+// Run reports what this instance spent to the shared store every
+// FlushEvery, renewing each bucket's credit, until ctx ends; then it
+// reports once more. Without a shared store it does nothing.
+func (l *Limiter) Run(ctx context.Context) {
+	if l == nil || l.shared == nil {
+		return
+	}
+	t := time.NewTicker(FlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = l.Flush(fctx)
+			cancel()
+			return
+		case <-t.C:
+			_ = l.Flush(ctx) // what failed is reported next time
+		}
+	}
+}
+
+// Flush reports every bucket's spent tokens to the shared store, in one
+// round trip, and tops its credit up to a lease.
+func (l *Limiter) Flush(ctx context.Context) error {
+	if l == nil || l.shared == nil {
+		return nil
+	}
+	now := l.now()
+	type flush struct {
+		bk    bucketKey
+		spent float64
+	}
+	var (
+		fs    []flush
+		takes []Take
+	)
+	l.mu.Lock()
+	for bk, b := range l.buckets {
+		if b.spent == 0 || b.syncing {
+			continue
+		}
+		lim := l.limits[bk.name]
+		fs = append(fs, flush{bk, b.spent})
+		takes = append(takes, Take{Key: sharedKey(bk.name, bk.key), Rate: lim.rate(), Burst: lim.Burst,
+			Spent: b.spent, Want: max(0, lim.lease()-b.credit-b.trust)})
+		b.spent, b.syncing = 0, true
+	}
+	l.mu.Unlock()
+	if len(takes) == 0 {
+		return nil
+	}
+	grants, err := l.shared.TakeTokens(ctx, takes)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for j, f := range fs {
+		b := l.buckets[f.bk]
+		if b == nil {
+			continue // cannot happen: a bucket with spent tokens is not swept
+		}
+		b.syncing = false
+		if err != nil {
+			b.spent += f.spent
+			continue
+		}
+		l.settle(b, l.limits[f.bk.name], grants[j], 0, now)
+	}
+	if err != nil {
+		return fmt.Errorf("rate limits: report spent tokens: %w", err)
+	}
 	return nil
 }
 
@@ -294,7 +431,7 @@ func (l *Limiter) bucket(bk bucketKey, lim Limit, now time.Time) *bucket {
 			l.sweep(now)
 			l.nextSweep = max(minSweep, 2*len(l.buckets))
 		}
-		b = &bucket{}
+		b = &bucket{trust: lim.lease()} // the first lease is on trust
 		if l.shared == nil {
 			b.local = rate.NewLimiter(rate.Limit(lim.rate()), int(lim.Burst))
 		}
@@ -304,13 +441,11 @@ func (l *Limiter) bucket(bk bucketKey, lim Limit, now time.Time) *bucket {
 	return b
 }
 
-// sweep forgets the buckets that no longer say anything: full again (local)
-// or with no lease and no refusal in force (shared). l.mu is held.
+// sweep forgets the buckets unused for as long as they take to refill,
+// whose spending has been reported. l.mu is held.
 func (l *Limiter) sweep(now time.Time) {
 	for bk, b := range l.buckets {
-		lim := l.limits[bk.name]
-		idle := now.Sub(b.used)
-		if b.local != nil && idle >= lim.Per || b.local == nil && !now.Before(b.leaseUntil) && !now.Before(b.blockedUntil) {
+		if now.Sub(b.used) >= l.limits[bk.name].Per && b.spent == 0 && !b.syncing && !now.Before(b.blockedUntil) {
 			delete(l.buckets, bk)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/httpapi"
+	"github.com/kez-chat/kezd/ratelimit"
 )
 
 // config is everything `kezd serve` is told, parsed once from flags whose
@@ -31,6 +33,15 @@ type config struct {
 	ShutdownTimeout     time.Duration
 	MaxStreams          int
 	MaxStreamsPerHandle int
+	MaxStreamsPerIP     int
+	MaxPolls            int
+	MaxPollsPerHandle   int
+	MaxPollsPerIP       int
+
+	// RateLimits is false with --rate-limits off; Limits are then ignored.
+	RateLimits     bool
+	Limits         map[ratelimit.Name]ratelimit.Limit
+	TrustedProxies []netip.Prefix
 
 	NATSListen        string // host:port, or "off"
 	NATSURL           string // external NATS; empty runs the embedded server
@@ -147,6 +158,19 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.dur(&c.PingInterval, "sse-ping", "KEZ_SSE_PING", httpapi.DefaultPingInterval, "interval of SSE keep-alive comments")
 	e.num(&c.MaxStreams, "max-streams", "KEZ_MAX_STREAMS", httpapi.DefaultMaxStreams, "open SSE streams this instance accepts in all (then 429)")
 	e.num(&c.MaxStreamsPerHandle, "max-streams-per-handle", "KEZ_MAX_STREAMS_PER_HANDLE", httpapi.DefaultMaxStreamsPerHandle, "open SSE streams per handle on this instance (then 429); at least 8")
+	e.num(&c.MaxStreamsPerIP, "max-streams-per-ip", "KEZ_MAX_STREAMS_PER_IP", httpapi.DefaultMaxStreamsPerIP, "open SSE streams per client IP (IPv6: per /64) on this instance (then 429)")
+	e.num(&c.MaxPolls, "max-polls", "KEZ_MAX_POLLS", httpapi.DefaultMaxPolls, "waiting long-polls this instance accepts in all (then 429)")
+	e.num(&c.MaxPollsPerHandle, "max-polls-per-handle", "KEZ_MAX_POLLS_PER_HANDLE", httpapi.DefaultMaxPollsPerHandle, "waiting long-polls per handle on this instance (then 429)")
+	e.num(&c.MaxPollsPerIP, "max-polls-per-ip", "KEZ_MAX_POLLS_PER_IP", httpapi.DefaultMaxPollsPerIP, "waiting long-polls per client IP on this instance (then 429)")
+	var rateLimits, trusted string
+	e.str(&rateLimits, "rate-limits", "KEZ_RATE_LIMITS", "on", "on, or off to turn every rate limit off (not the stream and long-poll caps)")
+	e.str(&trusted, "trusted-proxies", "KEZ_TRUSTED_PROXIES", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the client IP")
+	limitFlags := make(map[ratelimit.Name]*string)
+	for _, lf := range limitFlagList {
+		v := new(string)
+		e.str(v, lf.flag, lf.env, ratelimit.Defaults[lf.name].String(), lf.usage+" (N/duration, or off)")
+		limitFlags[lf.name] = v
+	}
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "KEZ_SHUTDOWN_TIMEOUT", 20*time.Second, "how long in-flight requests may take to finish on shutdown")
 
 	e.str(&c.NATSListen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")
@@ -198,6 +222,43 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.MaxStreamsPerHandle < 8 {
 		// PROTOCOL.md: a server may cap streams per handle, at no fewer than 8.
 		return config{}, fmt.Errorf("invalid --max-streams-per-handle %d: must be at least 8", c.MaxStreamsPerHandle)
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"max-streams-per-ip", c.MaxStreamsPerIP}, {"max-polls", c.MaxPolls}, {"max-polls-per-handle", c.MaxPollsPerHandle}, {"max-polls-per-ip", c.MaxPollsPerIP}} {
+		if n.v < 1 {
+			return config{}, fmt.Errorf("invalid --%s %d: must be positive", n.flag, n.v)
+		}
+	}
+	switch rateLimits {
+	case "on":
+		c.RateLimits = true
+	case "off":
+	default:
+		return config{}, fmt.Errorf("invalid --rate-limits %q: want on or off", rateLimits)
+	}
+	c.Limits = make(map[ratelimit.Name]ratelimit.Limit)
+	for _, lf := range limitFlagList {
+		l, err := ratelimit.ParseLimit(*limitFlags[lf.name])
+		if err != nil {
+			return config{}, fmt.Errorf("invalid --%s %v", lf.flag, err)
+		}
+		c.Limits[lf.name] = l
+	}
+	if l := c.Limits[ratelimit.PairBytes]; l.Burst > 0 && l.Burst < chat.MaxEnvelope {
+		return config{}, fmt.Errorf("invalid --rate-pair-bytes %s: must allow at least one largest envelope (%d bytes)", l, chat.MaxEnvelope)
+	}
+	for _, p := range splitList(trusted) {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return config{}, fmt.Errorf("invalid --trusted-proxies entry %q: want an IP address or CIDR", p)
+			}
+			pfx = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
 	}
 	if c.PingInterval <= 0 {
 		return config{}, fmt.Errorf("invalid --sse-ping %s: must be positive", c.PingInterval)
@@ -262,6 +323,19 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	c.PublicURL = pu
 	return c, nil
+}
+
+// limitFlagList names the flag of each rate limit.
+var limitFlagList = []struct {
+	name      ratelimit.Name
+	flag, env string
+	usage     string
+}{
+	{ratelimit.Registrations, "rate-registrations", "KEZ_RATE_REGISTRATIONS", "registrations per client IP"},
+	{ratelimit.FailedAuth, "rate-failed-auth", "KEZ_RATE_FAILED_AUTH", "failed authentications per client IP"},
+	{ratelimit.Sends, "rate-sends", "KEZ_RATE_SENDS", "sends per sending handle (its signing key)"},
+	{ratelimit.PairMessages, "rate-pair-messages", "KEZ_RATE_PAIR_MESSAGES", "messages per (sender, recipient)"},
+	{ratelimit.PairBytes, "rate-pair-bytes", "KEZ_RATE_PAIR_BYTES", "envelope bytes per (sender, recipient)"},
 }
 
 // parseFlags parses args with fs, printing usage only when asked (-h), so

@@ -18,6 +18,7 @@ import (
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/natsapi"
+	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store/postgres"
 	"github.com/kez-chat/kezd/store/sqlite"
 	"github.com/kez-chat/kezd/web"
@@ -125,7 +126,14 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 	defer callout.Stop()
 
-	svc := chat.New(chat.Config{Skew: cfg.AuthSkew, RepublishAfter: cfg.RepublishAfter}, st, b, b, log.With("component", "chat"))
+	limits := newLimiter(cfg, st)
+	// The limiter reports spent tokens to the store until the store closes
+	// (the deferred steps run in reverse: this one first).
+	limitsCtx, stopLimits := context.WithCancel(context.WithoutCancel(ctx))
+	limitsDone := make(chan struct{})
+	go func() { defer close(limitsDone); limits.Run(limitsCtx) }()
+	defer func() { stopLimits(); <-limitsDone }()
+	svc := chat.New(chat.Config{Skew: cfg.AuthSkew, RepublishAfter: cfg.RepublishAfter, Limits: limits}, st, b, b, log.With("component", "chat"))
 	// The outbox confirms this instance's publishes and republishes what no
 	// instance confirmed; it stops after the HTTP server (the last sends
 	// are confirmed) and before NATS and the store close.
@@ -177,6 +185,12 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		PingInterval:        cfg.PingInterval,
 		MaxStreams:          cfg.MaxStreams,
 		MaxStreamsPerHandle: cfg.MaxStreamsPerHandle,
+		MaxStreamsPerIP:     cfg.MaxStreamsPerIP,
+		MaxPolls:            cfg.MaxPolls,
+		MaxPollsPerHandle:   cfg.MaxPollsPerHandle,
+		MaxPollsPerIP:       cfg.MaxPollsPerIP,
+		Limits:              limits,
+		TrustedProxies:      cfg.TrustedProxies,
 		Metrics: []httpapi.Metric{
 			{Name: "kezd_publish_failures_total", Help: "Messages stored but not published on NATS (streams recover them from the store; the outbox sweep publishes them again).", Counter: true,
 				Value: func() float64 { return float64(svc.PublishFailures()) }},
@@ -234,6 +248,20 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		return fmt.Errorf("http server: %w", err)
 	}
 	return nil
+}
+
+// newLimiter returns the deployment's rate limits, or nil (off). With
+// Postgres the buckets are shared by every instance on the database; the
+// embedded SQLite store is one machine, whose buckets are its own.
+func newLimiter(cfg config, st backend) *ratelimit.Limiter {
+	if !cfg.RateLimits {
+		return nil
+	}
+	rc := ratelimit.Config{Limits: cfg.Limits}
+	if shared, ok := st.(ratelimit.Shared); ok && cfg.DatabaseURL != "" {
+		rc.Shared = shared
+	}
+	return ratelimit.New(rc)
 }
 
 // routeCredentials are what the embedded NATS servers of a deployment
