@@ -8,7 +8,7 @@ import "github.com/kez-chat/kezd/chat"
 // many handles from taking every slot of the instance from everyone else.
 // Its fields are guarded by the Server's mu.
 type caps struct {
-	what                   string // "streams", "long-polls"
+	what                    string // "streams", "long-polls"
 	total, perHandle, perIP int
 
 	open     int
