@@ -33,6 +33,12 @@ type Config struct {
 	TLSCA        string // a CA bundle for the server's certificate
 	TLSCert      string // a client certificate, with TLSKey
 	TLSKey       string
+	// SystemUser and SystemPassword, when set, are a user of the external
+	// server's system account: kezd then disconnects, through the system
+	// account's KICK requests, the NATS logins of keys it revokes. Without
+	// them such logins last until their user JWT expires.
+	SystemUser     string
+	SystemPassword string
 
 	// Listen is the embedded server's client address, "host:port" (port -1
 	// picks a free one), or "off" for no listener (kezd still connects in-process).
@@ -118,7 +124,8 @@ type Broker struct {
 	url      string // external URL, redacted
 	rawURL   string // external URL as configured, for Connect
 	tlsOpts  []nats.Option
-	ws       bool // the embedded server has a WebSocket listener
+	sys      *nats.Conn // external mode with a system-account user, else nil
+	ws       bool       // the embedded server has a WebSocket listener
 	hub      *hub
 	closed   chan struct{} // closed by the connection's ClosedHandler
 	closeOne sync.Once
@@ -169,6 +176,17 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 			log.Warn("nats not reachable yet; retrying in the background", "url", b.url)
 		}
 		b.nc = nc
+		if cfg.SystemUser != "" {
+			sysOpts := append([]nats.Option{nats.Name("kezd-system"), nats.MaxReconnects(-1),
+				nats.CustomReconnectDelay(reconnectDelay), nats.RetryOnFailedConnect(true),
+				nats.UserInfo(cfg.SystemUser, cfg.SystemPassword)}, b.tlsOpts...)
+			sys, err := nats.Connect(cfg.URL, sysOpts...)
+			if err != nil {
+				nc.Close()
+				return nil, fmt.Errorf("connect to nats %s as the system user: %w", b.url, err)
+			}
+			b.sys = sys
+		}
 	} else {
 		srv, internal, err := startEmbedded(cfg, log)
 		if err != nil {
@@ -344,6 +362,9 @@ func (b *Broker) Close(ctx context.Context) error {
 
 // shutdown closes the connection, stops fan-out and the embedded server.
 func (b *Broker) shutdown() {
+	if b.sys != nil {
+		b.sys.Close()
+	}
 	b.nc.Close()
 	b.hub.stop()
 	if b.srv != nil {

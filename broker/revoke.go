@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -35,8 +36,9 @@ func (b *Broker) AnnounceRevocation(ctx context.Context, rev chat.Revocation) er
 }
 
 // OnRevocation calls revoked with every revocation announced by any
-// instance, after disconnecting, on the embedded server, the NATS clients
-// logged in as its handle (see disconnectKeys). (With an external NATS, such a
+// instance, then disconnects the NATS clients logged in as its handle (see
+// disconnectKeys): on the embedded server directly, on an external one
+// through its system account when kezd has a system user. (With an external NATS, such a
 // client stays connected until its login expires: see docs/protocol.md.)
 // revoked runs on the subscription's goroutine, one revocation at a time.
 // stop ends the subscription.
@@ -47,8 +49,8 @@ func (b *Broker) OnRevocation(revoked func(chat.Revocation)) (stop func(), err e
 			b.log.Warn("ignoring a malformed revocation", "err", err)
 			return
 		}
-		b.disconnectKeys(rev)
 		revoked(rev)
+		b.disconnectKeys(rev)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to revocations: %w", err)
@@ -67,7 +69,13 @@ func (b *Broker) OnRevocation(revoked func(chat.Revocation)) (stop func(), err e
 // all go, and a client with the current key logs in again at once, while
 // one with a retired key is refused.
 func (b *Broker) disconnectKeys(rev chat.Revocation) {
-	if b.srv == nil || len(rev.Keys) == 0 {
+	if len(rev.Keys) == 0 {
+		return
+	}
+	if b.srv == nil {
+		if b.sys != nil {
+			b.kickExternal(rev.Handle)
+		}
 		return
 	}
 	conns, err := b.srv.Connz(&server.ConnzOptions{Username: true, User: rev.Handle, Limit: 1 << 16})
@@ -78,6 +86,64 @@ func (b *Broker) disconnectKeys(rev chat.Revocation) {
 	for _, c := range conns.Conns {
 		if err := b.srv.DisconnectClientByID(c.Cid); err == nil {
 			b.log.Info("nats client disconnected: a key of its handle was revoked", "handle", rev.Handle, "cid", c.Cid)
+		}
+	}
+}
+
+// System-account requests of nats-server.
+const (
+	connzPingSubject = "$SYS.REQ.SERVER.PING.CONNZ"
+	kickSubject      = "$SYS.REQ.SERVER.%s.KICK"
+)
+
+// kickWait bounds how long kickExternal collects the servers' answers: the
+// first must come within kickWait, each further one within kickQuiet of the
+// last (a PING goes to every server, and nobody says how many there are).
+const (
+	kickWait  = time.Second
+	kickQuiet = 250 * time.Millisecond
+)
+
+// kickExternal asks every server of the external NATS for the connections
+// logged in as handle, then has each server kick its own.
+func (b *Broker) kickExternal(handle string) {
+	inbox := b.sys.NewRespInbox()
+	sub, err := b.sys.SubscribeSync(inbox)
+	if err != nil {
+		b.log.Warn("revocation: cannot ask the nats servers for connections", "handle", handle, "err", err)
+		return
+	}
+	defer sub.Unsubscribe()
+	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{Username: true, User: handle, Limit: 1 << 16}})
+	if err := b.sys.PublishRequest(connzPingSubject, inbox, req); err != nil {
+		b.log.Warn("revocation: cannot ask the nats servers for connections", "handle", handle, "err", err)
+		return
+	}
+	for wait := kickWait; ; wait = kickQuiet {
+		m, err := sub.NextMsg(wait)
+		if err != nil {
+			return // no more answers
+		}
+		var res struct {
+			Server struct {
+				ID string `json:"id"`
+			} `json:"server"`
+			Data struct {
+				Conns []struct {
+					CID uint64 `json:"cid"`
+				} `json:"connections"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(m.Data, &res); err != nil || res.Server.ID == "" {
+			continue
+		}
+		for _, c := range res.Data.Conns {
+			kick, _ := json.Marshal(server.KickClientReq{CID: c.CID})
+			if _, err := b.sys.Request(fmt.Sprintf(kickSubject, res.Server.ID), kick, kickWait); err != nil {
+				b.log.Warn("revocation: nats server did not kick a client", "handle", handle, "server", res.Server.ID, "cid", c.CID, "err", err)
+				continue
+			}
+			b.log.Info("nats client disconnected: a key of its handle was revoked", "handle", handle, "server", res.Server.ID, "cid", c.CID)
 		}
 	}
 }

@@ -49,6 +49,8 @@ type config struct {
 	NATSNKeySeedFile  string
 	NATSUser          string
 	NATSPassword      string
+	NATSSystemUser    string
+	NATSSystemPass    string
 	NATSToken         string
 	NATSCA            string
 	NATSCert          string
@@ -179,6 +181,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&c.NATSNKeySeedFile, "nats-nkey", "KEZ_NATS_NKEY", "", "external NATS: nkey seed file")
 	e.str(&c.NATSUser, "nats-user", "KEZ_NATS_USER", "", "external NATS: user name")
 	e.secret(&c.NATSPassword, "nats-password", "KEZ_NATS_PASSWORD", "external NATS: password")
+	e.str(&c.NATSSystemUser, "nats-system-user", "KEZ_NATS_SYSTEM_USER", "", "external NATS: a system-account user, to disconnect the logins of revoked keys")
+	e.secret(&c.NATSSystemPass, "nats-system-password", "KEZ_NATS_SYSTEM_PASSWORD", "external NATS: the system-account user's password")
 	e.secret(&c.NATSToken, "nats-token", "KEZ_NATS_TOKEN", "external NATS: token")
 	e.str(&c.NATSCA, "nats-ca", "KEZ_NATS_CA", "", "external NATS: CA certificate file")
 	e.str(&c.NATSCert, "nats-cert", "KEZ_NATS_CERT", "", "external NATS: client certificate file")
@@ -309,6 +313,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.NATSURL != "" && (c.NATSClusterListen != "" || c.NATSWebSocket != "") {
 		return config{}, errors.New("invalid --nats-url: external NATS cannot be combined with --nats-cluster-listen or --nats-websocket-listen")
+	}
+	if (c.NATSSystemUser == "") != (c.NATSSystemPass == "") || (c.NATSSystemUser != "" && c.NATSURL == "") {
+		return config{}, errors.New("invalid --nats-system-user/--nats-system-password: give both or neither, with --nats-url")
 	}
 	if (c.NATSUser == "") != (c.NATSPassword == "") && c.NATSURL != "" {
 		return config{}, errors.New("invalid --nats-user/--nats-password: give both or neither")

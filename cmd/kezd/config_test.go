@@ -66,6 +66,8 @@ func TestParseServeRejects(t *testing.T) {
 		{"route user without cluster", []string{"--nats-cluster-user", "u"}, nil, "nats-cluster-user"},
 		{"log level", []string{"--log-level", "loud"}, nil, "log-level"},
 		{"ttl", []string{"--nats-user-ttl", "1s"}, nil, "nats-user-ttl"},
+		{"system user without password", []string{"--nats-url", "nats://a:1", "--nats-system-user", "sys"}, nil, "nats-system-user"},
+		{"system user without external nats", []string{"--nats-system-user", "sys"}, map[string]string{"KEZ_NATS_SYSTEM_PASSWORD": "p"}, "nats-system-user"},
 		{"extra arg", []string{"extra"}, nil, "extra"},
 		{"max streams", []string{"--max-streams", "0"}, nil, "max-streams"},
 		{"per-handle cap below the protocol's floor", []string{"--max-streams-per-handle", "7"}, nil, "max-streams-per-handle"},

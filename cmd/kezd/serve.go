@@ -66,15 +66,17 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 
 	bcfg := broker.Config{
-		URL:          cfg.NATSURL,
-		CredsFile:    cfg.NATSCreds,
-		NkeySeedFile: cfg.NATSNKeySeedFile,
-		User:         cfg.NATSUser,
-		Password:     cfg.NATSPassword,
-		Token:        cfg.NATSToken,
-		TLSCA:        cfg.NATSCA,
-		TLSCert:      cfg.NATSCert,
-		TLSKey:       cfg.NATSKey,
+		URL:            cfg.NATSURL,
+		CredsFile:      cfg.NATSCreds,
+		NkeySeedFile:   cfg.NATSNKeySeedFile,
+		User:           cfg.NATSUser,
+		Password:       cfg.NATSPassword,
+		SystemUser:     cfg.NATSSystemUser,
+		SystemPassword: cfg.NATSSystemPass,
+		Token:          cfg.NATSToken,
+		TLSCA:          cfg.NATSCA,
+		TLSCert:        cfg.NATSCert,
+		TLSKey:         cfg.NATSKey,
 
 		Listen:          cfg.NATSListen,
 		ClusterListen:   cfg.NATSClusterListen,
