@@ -206,7 +206,9 @@ func (s *Service) userJWT(userNkey, handle string) (string, error) {
 	uc := jwt.NewUserClaims(userNkey)
 	uc.Name = handle
 	uc.Audience = s.cfg.AppAccount
-	uc.Expires = s.cfg.Now().Add(s.cfg.TTL).Unix()
+	// JWT expiry is in whole seconds: round up, so that a login lives at
+	// least the TTL (rounded down, a 1 s TTL could expire at once).
+	uc.Expires = s.cfg.Now().Add(s.cfg.TTL + time.Second - 1).Unix()
 	uc.Permissions = Permissions(handle)
 	tok, err := uc.Encode(s.cfg.Keys.Issuer)
 	if err != nil {
