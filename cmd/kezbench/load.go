@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -242,13 +243,21 @@ func (l *load) nextRun() string {
 	return l.run + "r" + strconv.FormatInt(l.runs.Add(1), 10)
 }
 
+// throughputResult is one closed-loop run.
+type throughputResult struct {
+	rate       float64 // deliveries per second
+	cpuPerMsg  float64 // server CPU µs per delivery
+	sent, lost int64
+}
+
 // throughput sends from every sender, closed-loop, for dur, to the
-// recipients in turn, each of which has one open stream; it returns the
-// deliveries per second (each message reaching each stream counts once),
-// the messages sent and how many of them never arrived. kezd must lose
-// none; the baseline has no way to recover what NATS drops under load
-// (a slow consumer), so its losses are reported, not fatal.
-func (l *load) throughput(ctx context.Context, addr string, recipients []*user, dur time.Duration) (rate float64, sent, lost int64, err error) {
+// recipients in turn, each of which has one open stream on the server p; it
+// returns the deliveries per second (each message reaching each stream
+// counts once), the server's CPU time per delivery, the messages sent and
+// how many of them never arrived. kezd must lose none; the baseline has no
+// way to recover what NATS drops under load (a slow consumer), so its losses
+// are reported, not fatal.
+func (l *load) throughput(ctx context.Context, p *serverProc, recipients []*user, dur time.Duration) (throughputResult, error) {
 	var delivered atomic.Int64
 	var last atomic.Int64 // unix nanos of the latest delivery
 	streams := make([]*stream, 0, len(recipients))
@@ -258,21 +267,25 @@ func (l *load) throughput(ctx context.Context, addr string, recipients []*user, 
 		}
 	}()
 	for _, r := range recipients {
-		s, err := openStream(ctx, addr, r, func(string) {
+		s, err := openStream(ctx, p.addr, r, func(string) {
 			delivered.Add(1)
 			last.Store(time.Now().UnixNano())
 		})
 		if err != nil {
-			return 0, 0, 0, err
+			return throughputResult{}, err
 		}
 		streams = append(streams, s)
 	}
 
 	run := l.nextRun()
 	var sentN atomic.Int64
+	cpu0, err := p.cpu()
+	if err != nil {
+		return throughputResult{}, err
+	}
 	start := time.Now()
 	deadline := start.Add(dur)
-	err = l.each(ctx, addr, func(s int, snd *sender) error {
+	err = l.each(ctx, p.addr, func(s int, snd *sender) error {
 		for k := 0; time.Now().Before(deadline); k++ {
 			i := k*len(l.senders) + s
 			to := recipients[i%len(recipients)].handle
@@ -284,22 +297,39 @@ func (l *load) throughput(ctx context.Context, addr string, recipients []*user, 
 		return nil
 	})
 	if err != nil {
-		return 0, 0, 0, err
+		return throughputResult{}, err
 	}
-	sent = sentN.Load()
+	sent := sentN.Load()
 	if err := waitFor(ctx, 10*time.Second, func() bool { return delivered.Load() >= sent }); err != nil && ctx.Err() != nil {
-		return 0, sent, 0, err
+		return throughputResult{}, err
 	}
+	cpu1, err := p.cpu()
+	if err != nil {
+		return throughputResult{}, err
+	}
+	got := delivered.Load()
 	elapsed := time.Duration(last.Load() - start.UnixNano())
-	return float64(delivered.Load()) / elapsed.Seconds(), sent, max(0, sent-delivered.Load()), nil
+	return throughputResult{
+		rate:      float64(got) / elapsed.Seconds(),
+		cpuPerMsg: µs(cpu1-cpu0) / float64(max(got, 1)),
+		sent:      sent,
+		lost:      max(0, sent-got),
+	}, nil
+}
+
+// latencyResult is one open-loop run.
+type latencyResult struct {
+	p50, p99  time.Duration
+	cpuPerMsg float64 // server CPU µs per message
 }
 
 // latency sends at a fixed offered rate (open loop: message i is due at
 // start + i/rate whether or not earlier ones are answered) to one recipient
-// with one open stream, and returns each message's time from its due time
-// to its arrival on the stream. Measuring from the due time, not the
-// moment a sender got to it, keeps queueing in the numbers.
-func (l *load) latency(ctx context.Context, addr string, recipient *user, rate float64, dur time.Duration) ([]time.Duration, error) {
+// with one open stream on p, and returns the percentiles of each message's
+// time from its due time to its arrival on the stream, and the server's CPU
+// per message. Measuring from the due time, not the moment a sender got to
+// it, keeps queueing in the numbers.
+func (l *load) latency(ctx context.Context, p *serverProc, recipient *user, rate float64, dur time.Duration) (latencyResult, error) {
 	n := int(rate * dur.Seconds())
 	interval := time.Duration(float64(time.Second) / rate)
 	run := l.nextRun()
@@ -308,7 +338,7 @@ func (l *load) latency(ctx context.Context, addr string, recipient *user, rate f
 	var start time.Time // set once the stream is open, before the first send
 	var started sync.WaitGroup
 	started.Add(1)
-	s, err := openStream(ctx, addr, recipient, func(id string) {
+	s, err := openStream(ctx, p.addr, recipient, func(id string) {
 		i, err := strconv.Atoi(strings.TrimPrefix(id, run+"-"))
 		if err != nil || i < 0 || i >= n {
 			return
@@ -318,10 +348,14 @@ func (l *load) latency(ctx context.Context, addr string, recipient *user, rate f
 		got.Add(1)
 	})
 	if err != nil {
-		return nil, err
+		return latencyResult{}, err
 	}
 	defer s.close()
 
+	cpu0, err := p.cpu()
+	if err != nil {
+		return latencyResult{}, err
+	}
 	jobs := make(chan int, n)
 	start = time.Now()
 	started.Done()
@@ -342,7 +376,7 @@ func (l *load) latency(ctx context.Context, addr string, recipient *user, rate f
 			jobs <- i
 		}
 	}()
-	err = l.each(ctx, addr, func(s int, snd *sender) error {
+	err = l.each(ctx, p.addr, func(s int, snd *sender) error {
 		for i := range jobs {
 			if err := snd.send(sendRequest(l.senders[s], recipient.handle, run+"-"+strconv.Itoa(i), l.envelope)); err != nil {
 				return err
@@ -352,13 +386,39 @@ func (l *load) latency(ctx context.Context, addr string, recipient *user, rate f
 	})
 	<-pace
 	if err != nil {
-		return nil, err
+		return latencyResult{}, err
 	}
 	if err := waitFor(ctx, 10*time.Second, func() bool { return got.Load() >= int64(n) }); err != nil {
-		return nil, fmt.Errorf("%d of %d messages delivered: %w", got.Load(), n, err)
+		return latencyResult{}, fmt.Errorf("%d of %d messages delivered: %w", got.Load(), n, err)
+	}
+	cpu1, err := p.cpu()
+	if err != nil {
+		return latencyResult{}, err
 	}
 	s.close()
-	return lat, nil
+	sorted := sortedCopy(lat)
+	return latencyResult{p50: percentile(sorted, 50), p99: percentile(sorted, 99), cpuPerMsg: µs(cpu1-cpu0) / float64(n)}, nil
+}
+
+// profile runs one more many-streams throughput run on p with its CPU
+// profile on, and writes its allocations over that run: <dir>/<server>.cpu.pprof,
+// and <server>.allocs.pprof to read with -base <server>.allocs-before.pprof.
+func (l *load) profile(ctx context.Context, p *serverProc, recipients []*user, cfg config) error {
+	path := func(kind string) string { return filepath.Join(cfg.profileDir, p.name+"."+kind+".pprof") }
+	for _, cmd := range []string{"profile allocs " + path("allocs-before"), "cpu-start " + path("cpu")} {
+		if _, err := p.do(cmd); err != nil {
+			return err
+		}
+	}
+	if _, err := l.throughput(ctx, p, recipients, cfg.duration); err != nil {
+		return err
+	}
+	for _, cmd := range []string{"cpu-stop", "profile allocs " + path("allocs")} {
+		if _, err := p.do(cmd); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // each runs fn on one goroutine per sender, each with its own connection,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,10 +14,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The memory scenario runs its idle clients as a child process of
-	// this binary: the test binary, here.
-	if len(os.Args) == 3 && os.Args[1] == childCommand {
-		if err := runIdleClients(os.Args[2], os.Stdin, os.Stdout); err != nil {
+	// The servers and the idle clients run as child processes of this
+	// binary: the test binary, here.
+	if ran, err := child(os.Args[1:]); ran {
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -38,14 +39,22 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out, errs bytes.Buffer
-	args := []string{"-duration", "150ms", "-senders", "2", "-streams", "3", "-rate", "100", "-idle", "20", "-settle", "10ms"}
+	profiles := t.TempDir()
+	args := []string{"-duration", "150ms", "-count", "1", "-senders", "2", "-streams", "3", "-rate", "100", "-idle", "20", "-storm", "4", "-settle", "10ms", "-idle-window", "10ms", "-profile", profiles}
 	if err := run(ctx, args, getenv, &out, &errs); err != nil {
 		t.Fatalf("run: %v\n%s", err, errs.String())
 	}
 	t.Log(out.String())
-	for _, want := range []string{"deliveries/s, 1 stream", "deliveries/s, 3 stream", "POST→SSE p50", "POST→SSE p99", "per idle stream (20)"} {
+	for _, want := range []string{"deliveries/s, 1 stream", "deliveries/s, 3 stream", "POST→SSE p50", "POST→SSE p99", "server CPU per delivery", "stream opens/s, 20", "per idle stream (20)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, server := range []string{"kezd", "baseline"} {
+		for _, kind := range []string{"cpu", "allocs", "allocs-before", "idle-heap"} {
+			if fi, err := os.Stat(filepath.Join(profiles, server+"."+kind+".pprof")); err != nil || fi.Size() == 0 {
+				t.Errorf("%s's %s profile: %v", server, kind, err)
+			}
 		}
 	}
 }

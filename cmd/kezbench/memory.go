@@ -9,8 +9,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,17 +23,8 @@ import (
 // server's: the server's heap is then read without them in it.
 const childCommand = "idle-clients"
 
-// memoryResult is the server's memory growth per idle stream.
-type memoryResult struct {
-	streams        int
-	heapPerStream  float64 // HeapInuse+StackInuse delta, bytes
-	stackPerStream float64 // of which StackInuse
-	rssPerStream   float64 // VmRSS delta, bytes (includes the GC's headroom)
-	goroutinesEach float64
-}
-
-// serverMemory is the server's live Go memory after a full GC: heap in use
-// plus goroutine stacks.
+// serverMemory is this process's live Go memory after a full GC: heap in
+// use plus goroutine stacks.
 func serverMemory() (heapStack, stack uint64, goroutines int) {
 	runtime.GC()
 	runtime.GC()
@@ -73,80 +64,154 @@ func raiseFileLimit() (uint64, error) {
 	return rl.Cur, nil
 }
 
-// idleMemory opens one stream for each of users on the server at addr (in
-// this process) from a child process, waits until every stream is ready and
-// the streams' setup has settled, and reports how much the server grew.
-// With heapProfile set, it writes the server's heap profile there while the
-// streams are open.
-func idleMemory(ctx context.Context, exe, addr string, users []*user, settle time.Duration, heapProfile string) (memoryResult, error) {
-	before, stack0, g0 := serverMemory()
-	rss0 := vmRSS()
+// idleResult is what n idle streams cost a server.
+type idleResult struct {
+	streams        int
+	openTime       time.Duration // from the first dial to the last ready event
+	openRate       float64       // streams per second
+	cpuPerOpen     float64       // server CPU µs per stream opened
+	idleCPU        float64       // server CPU, share of one core, with the streams open and nothing sent
+	lat            latencyResult // at the configured rate, with the streams open
+	heapPerStream  float64       // HeapInuse+StackInuse delta, bytes
+	stackPerStream float64       // of which StackInuse
+	rssPerStream   float64       // VmRSS delta, bytes (includes the GC's headroom)
+	goroutinesEach float64
+}
 
-	cmd := exec.CommandContext(ctx, exe, childCommand, addr)
+// idle opens one stream for each of users on p from a child process,
+// cfg.storm at a time, and measures how fast they open, what they cost
+// the server in memory and in CPU while nothing is sent, and the latency
+// and CPU per message of a latency run to recipient with them open.
+func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*user, recipient *user, cfg config) (idleResult, error) {
+	before, stack0, g0, rss0, err := p.memory()
+	if err != nil {
+		return idleResult{}, err
+	}
+	cmd := exec.CommandContext(ctx, exe, childCommand, p.addr)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return memoryResult{}, err
+		return idleResult{}, err
 	}
 	outPipe, err := cmd.StdoutPipe()
 	if err != nil {
-		return memoryResult{}, err
+		return idleResult{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return memoryResult{}, err
+		return idleResult{}, err
 	}
 	defer func() {
 		in.Close() // the child exits when its stdin ends, closing the streams
 		_ = cmd.Wait()
 	}()
 	w := bufio.NewWriter(in)
+	fmt.Fprintln(w, cfg.storm)
 	for _, u := range users {
 		fmt.Fprintln(w, streamTarget(u))
 	}
 	fmt.Fprintln(w) // end of the list
 	if err := w.Flush(); err != nil {
-		return memoryResult{}, err
+		return idleResult{}, err
 	}
-	line, err := bufio.NewReader(outPipe).ReadString('\n')
+	out := bufio.NewReader(outPipe)
+	if _, err := out.ReadString('\n'); err != nil { // "listed"
+		return idleResult{}, fmt.Errorf("idle clients: %w", err)
+	}
+	cpu0, err := p.cpu()
 	if err != nil {
-		return memoryResult{}, fmt.Errorf("idle clients: %w", err)
+		return idleResult{}, err
 	}
-	if strings.TrimSpace(line) != "ready" {
-		return memoryResult{}, fmt.Errorf("idle clients: %s", strings.TrimSpace(line))
+	if _, err := fmt.Fprintln(in, "go"); err != nil {
+		return idleResult{}, err
 	}
-	// Each stream reads the store once more a second after setup (chat's
-	// firstRecheck); measure the steady state after that.
-	select {
-	case <-ctx.Done():
-		return memoryResult{}, ctx.Err()
-	case <-time.After(settle):
+	line, err := out.ReadString('\n')
+	if err != nil {
+		return idleResult{}, fmt.Errorf("idle clients: %w", err)
 	}
-	after, stack1, g1 := serverMemory()
-	rss1 := vmRSS()
-	if heapProfile != "" {
-		if err := writeHeapProfile(heapProfile); err != nil {
-			return memoryResult{}, err
-		}
+	cpu1, err := p.cpu()
+	if err != nil {
+		return idleResult{}, err
+	}
+	var elapsed time.Duration
+	if ns, ok := strings.CutPrefix(strings.TrimSpace(line), "ready "); !ok {
+		return idleResult{}, fmt.Errorf("idle clients: %s", strings.TrimSpace(line))
+	} else if n, err := strconv.ParseInt(ns, 10, 64); err != nil {
+		return idleResult{}, fmt.Errorf("idle clients: %q", line)
+	} else {
+		elapsed = time.Duration(n)
 	}
 	n := float64(len(users))
-	return memoryResult{
-		streams:        len(users),
-		heapPerStream:  (float64(after) - float64(before)) / n,
-		stackPerStream: (float64(stack1) - float64(stack0)) / n,
-		rssPerStream:   (float64(rss1) - float64(rss0)) / n,
-		goroutinesEach: float64(g1-g0) / n,
-	}, nil
+	res := idleResult{streams: len(users), openTime: elapsed, openRate: n / elapsed.Seconds(), cpuPerOpen: µs(cpu1-cpu0) / n}
+
+	// Each stream reads the store once more a second after setup (chat's
+	// DefaultRecheck); measure the steady state after that.
+	if err := sleep(ctx, cfg.settle); err != nil {
+		return idleResult{}, err
+	}
+	after, stack1, g1, rss1, err := p.memory()
+	if err != nil {
+		return idleResult{}, err
+	}
+	res.heapPerStream = (float64(after) - float64(before)) / n
+	res.stackPerStream = (float64(stack1) - float64(stack0)) / n
+	res.rssPerStream = (float64(rss1) - float64(rss0)) / n
+	res.goroutinesEach = float64(g1-g0) / n
+
+	c0, err := p.cpu()
+	if err != nil {
+		return idleResult{}, err
+	}
+	if err := sleep(ctx, cfg.idleWindow); err != nil {
+		return idleResult{}, err
+	}
+	c1, err := p.cpu()
+	if err != nil {
+		return idleResult{}, err
+	}
+	res.idleCPU = float64(c1-c0) / float64(cfg.idleWindow)
+
+	if res.lat, err = l.latency(ctx, p, recipient, cfg.rate, cfg.duration); err != nil {
+		return idleResult{}, err
+	}
+	if cfg.profileDir != "" {
+		// The heap with the streams open: what an idle stream holds.
+		if _, err := p.do("profile heap " + filepath.Join(cfg.profileDir, p.name+".idle-heap.pprof")); err != nil {
+			return idleResult{}, err
+		}
+	}
+	return res, nil
 }
 
-// runIdleClients is the child: it reads stream targets (path and query),
-// one a line up to an empty line, from stdin, opens each on addr, and
-// prints "ready" once every one has sent its ready event (or the error).
-// It then holds them, reading nothing, until stdin ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// runIdleClients is the child: it reads how many streams to open at a
+// time, then stream targets (path and query), one a line up to an empty
+// line, from stdin; prints "listed", waits for a line "go", opens each on
+// addr, and prints
+// "ready <ns>", the nanoseconds from the first dial until every stream had
+// sent its ready event (or the error). It then holds them, reading
+// nothing, until stdin ends.
 func runIdleClients(addr string, stdin io.Reader, stdout io.Writer) error {
 	if _, err := raiseFileLimit(); err != nil {
 		return err
 	}
 	sc := bufio.NewScanner(stdin)
+	if !sc.Scan() {
+		return errors.New("no concurrency on stdin")
+	}
+	workers, err := strconv.Atoi(sc.Text())
+	if err != nil || workers < 1 {
+		return fmt.Errorf("concurrency %q", sc.Text())
+	}
 	var targets []string
 	for sc.Scan() && sc.Text() != "" {
 		targets = append(targets, sc.Text())
@@ -154,8 +219,13 @@ func runIdleClients(addr string, stdin io.Reader, stdout io.Writer) error {
 	conns := make([]net.Conn, len(targets))
 	errs := make([]error, len(targets))
 	next := make(chan int)
+	fmt.Fprintln(stdout, "listed")
+	if !sc.Scan() {
+		return errors.New("no go")
+	}
+	start := time.Now()
 	var wg sync.WaitGroup
-	for range 32 {
+	for range workers {
 		wg.Go(func() {
 			for i := range next {
 				conns[i], errs[i] = openIdle(addr, targets[i])
@@ -171,8 +241,9 @@ func runIdleClients(addr string, stdin io.Reader, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "error: %v\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return err
 	}
-	fmt.Fprintln(stdout, "ready")
-	_, _ = io.Copy(io.Discard, stdin)
+	fmt.Fprintln(stdout, "ready", time.Since(start).Nanoseconds())
+	for sc.Scan() { // until stdin ends
+	}
 	for _, c := range conns {
 		c.Close()
 	}
@@ -206,12 +277,4 @@ func openIdle(addr, target string) (net.Conn, error) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
-}
-
-func writeHeapProfile(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	return errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
 }
