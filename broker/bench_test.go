@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/kez-chat/kezd/store"
+	"github.com/kez-chat/kezd/chat"
 	"github.com/nats-io/nats.go"
 )
 
@@ -19,7 +19,7 @@ import (
 func BenchmarkSubscribeChurn(b *testing.B) {
 	br := startBroker(b, Config{})
 	nc := br.Conn()
-	nop := func(store.Message) {}
+	nop := func(chat.Encoded) {}
 
 	b.Run("per-stream", func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
@@ -89,7 +89,7 @@ func BenchmarkIdleStreams(b *testing.B) {
 	})
 	b.Run("hub", func(b *testing.B) {
 		measure(b, func(i int) func() {
-			cancel, err := br.Subscribe(b.Context(), fmt.Sprintf("j%d", i), func(store.Message) {}, func() {})
+			cancel, err := br.Subscribe(b.Context(), fmt.Sprintf("j%d", i), func(chat.Encoded) {}, func() {})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -140,7 +140,7 @@ func BenchmarkFanout(b *testing.B) {
 			var got atomic.Int64
 			done := make(chan struct{}, 1)
 			for range n {
-				cancel, err := br.Subscribe(b.Context(), "fan", func(store.Message) {
+				cancel, err := br.Subscribe(b.Context(), "fan", func(chat.Encoded) {
 					if got.Add(1)%int64(n) == 0 {
 						done <- struct{}{}
 					}

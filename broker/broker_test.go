@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -110,18 +111,18 @@ func TestPublishRejectsBadRecipient(t *testing.T) {
 
 // listenerRec records what a hub listener is told.
 type listenerRec struct {
-	msgs   chan store.Message
+	msgs   chan chat.Encoded
 	resync chan struct{}
 }
 
 func newListener() *listenerRec {
-	return &listenerRec{msgs: make(chan store.Message, 100), resync: make(chan struct{}, 100)}
+	return &listenerRec{msgs: make(chan chat.Encoded, 100), resync: make(chan struct{}, 100)}
 }
 
 func (l *listenerRec) subscribe(t testing.TB, b *Broker, handle string) func() {
 	t.Helper()
 	cancel, err := b.Subscribe(t.Context(), handle,
-		func(m store.Message) { l.msgs <- m },
+		func(m chat.Encoded) { l.msgs <- m },
 		func() { l.resync <- struct{}{} })
 	if err != nil {
 		t.Fatalf("subscribe %s: %v", handle, err)
@@ -145,8 +146,8 @@ func TestSubscribeFansOutPerHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, l := range []*listenerRec{a1, a2} {
-		if m := recv(t, l.msgs); m.Seq != 1 || m.To != "alice" {
-			t.Errorf("alice listener got %+v", m)
+		if m := recv(t, l.msgs); m.Seq != 1 || !bytes.Contains(m.JSON, []byte(`"to":"alice"`)) {
+			t.Errorf("alice listener got %d %s", m.Seq, m.JSON)
 		}
 	}
 	if m := recv(t, bob.msgs); m.Seq != 7 {
@@ -203,6 +204,9 @@ func TestMalformedInboxMessagesAreDropped(t *testing.T) {
 		{Data: good, Header: nats.Header{SeqHeader: {"4"}}},
 		{Data: mustEncode(t, testMessage("bob", 3, `{}`)), Header: nats.Header{SeqHeader: {"3"}}},
 		{Data: mustEncode(t, testMessage("alice", 0, `{}`)), Header: nats.Header{SeqHeader: {"0"}}},
+		{Data: good, Header: nats.Header{SeqHeader: {"03"}}},
+		{Data: good[:len(good)-1], Header: nats.Header{SeqHeader: {"3"}}},
+		{Data: []byte(`{"to":"alice","seq":3,"from":"bob","id":"x","envelope":{}}`), Header: nats.Header{SeqHeader: {"3"}}}, // not kezd's layout
 	}
 	for _, m := range bad {
 		m.Subject = InboxSubject("alice")
@@ -283,11 +287,13 @@ func TestClusteredBrokers(t *testing.T) {
 	l := newListener()
 	l.subscribe(t, b, "alice")
 	waitInterest(t, a, "alice")
-	if err := a.Publish(t.Context(), testMessage("alice", 1, `{"via":"a"}`)); err != nil {
+	sent := testMessage("alice", 1, `{"via":"a"}`)
+	if err := a.Publish(t.Context(), sent); err != nil {
 		t.Fatal(err)
 	}
-	if m := recv(t, l.msgs); m.Seq != 1 || string(m.Envelope) != `{"via":"a"}` {
-		t.Errorf("got %+v", m)
+	// The listener gets the stored message JSON, as chat.Marshal writes it.
+	if m, want := recv(t, l.msgs), mustEncode(t, sent); m.Seq != 1 || !bytes.Equal(m.JSON, want) {
+		t.Errorf("got seq %d %s, want seq 1 %s", m.Seq, m.JSON, want)
 	}
 }
 

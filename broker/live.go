@@ -2,7 +2,7 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
-	"github.com/kez-chat/kezd/store"
 	"github.com/nats-io/nats.go"
 )
 
@@ -69,7 +69,7 @@ type handleSub struct {
 }
 
 type listener struct {
-	deliver func(store.Message)
+	deliver func(chat.Encoded)
 	resync  func()
 }
 
@@ -107,7 +107,7 @@ func (h *hub) stop() {
 // later (a route round trip); a message published on one of them within
 // that moment reaches the stream only with the next message (as a gap fill)
 // or at its next resync.
-func (b *Broker) Subscribe(ctx context.Context, handle string, deliver func(store.Message), resync func()) (cancel func(), err error) {
+func (b *Broker) Subscribe(ctx context.Context, handle string, deliver func(chat.Encoded), resync func()) (cancel func(), err error) {
 	return b.hub.subscribe(ctx, handle, listener{deliver: deliver, resync: resync})
 }
 
@@ -183,7 +183,9 @@ func (h *hub) remove(handle string, hs *handleSub, id uint64) {
 	}
 }
 
-// dispatch decodes each message once and hands it to the handle's listeners.
+// dispatch checks each message once and hands it to the handle's
+// listeners, as the bytes that were published: nothing decodes it, and
+// every stream writes it as it is.
 func (h *hub) dispatch() {
 	for {
 		select {
@@ -219,24 +221,20 @@ func (h *hub) deliver(msg *nats.Msg) {
 	}
 }
 
-// decodeMessage parses and checks a message received on handle's inbox
-// subject: the stored message JSON, for handle, with a positive seq equal to
-// the Kez-Seq header.
-func decodeMessage(handle string, msg *nats.Msg) (store.Message, error) {
-	var m store.Message
-	if err := json.Unmarshal(msg.Data, &m); err != nil {
-		return store.Message{}, fmt.Errorf("data: %w", err)
+// decodeMessage checks a message received on handle's inbox subject: a
+// positive seq in the Kez-Seq header and, as data, the stored message JSON
+// for handle with that seq, as Publish writes it (chat.CheckEncoded). The
+// data is kept as it is, not decoded.
+func decodeMessage(handle string, msg *nats.Msg) (chat.Encoded, error) {
+	hdr := msg.Header.Get(SeqHeader)
+	seq, err := strconv.ParseInt(hdr, 10, 64)
+	if err != nil || strconv.FormatInt(seq, 10) != hdr {
+		return chat.Encoded{}, fmt.Errorf("%s %q is not a seq", SeqHeader, hdr)
 	}
-	if m.To != handle {
-		return store.Message{}, fmt.Errorf("to %q on %s's inbox", m.To, handle)
+	if err := chat.CheckEncoded(handle, seq, msg.Data); err != nil {
+		return chat.Encoded{}, fmt.Errorf("data: %w", err)
 	}
-	if m.Seq <= 0 {
-		return store.Message{}, fmt.Errorf("seq %d", m.Seq)
-	}
-	if hdr := msg.Header.Get(SeqHeader); hdr != strconv.FormatInt(m.Seq, 10) {
-		return store.Message{}, fmt.Errorf("%s %q does not match seq %d", SeqHeader, hdr, m.Seq)
-	}
-	return m, nil
+	return chat.Encoded{Seq: seq, JSON: msg.Data}, nil
 }
 
 // resyncAll tells every listener that it may have missed messages.

@@ -34,10 +34,7 @@ func (b *Broker) Publish(ctx context.Context, m store.Message) error {
 	if err := identity.ValidateHandle(m.To); err != nil {
 		return fmt.Errorf("publish: recipient: %w", err)
 	}
-	data, err := chat.Marshal(m) // the stored message JSON, envelope as sent
-	if err != nil {
-		return fmt.Errorf("publish: %w", err)
-	}
+	data := chat.AppendMessage(nil, m) // the stored message JSON, envelope as sent
 	msg := &nats.Msg{
 		Subject: InboxSubject(m.To),
 		Data:    data,

@@ -20,8 +20,9 @@ type Live interface {
 	// messages may have been missed (after a broker reconnect). Both are
 	// called from the broker's own goroutines (deliver from its dispatcher,
 	// resync from its connection's callbacks) and must not block; deliver
-	// must not modify the message.
-	Subscribe(ctx context.Context, handle string, deliver func(store.Message), resync func()) (cancel func(), err error)
+	// must not modify the message, whose JSON is shared by every stream of
+	// the handle and written out as it is.
+	Subscribe(ctx context.Context, handle string, deliver func(Encoded), resync func()) (cancel func(), err error)
 	// AnnounceRevocation tells every instance, this one included, that a
 	// handle's keys changed or that it was deleted (see Revoked).
 	AnnounceRevocation(ctx context.Context, rev Revocation) error
@@ -76,7 +77,7 @@ const (
 // Event is one item of an inbox stream.
 type Event struct {
 	Kind    EventKind
-	Message store.Message // EventMessage
+	Message Encoded // EventMessage: the stored message, encoded once for every stream
 	Latest  int64         // EventReady
 	Oldest  int64         // EventReset
 }
@@ -220,7 +221,7 @@ func (s *Service) catchUp(ctx context.Context, handle string, last, seen int64, 
 					return last, err
 				}
 			}
-			if err := emit(Event{Kind: EventMessage, Message: m}); err != nil {
+			if err := emit(Event{Kind: EventMessage, Message: Encode(m)}); err != nil {
 				return last, err
 			}
 			last = m.Seq
@@ -345,7 +346,7 @@ type liveQueue struct {
 	wake chan struct{} // capacity 1: "look at the queue"
 
 	mu         sync.Mutex
-	msgs       []store.Message
+	msgs       []Encoded
 	needResync bool
 	lagged     bool
 }
@@ -354,7 +355,7 @@ func newLiveQueue() *liveQueue { return &liveQueue{wake: make(chan struct{}, 1)}
 
 // deliver queues m, or on overflow forgets the queue and marks the stream
 // lagged: it will read the store instead. It never blocks.
-func (q *liveQueue) deliver(m store.Message) {
+func (q *liveQueue) deliver(m Encoded) {
 	q.mu.Lock()
 	if len(q.msgs) >= liveBuffer {
 		q.msgs, q.lagged = nil, true
@@ -380,7 +381,7 @@ func (q *liveQueue) signal() {
 }
 
 // take empties the queue.
-func (q *liveQueue) take() (msgs []store.Message, resync, lagged bool) {
+func (q *liveQueue) take() (msgs []Encoded, resync, lagged bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	msgs, resync, lagged = q.msgs, q.needResync, q.lagged

@@ -3,6 +3,7 @@ package chat_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -254,7 +255,11 @@ func TestFollowBacklogReadyLive(t *testing.T) {
 	// The envelope reaches the stream as it was sent.
 	send(t, svc, "m5")
 	e := f.next(t)
-	if got, want := string(e.Message.Envelope), `{"n":"m5","html":"<&>"}`; got != want {
+	var m store.Message
+	if err := json.Unmarshal(e.Message.JSON, &m); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(m.Envelope), `{"n":"m5","html":"<&>"}`; got != want {
 		t.Errorf("envelope %s, want %s", got, want)
 	}
 }
@@ -502,7 +507,7 @@ func TestPollTimesOutEmpty(t *testing.T) {
 	b := startBroker(t, broker.Config{})
 	// The NATS subscription is set up outside the bubble (its round trip runs
 	// on the client's goroutines); Poll's own Subscribe then shares it.
-	cancel, err := b.Subscribe(t.Context(), "bob", func(store.Message) {}, func() {})
+	cancel, err := b.Subscribe(t.Context(), "bob", func(chat.Encoded) {}, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -348,11 +348,9 @@ func (w *eventWriter) start() error {
 func (w *eventWriter) event(ev chat.Event) error {
 	switch ev.Kind {
 	case chat.EventMessage:
-		data, err := chat.Marshal(ev.Message)
-		if err != nil {
-			return fmt.Errorf("encode message %d: %w", ev.Message.Seq, err)
-		}
-		return w.write("id: "+strconv.FormatInt(ev.Message.Seq, 10)+"\nevent: message\ndata: ", data, "\n\n")
+		// The JSON was encoded once, by the publisher or when read from
+		// the store; it goes out as it is.
+		return w.write("id: "+strconv.FormatInt(ev.Message.Seq, 10)+"\nevent: message\ndata: ", ev.Message.JSON, "\n\n")
 	case chat.EventReady:
 		latest := strconv.FormatInt(ev.Latest, 10)
 		return w.write("id: "+latest+"\nevent: ready\ndata: {\"latest\":"+latest+"}\n\n", nil, "")
