@@ -101,6 +101,7 @@ type Service struct {
 	log   *slog.Logger
 	skew  time.Duration
 	now   func() time.Time
+	keys  *identity.Verifier // every signature check; remembers the keys it has seen
 
 	recheck, recheckEvery time.Duration
 	republishAfter        time.Duration
@@ -122,6 +123,7 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 		now = time.Now
 	}
 	s := &Service{store: st, pub: pub, live: live, log: log, skew: cfg.Skew, now: now,
+		keys:    identity.NewVerifier(identity.DefaultVerifierKeys),
 		recheck: cfg.Recheck, recheckEvery: cfg.RecheckEvery, republishAfter: cfg.RepublishAfter,
 		limits: cfg.Limits, faults: faultlog.New(log, 0)}
 	if s.republishAfter <= 0 {
@@ -231,7 +233,7 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle
 		return store.Handle{}, Errorf(CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
 	}
 	msg := identity.RegisterString(r.Handle, r.SigningKey, r.EncryptionKey, r.TS)
-	if err := identity.Verify(r.SigningKey, msg, sig); err != nil {
+	if err := s.keys.Verify(r.SigningKey, msg, sig); err != nil {
 		return store.Handle{}, Errorf(CodeBadSignature, "the signature does not verify with signing_key")
 	}
 	h, err := s.store.CreateHandle(ctx, store.Handle{Handle: r.Handle, SigningKey: r.SigningKey, EncryptionKey: r.EncryptionKey})
@@ -281,7 +283,7 @@ func (s *Service) Authenticate(ctx context.Context, c identity.Credentials, msg 
 	if err := identity.CheckSkew(s.now(), c.TS, s.skew); err != nil {
 		return store.Handle{}, Errorf(CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
 	}
-	if err := identity.Verify(h.SigningKey, msg, c.Sig); err != nil {
+	if err := s.keys.Verify(h.SigningKey, msg, c.Sig); err != nil {
 		return store.Handle{}, Errorf(CodeBadSignature, "the signature does not verify")
 	}
 	return h, nil

@@ -78,8 +78,8 @@ const (
 type Event struct {
 	Kind    EventKind
 	Message Encoded // EventMessage: the stored message, encoded once for every stream
-	Latest  int64         // EventReady
-	Oldest  int64         // EventReset
+	Latest  int64   // EventReady
+	Oldest  int64   // EventReset
 }
 
 // Cursor is where a stream starts: after Seq, or, when Now is set, after the

@@ -1,0 +1,114 @@
+package identity
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestVerifierMatchesVerify holds Verifier to crypto/ed25519's answers:
+// good signatures, every kind of tampering, and keys and signatures at the
+// edges of the encoding (the identity point, small-order and off-curve
+// keys, a scalar S at or past the group order).
+func TestVerifierMatchesVerify(t *testing.T) {
+	t.Parallel()
+	v := NewVerifier(4) // small: forgetting keys is exercised too
+	rng := rand.New(rand.NewPCG(1, 2))
+	msg := "POST /v1/messages 1733000000 e3b0c442"
+	check := func(name, pub, msg string, sig []byte) {
+		t.Helper()
+		want := Verify(pub, msg, sig)
+		for range 2 { // the key unseen, then remembered
+			if got := v.Verify(pub, msg, sig); (got == nil) != (want == nil) {
+				t.Fatalf("%s: Verifier says %v, Verify says %v (key %s, sig %x)", name, got, want, pub, sig)
+			}
+		}
+	}
+	for i := range 40 {
+		var seed [ed25519.SeedSize]byte
+		for j := range seed {
+			seed[j] = byte(rng.Uint32())
+		}
+		priv := ed25519.NewKeyFromSeed(seed[:])
+		pub := hex.EncodeToString(priv.Public().(ed25519.PublicKey))
+		sig := ed25519.Sign(priv, []byte(msg))
+		check("good", pub, msg, sig)
+		check("other message", pub, msg+"x", sig)
+		bad := append([]byte(nil), sig...)
+		bad[rng.IntN(len(bad))] ^= 1 << rng.IntN(8)
+		check("flipped bit", pub, msg, bad)
+		check("short", pub, msg, sig[:63])
+		// S + L: the same signature with a non-canonical scalar, which
+		// crypto/ed25519 rejects.
+		check("S+L", pub, msg, addOrder(sig))
+		wrongKey := []byte(priv.Public().(ed25519.PublicKey))
+		wrongKey = append([]byte(nil), wrongKey...)
+		wrongKey[i%32] ^= 0x10
+		check("other key", hex.EncodeToString(wrongKey), msg, sig)
+	}
+	zero := make([]byte, 64)
+	identity := "0100000000000000000000000000000000000000000000000000000000000000"
+	for _, k := range []string{
+		identity,
+		"0000000000000000000000000000000000000000000000000000000000000000", // small order
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // -1: non-canonical y
+		"0200000000000000000000000000000000000000000000000000000000000000", // y = 2: not on the curve
+		"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // small order, Wycheproof
+	} {
+		check("edge key, zero sig", k, msg, zero)
+		sig := append(mustHex(identity), make([]byte, 32)...) // R = identity, S = 0
+		check("edge key, R identity S 0", k, msg, sig)
+	}
+	if err := v.Verify("not hex", msg, zero); err == nil {
+		t.Error("a malformed key verified")
+	}
+	if len(v.keys) > 4 {
+		t.Errorf("remembers %d keys, bound 4", len(v.keys))
+	}
+}
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// addOrder returns sig with L, the group order, added to its scalar S
+// (little-endian, the last 32 bytes).
+func addOrder(sig []byte) []byte {
+	l := mustHex("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010")
+	out := append([]byte(nil), sig...)
+	carry := 0
+	for i := range 32 {
+		s := int(out[32+i]) + int(l[i]) + carry
+		out[32+i], carry = byte(s), s>>8
+	}
+	return out
+}
+
+// BenchmarkVerify sets crypto/ed25519 (Verify) against Verifier with the
+// key remembered, as for a sender's second request on.
+func BenchmarkVerify(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	key := hex.EncodeToString(pub)
+	msg := "POST /v1/messages 1733000000 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	sig := ed25519.Sign(priv, []byte(msg))
+	b.Run("crypto-ed25519", func(b *testing.B) {
+		for b.Loop() {
+			if Verify(key, msg, sig) != nil {
+				b.Fatal("no")
+			}
+		}
+	})
+	b.Run("verifier-remembered-key", func(b *testing.B) {
+		v := NewVerifier(DefaultVerifierKeys)
+		for b.Loop() {
+			if v.Verify(key, msg, sig) != nil {
+				b.Fatal("no")
+			}
+		}
+	})
+}
