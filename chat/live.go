@@ -72,6 +72,11 @@ const (
 	EventMessage EventKind = iota // a stored message; id: <seq>
 	EventReady                    // the backlog has been sent; data {"latest":n}
 	EventReset                    // messages before Oldest were deleted; data {"oldest":n}
+	// EventFlush says nothing more is queued: the stream is about to wait.
+	// A writer may hold the events before it back and write them all at
+	// once now (one write for a burst). It is not an SSE event; it comes
+	// only after at least one other event.
+	EventFlush
 )
 
 // Event is one item of an inbox stream.
@@ -90,7 +95,8 @@ type Cursor struct {
 }
 
 // Follow streams handle's inbox to emit: the backlog after cursor, one ready
-// event, then live messages, each exactly once and in seq order. A cursor
+// event, then live messages, each exactly once and in seq order, with an
+// EventFlush after each burst, before it waits for more. A cursor
 // beyond the latest stored seq is read as that seq (and ready reports it). A
 // reset event precedes the first message after a run of seqs past the cursor
 // that were deleted before this stream sent them. It returns nil when ctx
@@ -130,6 +136,13 @@ func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor,
 	}
 	defer w.stop()
 	q, tick, rearm := w.q, w.tick, w.rearm
+	// Every event is followed, before Follow waits, by one EventFlush.
+	held := false
+	flushed := emit
+	emit = func(ev Event) error {
+		held = true
+		return flushed(ev)
+	}
 
 	// A cursor beyond the newest stored message is read as that message:
 	// taken as given, it would make the stream skip every message stored
@@ -154,6 +167,12 @@ func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor,
 	}
 
 	for {
+		if held {
+			held = false
+			if err := flushed(Event{Kind: EventFlush}); err != nil {
+				return err
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -182,6 +182,9 @@ func followWith(t testing.TB, svc *chat.Service, cursor chat.Cursor, gate <-chan
 			if gate != nil && e.Kind == chat.EventMessage {
 				<-gate
 			}
+			if e.Kind == chat.EventFlush {
+				return nil // checked by TestFollowFlushesEachBurst
+			}
 			f.events <- e
 			return nil
 		})
@@ -276,6 +279,54 @@ func TestFollowCursorNow(t *testing.T) {
 	}
 	send(t, svc, "new")
 	f.expect(t, 3)
+}
+
+// Follow marks the end of each burst (the backlog with its ready event, then
+// each live delivery) with one flush, so that a writer can send a burst in
+// one write, and never leaves an event unflushed while it waits.
+func TestFollowFlushesEachBurst(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	svc := newService(db, startBroker(t, broker.Config{}))
+	for i := range 3 {
+		send(t, svc, fmt.Sprintf("m%d", i))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	events := make(chan string, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- svc.Follow(ctx, "bob", chat.Cursor{}, func(e chat.Event) error {
+			events <- describe(e)
+			return nil
+		})
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case err := <-done:
+			t.Fatalf("Follow ended: %v", err)
+		case <-time.After(15 * time.Second):
+			t.Fatal("timed out waiting for an event")
+		}
+		return ""
+	}
+	var got []string
+	for range 5 {
+		got = append(got, next())
+	}
+	if want := []string{"message 1", "message 2", "message 3", "ready 3", "flush"}; !slices.Equal(got, want) {
+		t.Errorf("backlog: got %q, want %q", got, want)
+	}
+	send(t, svc, "m3")
+	if got := []string{next(), next()}; !slices.Equal(got, []string{"message 4", "flush"}) {
+		t.Errorf("live: got %q, want message 4 then flush", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Follow: %v", err)
+	}
 }
 
 func TestFollowEndsWithContextAndEmitError(t *testing.T) {
@@ -553,6 +604,8 @@ func describe(e chat.Event) string {
 		return fmt.Sprintf("ready %d", e.Latest)
 	case chat.EventReset:
 		return fmt.Sprintf("reset %d", e.Oldest)
+	case chat.EventFlush:
+		return "flush"
 	}
 	return fmt.Sprintf("kind %d", e.Kind)
 }

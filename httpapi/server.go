@@ -176,6 +176,8 @@ type Server struct {
 	polls    *caps                                   // waiting long-polls
 	detached map[string]map[*detachedStream]struct{} // per handle, for reaping
 	wg       sync.WaitGroup                          // open streams, detached ones included
+
+	frames sync.Pool // *[]byte buffers of stream writes, between bursts
 }
 
 // detachedStream is what the server knows of a stream running on a

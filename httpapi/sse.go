@@ -27,8 +27,10 @@ import (
 // StreamWriteTimeout: the client reconnects with Last-Event-ID and loses
 // nothing.
 //
-// Nothing is queued here: each event goes straight to the connection, so a
-// stream's memory does not grow with the backlog.
+// Nothing is queued here beyond one burst: the events Follow emits before
+// it waits (its EventFlush) go to the connection in one write, from a
+// buffer that goes back to the server's pool after it, so a stream's memory
+// does not grow with the backlog and an idle stream holds no buffer.
 func (s *Server) stream(c echo.Context) error {
 	handle, err := pathHandle(c)
 	if err != nil {
@@ -132,7 +134,7 @@ func (s *Server) serveDetached(conn net.Conn, owner store.Handle, cursor chat.Cu
 	defer untrack()
 	defer conn.Close()
 	defer cancel()
-	w := &eventWriter{conn: conn, timeout: s.cfg.StreamWriteTimeout}
+	w := &eventWriter{conn: conn, timeout: s.cfg.StreamWriteTimeout, frames: &s.frames}
 	// No handler recovers a panic here; one must not take the server down
 	// or leave the ping timer running.
 	defer func() {
@@ -152,7 +154,7 @@ func (s *Server) serveInHandler(c echo.Context, owner store.Handle, cursor chat.
 	stop := context.AfterFunc(s.closing, cancel)
 	defer stop()
 
-	w := &eventWriter{res: c.Response(), rc: http.NewResponseController(c.Response()), timeout: s.cfg.StreamWriteTimeout}
+	w := &eventWriter{res: c.Response(), rc: http.NewResponseController(c.Response()), timeout: s.cfg.StreamWriteTimeout, frames: &s.frames}
 	// The server's read deadline would otherwise expire mid-stream and cancel
 	// the request's context.
 	_ = w.rc.SetReadDeadline(time.Time{})
@@ -240,15 +242,19 @@ func streamCursor(r *http.Request) (chat.Cursor, error) {
 	return chat.Cursor{Now: true}, nil
 }
 
-// eventWriter writes SSE frames, each under its own write deadline: to a
-// detached stream's connection in one write, or else to the response,
-// flushed. Follow's events and the ping timer share it, hence the mutex.
+// eventWriter writes SSE frames, a burst at a time under one write
+// deadline: to a detached stream's connection in one write, or else to the
+// response, flushed. Follow's events and the ping timer share it, hence the
+// mutex.
 type eventWriter struct {
 	mu      sync.Mutex
 	conn    net.Conn // a detached stream's; nil in the handler
 	res     *echo.Response
 	rc      *http.ResponseController
 	timeout time.Duration
+
+	frames  *sync.Pool // of *[]byte, the server's
+	pending *[]byte    // frames held back until the burst ends (under mu)
 
 	pinger     *time.Timer   // nil until pings start
 	pingEvery  time.Duration // the longest silence
@@ -341,30 +347,38 @@ func (w *eventWriter) start() error {
 	return nil
 }
 
-// event writes one chat.Event. ready carries id: <latest>, so that a client
-// that has seen no message yet (a browser's EventSource reconnecting by
-// itself) resumes from where this stream was live rather than from "now";
-// reset carries no id line.
+// maxHeld bounds the frames held back for one write: past it they are
+// written at once, so a backlog of large envelopes never sits whole in
+// memory.
+const maxHeld = 32 << 10
+
+// event writes one chat.Event: holds its frame back until Follow's
+// EventFlush, which writes the burst. ready carries id: <latest>, so that a
+// client that has seen no message yet (a browser's EventSource reconnecting
+// by itself) resumes from where this stream was live rather than from
+// "now"; reset carries no id line.
 func (w *eventWriter) event(ev chat.Event) error {
 	switch ev.Kind {
 	case chat.EventMessage:
 		// The JSON was encoded once, by the publisher or when read from
 		// the store; it goes out as it is.
-		return w.write("id: "+strconv.FormatInt(ev.Message.Seq, 10)+"\nevent: message\ndata: ", ev.Message.JSON, "\n\n")
+		return w.write(true, "id: ", strconv.FormatInt(ev.Message.Seq, 10), "\nevent: message\ndata: ", ev.Message.JSON, "\n\n")
 	case chat.EventReady:
 		latest := strconv.FormatInt(ev.Latest, 10)
-		return w.write("id: "+latest+"\nevent: ready\ndata: {\"latest\":"+latest+"}\n\n", nil, "")
+		return w.write(true, "id: "+latest+"\nevent: ready\ndata: {\"latest\":", latest, "}\n\n", nil, "")
 	case chat.EventReset:
-		return w.write(`event: reset`+"\n"+`data: {"oldest":`+strconv.FormatInt(ev.Oldest, 10)+"}\n\n", nil, "")
+		return w.write(true, "event: reset\ndata: {\"oldest\":", strconv.FormatInt(ev.Oldest, 10), "}\n\n", nil, "")
+	case chat.EventFlush:
+		return w.write(false, "", "", "", nil, "")
 	default:
 		return fmt.Errorf("unknown stream event kind %d", ev.Kind)
 	}
 }
 
-// ping is the ping timer's function: it writes a comment frame, or ends
-// the stream when the client cannot take it.
+// ping is the ping timer's function: it writes a comment frame (with
+// whatever is held back), or ends the stream when the client cannot take it.
 func (w *eventWriter) ping() {
-	if err := w.write(": ping\n\n", nil, ""); err != nil {
+	if err := w.write(false, ": ping\n\n", "", "", nil, ""); err != nil {
 		w.onPingFail()
 	}
 }
@@ -377,15 +391,33 @@ func (w *eventWriter) stopPings() {
 	if w.pinger != nil {
 		w.pinger.Stop()
 	}
+	w.release()
 }
 
-// write writes head, data and tail as one frame and flushes it. The pieces
-// go straight to the connection's buffer; nothing is kept between frames.
-func (w *eventWriter) write(head string, data []byte, tail string) error {
+// write appends a frame (the pieces in order) to the frames held back and,
+// unless hold is set and they are still small, writes them all in one
+// write and flushes. The buffer goes back to the pool after each write.
+func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped || w.ended.Load() {
 		return &writeError{errors.New("stream ended")}
+	}
+	buf := w.pending
+	if buf == nil {
+		buf, _ = w.frames.Get().(*[]byte)
+		if buf == nil {
+			buf = new([]byte)
+		}
+	}
+	*buf = append(append(append(append(append(*buf, a...), b...), c...), data...), d...)
+	w.pending = buf
+	if hold && len(*buf) < maxHeld {
+		return nil
+	}
+	defer w.release()
+	if len(*buf) == 0 {
+		return nil
 	}
 	w.writing.Store(true)
 	defer w.writing.Store(false)
@@ -399,9 +431,7 @@ func (w *eventWriter) write(head string, data []byte, tail string) error {
 		if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 			return &writeError{err}
 		}
-
-		frame := net.Buffers{[]byte(head), data, []byte(tail)}
-		if _, err := frame.WriteTo(w.conn); err != nil {
+		if _, err := w.conn.Write(*buf); err != nil {
 			return &writeError{err}
 		}
 		return nil
@@ -409,21 +439,26 @@ func (w *eventWriter) write(head string, data []byte, tail string) error {
 	if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return &writeError{err}
 	}
-	if _, err := w.res.Write([]byte(head)); err != nil {
+	if _, err := w.res.Write(*buf); err != nil {
 		return &writeError{err}
-	}
-	if len(data) > 0 {
-		if _, err := w.res.Write(data); err != nil {
-			return &writeError{err}
-		}
-	}
-	if tail != "" {
-		if _, err := w.res.Write([]byte(tail)); err != nil {
-			return &writeError{err}
-		}
 	}
 	if err := w.rc.Flush(); err != nil {
 		return &writeError{err}
 	}
 	return nil
+}
+
+// release gives the held-back buffer to the pool (under mu); a big one is
+// dropped, so the pool keeps only ordinary frames' worth.
+func (w *eventWriter) release() {
+	buf := w.pending
+	if buf == nil {
+		return
+	}
+	w.pending = nil
+	if cap(*buf) > 2*maxHeld {
+		return
+	}
+	*buf = (*buf)[:0]
+	w.frames.Put(buf)
 }
