@@ -89,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.envelope, "envelope", 1024, "envelope size, bytes of JSON")
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the idle streams open before reading memory (streams re-read the store 1s after setup)")
 	fs.DurationVar(&c.idleWindow, "idle-window", 5*time.Second, "how long the idle run reads the server's CPU with the idle streams open and nothing sent")
-	fs.StringVar(&c.profileDir, "profile", "", "after the measured runs, profile each server (CPU and allocations) through one more many-streams throughput run and one latency run with the idle streams open, into this directory")
+	fs.StringVar(&c.profileDir, "profile", "", "profile each server into this directory: CPU and allocations through one more many-streams throughput run after the measured ones, CPU while the idle streams open and while they idle, the heap with them open")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

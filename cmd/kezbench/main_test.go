@@ -51,7 +51,7 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	for _, server := range []string{"kezd", "baseline"} {
-		for _, kind := range []string{"cpu", "allocs", "allocs-before", "idle-heap"} {
+		for _, kind := range []string{"cpu", "allocs", "allocs-before", "idle-heap", "open-cpu", "idle-cpu"} {
 			if fi, err := os.Stat(filepath.Join(profiles, server+"."+kind+".pprof")); err != nil || fi.Size() == 0 {
 				t.Errorf("%s's %s profile: %v", server, kind, err)
 			}

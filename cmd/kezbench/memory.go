@@ -117,6 +117,21 @@ func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*use
 	if _, err := out.ReadString('\n'); err != nil { // "listed"
 		return idleResult{}, fmt.Errorf("idle clients: %w", err)
 	}
+	profile := func(cmd, kind string) error {
+		if cfg.profileDir == "" {
+			return nil
+		}
+		if kind != "" {
+			cmd += " " + filepath.Join(cfg.profileDir, p.name+"."+kind+".pprof")
+		}
+		_, err := p.do(cmd)
+		return err
+	}
+	// With -profile, the opening and the idle window are profiled too (the
+	// profiler's own cost is in their CPU figures then).
+	if err := profile("cpu-start", "open-cpu"); err != nil {
+		return idleResult{}, err
+	}
 	cpu0, err := p.cpu()
 	if err != nil {
 		return idleResult{}, err
@@ -130,6 +145,9 @@ func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*use
 	}
 	cpu1, err := p.cpu()
 	if err != nil {
+		return idleResult{}, err
+	}
+	if err := profile("cpu-stop", ""); err != nil {
 		return idleResult{}, err
 	}
 	var elapsed time.Duration
@@ -157,6 +175,9 @@ func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*use
 	res.rssPerStream = (float64(rss1) - float64(rss0)) / n
 	res.goroutinesEach = float64(g1-g0) / n
 
+	if err := profile("cpu-start", "idle-cpu"); err != nil {
+		return idleResult{}, err
+	}
 	c0, err := p.cpu()
 	if err != nil {
 		return idleResult{}, err
@@ -166,6 +187,9 @@ func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*use
 	}
 	c1, err := p.cpu()
 	if err != nil {
+		return idleResult{}, err
+	}
+	if err := profile("cpu-stop", ""); err != nil {
 		return idleResult{}, err
 	}
 	res.idleCPU = float64(c1-c0) / float64(cfg.idleWindow)
