@@ -156,10 +156,11 @@ func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor,
 	seen := cursor.Seq
 	last := min(cursor.Seq, latest)
 	if cursor.Now {
+		// Nothing to read: the subscription came first, so whatever is
+		// stored after latest is published after it and arrives live (or
+		// at the recheck, like anything the broker loses).
 		seen, last = latest, latest
-	}
-	last, err = s.catchUp(ctx, handle, last, seen, emit)
-	if err != nil {
+	} else if last, err = s.catchUp(ctx, handle, last, seen, emit); err != nil {
 		return endErr(ctx, err)
 	}
 	if err := emit(Event{Kind: EventReady, Latest: last}); err != nil {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -326,6 +327,43 @@ func TestFollowFlushesEachBurst(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Follow: %v", err)
+	}
+}
+
+// listCounter counts the store listings a stream makes.
+type listCounter struct {
+	chat.Store
+	lists atomic.Int64
+}
+
+func (c *listCounter) ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error) {
+	c.lists.Add(1)
+	return c.Store.ListMessages(ctx, to, since, limit)
+}
+
+// A stream opened at "now" has no backlog to list: it reads the latest seq
+// and nothing else before ready, which is most of what a reconnect storm of
+// new streams costs the store; one opened at a cursor lists from there.
+func TestFollowNowListsNothing(t *testing.T) {
+	t.Parallel()
+	db := &listCounter{Store: openDB(t)}
+	b := startBroker(t, broker.Config{})
+	svc := newService(db, b)
+	send(t, svc, "m0")
+	f := follow(t, svc, chat.Cursor{Now: true})
+	if got := f.ready(t); got != 1 {
+		t.Errorf("ready latest = %d, want 1", got)
+	}
+	if n := db.lists.Load(); n != 0 {
+		t.Errorf("%d listings before ready, want 0", n)
+	}
+	send(t, svc, "m1")
+	f.expect(t, 2) // and the stream is live
+	g := follow(t, svc, chat.Cursor{Seq: 0})
+	g.expect(t, 1, 2)
+	g.ready(t)
+	if n := db.lists.Load(); n != 1 {
+		t.Errorf("%d listings for both streams, want 1 (the cursor's)", n)
 	}
 }
 
