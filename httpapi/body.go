@@ -21,7 +21,17 @@ func readBody(c echo.Context, limit int64) ([]byte, error) {
 	}
 	// The net/http writer itself, so that on overflow it knows to close the
 	// connection rather than drain the rest.
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response().Writer, req.Body, limit))
+	r := http.MaxBytesReader(c.Response().Writer, req.Body, limit)
+	var body []byte
+	var err error
+	if n := req.ContentLength; n > 0 {
+		// Declared (and within limit): read exactly that, in one
+		// allocation; net/http ends the body there.
+		body = make([]byte, n)
+		_, err = io.ReadFull(r, body)
+	} else {
+		body, err = io.ReadAll(r)
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, tooLarge(limit)
