@@ -296,7 +296,7 @@ func TestFollowFlushesEachBurst(t *testing.T) {
 	events := make(chan string, 100)
 	done := make(chan error, 1)
 	go func() {
-		done <- svc.Follow(ctx, "bob", chat.Cursor{}, func(e chat.Event) error {
+		done <- svc.Follow(ctx, owner(t, svc, "bob"), chat.Cursor{}, func(e chat.Event) error {
 			events <- describe(e)
 			return nil
 		})
