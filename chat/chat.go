@@ -250,7 +250,7 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle
 	case errors.Is(err, store.ErrKeyTaken):
 		return store.Handle{}, Errorf(CodeKeyTaken, "this signing key is, or was, registered to a handle")
 	case err != nil:
-		return store.Handle{}, storeError("register handle", err)
+		return store.Handle{}, s.storeError("register handle", err)
 	}
 	return h, nil
 }
@@ -265,7 +265,7 @@ func (s *Service) Lookup(ctx context.Context, handle string) (store.Handle, erro
 		return store.Handle{}, Errorf(CodeUnknownHandle, "no handle %q", handle)
 	}
 	if err != nil {
-		return store.Handle{}, storeError("look up handle", err)
+		return store.Handle{}, s.storeError("look up handle", err)
 	}
 	return h, nil
 }
@@ -278,7 +278,7 @@ func (s *Service) Authenticate(ctx context.Context, c identity.Credentials, msg 
 		return store.Handle{}, Errorf(CodeUnauthorized, "signer %q is not registered", c.Handle)
 	}
 	if err != nil {
-		return store.Handle{}, storeError("look up signer", err)
+		return store.Handle{}, s.storeError("look up signer", err)
 	}
 	if err := identity.CheckSkew(s.now(), c.TS, s.skew); err != nil {
 		return store.Handle{}, Errorf(CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
@@ -373,8 +373,9 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResul
 		return SendResult{}, Errorf(CodeUnknownHandle, "no handle %q", r.To)
 	}
 	if err != nil {
-		return SendResult{}, storeError("append message", err)
+		return SendResult{}, s.storeError("append message", err)
 	}
+	s.faults.OK("store")
 	m := a.Message
 	if a.Pending {
 		s.publish(context.WithoutCancel(ctx), m)
@@ -401,7 +402,7 @@ func (s *Service) takeSend(ctx context.Context, from string, r SendRequest) erro
 	if e := AsError(err); e.Code == CodeRateLimited {
 		return e
 	}
-	return storeError("rate limits", err)
+	return s.storeError("rate limits", err)
 }
 
 // List returns up to limit messages for handle with seq > since, ascending.
@@ -413,16 +414,20 @@ func (s *Service) List(ctx context.Context, handle string, since int64, limit in
 	limit = min(limit, MaxPollLimit)
 	ms, err := s.store.ListMessages(ctx, handle, since, limit)
 	if err != nil {
-		return nil, storeError("list messages", err)
+		return nil, s.storeError("list messages", err)
 	}
+	s.faults.OK("store")
 	return ms, nil
 }
 
 // storeError turns a backend failure into the client-facing error: unavailable
-// when the store said so (the client may retry), internal otherwise.
-func storeError(op string, err error) error {
+// when the store said so (the client may retry), internal otherwise. An
+// unavailable store is logged here, once and then in summaries (the
+// transports log each such request at debug level only).
+func (s *Service) storeError(op string, err error) error {
 	cause := fmt.Errorf("%s: %w", op, err)
 	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		s.faults.Fail("store", cause)
 		return &Error{Code: CodeUnavailable, Message: "the store is unavailable; retry later", Err: cause}
 	}
 	return &Error{Code: CodeInternal, Message: "internal error", Err: cause}

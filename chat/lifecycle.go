@@ -92,7 +92,7 @@ func (s *Service) Rotate(ctx context.Context, handle string, r RotateRequest) (s
 	case errors.Is(err, store.ErrKeyTaken):
 		return store.Handle{}, Errorf(CodeKeyTaken, "this signing key is, or was, registered")
 	case err != nil:
-		return store.Handle{}, storeError("rotate keys", err)
+		return store.Handle{}, s.storeError("rotate keys", err)
 	}
 	rev := Revocation{Handle: handle, Keys: []string{}}
 	if cur.SigningKey != h.SigningKey {
@@ -118,7 +118,7 @@ func (s *Service) DeleteHandle(ctx context.Context, owner store.Handle) (Deletio
 	case errors.Is(err, store.ErrNotFound):
 		return Deletion{}, Errorf(CodeUnauthorized, "signer %q is not registered", owner.Handle)
 	case err != nil:
-		return Deletion{}, storeError("delete handle", err)
+		return Deletion{}, s.storeError("delete handle", err)
 	}
 	s.revoke(ctx, Revocation{Handle: owner.Handle, Keys: []string{owner.SigningKey}})
 	return Deletion{Handle: owner.Handle, DeletedAt: at}, nil
@@ -136,7 +136,7 @@ type DeleteResult struct {
 func (s *Service) DeleteThrough(ctx context.Context, handle string, through int64) (DeleteResult, error) {
 	d, err := s.store.DeleteMessages(ctx, handle, through)
 	if err != nil {
-		return DeleteResult{}, storeError("delete messages", err)
+		return DeleteResult{}, s.storeError("delete messages", err)
 	}
 	res := DeleteResult{Deleted: d.Count}
 	if d.Oldest > 0 {
@@ -156,7 +156,7 @@ func (s *Service) LookupAt(ctx context.Context, handle string, at time.Time) (st
 		return store.Handle{}, Errorf(CodeUnknownHandle, "no handle %q at %s", handle, at.UTC().Format(time.RFC3339))
 	}
 	if err != nil {
-		return store.Handle{}, storeError("look up handle", err)
+		return store.Handle{}, s.storeError("look up handle", err)
 	}
 	return h, nil
 }

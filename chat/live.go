@@ -151,7 +151,7 @@ func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor,
 	// (an inbox whose messages have all been deleted has latest 0).
 	latest, err := s.store.LatestSeq(ctx, handle)
 	if err != nil {
-		return endErr(ctx, storeError("latest seq", err))
+		return endErr(ctx, s.storeError("latest seq", err))
 	}
 	seen := cursor.Seq
 	last := min(cursor.Seq, latest)

@@ -50,7 +50,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if !ok {
 		status = http.StatusInternalServerError
 	}
-	if status >= 500 {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		// A dependency is down: the core logs it once and then in
+		// summaries; one line per refused request would flood the log.
+		s.log.Debug("request refused", "method", req.Method, "path", req.URL.Path,
+			"status", status, "code", string(e.Code), "err", err)
+	case status >= 500:
 		s.log.Error("request failed", "method", req.Method, "path", req.URL.Path,
 			"status", status, "code", string(e.Code), "err", err)
 	}

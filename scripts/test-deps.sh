@@ -4,6 +4,8 @@
 #     harness uses to start a throwaway cluster; skipped when
 #     KEZ_TEST_DATABASE_URL points the tests at an existing server;
 #   - Chromium, which the browser tests drive headless (internal/browsertest);
+#   - nginx, which the topology test (cmd/kezd, deploy/nginx) puts in front
+#     of three kezd processes;
 #   - Node.js and web/node_modules (npm ci), with which a test rebuilds the
 #     browser app and checks that the committed web/dist matches web/src.
 #     Serving the app needs none of it.
@@ -30,6 +32,9 @@ elif ! have_postgres; then
 fi
 if ! have_chromium; then
 	missing+=(chromium)
+fi
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+	missing+=(nginx-light)
 fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	missing+=(nodejs npm)
@@ -72,4 +77,10 @@ if [ -z "${KEZ_TEST_DATABASE_URL:-}" ]; then
 	have_postgres || { echo "test-deps: PostgreSQL still not found after install" >&2; exit 1; }
 fi
 have_chromium || { echo "test-deps: Chromium still not found after install" >&2; exit 1; }
+if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+	[ -x /usr/sbin/nginx ] || { echo "test-deps: nginx still not found after install" >&2; exit 1; }
+	# The package may start the system nginx on port 80; the tests run their
+	# own, so stop the one the install started.
+	if [ -s /run/nginx.pid ]; then $sudo /usr/sbin/nginx -s quit || true; fi
+fi
 web_modules

@@ -73,6 +73,7 @@ type config struct {
 	NATSUserTTL        time.Duration
 
 	RepublishAfter time.Duration
+	DrainDelay     time.Duration
 }
 
 // envFlags registers flags on fs whose defaults are read from getenv.
@@ -173,6 +174,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 		e.str(v, lf.flag, lf.env, ratelimit.Defaults[lf.name].String(), lf.usage+" (N/duration, or off)")
 		limitFlags[lf.name] = v
 	}
+	e.dur(&c.DrainDelay, "drain-delay", "KEZ_DRAIN_DELAY", 0, "on shutdown, how long to report not ready (503 on /readyz) and close keep-alive connections while still serving, so a load balancer moves away before the listener closes")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "KEZ_SHUTDOWN_TIMEOUT", 20*time.Second, "how long in-flight requests may take to finish on shutdown")
 
 	e.str(&c.NATSListen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")
@@ -266,6 +268,12 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.PingInterval <= 0 {
 		return config{}, fmt.Errorf("invalid --sse-ping %s: must be positive", c.PingInterval)
+	}
+	if c.DrainDelay < 0 || c.DrainDelay > 5*time.Minute {
+		return config{}, fmt.Errorf("invalid --drain-delay %s: must be between 0 and 5m", c.DrainDelay)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return config{}, fmt.Errorf("invalid --shutdown-timeout %s: must be positive", c.ShutdownTimeout)
 	}
 	if c.RepublishAfter < time.Second {
 		return config{}, fmt.Errorf("invalid --republish-after %s: must be at least 1s", c.RepublishAfter)

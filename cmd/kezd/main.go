@@ -44,6 +44,8 @@ const usage = `usage: kezd <command> [flags]
 
 commands:
   serve        run the server (kezd serve -h lists its flags)
+  check-config validate serve's flags and environment, print a summary, and exit
+  healthcheck  exit 0 when a kezd answers its health check (for container images)
   nats-config  print a nats-server configuration matching this deployment's keys
   version      print the version
 `
@@ -65,6 +67,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return usageError{err}
 		}
 		return serve(ctx, cfg, stderr, nil)
+	case "check-config":
+		return checkConfig(args[1:], getenv, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(args[1:], getenv, stdout, stderr)
 	case "nats-config":
 		return natsConfig(args[1:], getenv, stdout, stderr)
 	case "version":

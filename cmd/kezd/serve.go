@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/kez-chat/kezd/authcallout"
@@ -128,6 +129,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 	defer callout.Stop()
 
+	var draining atomic.Bool // set on shutdown for --drain-delay
 	limits := newLimiter(cfg, st)
 	// The limiter reports spent tokens to the store until the store closes
 	// (the deferred steps run in reverse: this one first).
@@ -208,6 +210,12 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		Ready: []httpapi.Check{
 			{Name: "store", Fn: st.Ping},
 			{Name: "nats", Fn: b.Ping},
+			{Name: "shutdown", Fn: func(context.Context) error {
+				if draining.Load() {
+					return errDraining
+				}
+				return nil
+			}},
 		},
 		Web: web.New(web.Config{ConnectOrigins: []string{publicURL.Scheme + "://" + publicURL.Host}}),
 	}, svc, log.With("component", "http"))
@@ -226,6 +234,20 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		log.Info("shutting down")
 	case err := <-serveErr:
 		return fmt.Errorf("http server: %w", err)
+	}
+	if cfg.DrainDelay > 0 {
+		// Keep serving, but say not ready and close each connection after
+		// its response, so that a load balancer moves away before the
+		// listener closes and no request is sent on a connection closing
+		// under it.
+		log.Info("draining before shutdown", "for", cfg.DrainDelay)
+		draining.Store(true)
+		srv.SetKeepAlivesEnabled(false)
+		select {
+		case <-time.After(cfg.DrainDelay):
+		case err := <-serveErr:
+			return fmt.Errorf("http server: %w", err)
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -265,6 +287,8 @@ func newLimiter(cfg config, st backend) *ratelimit.Limiter {
 	}
 	return ratelimit.New(rc)
 }
+// errDraining is /readyz's answer while an instance drains before shutdown.
+var errDraining = errors.New("draining: shutting down")
 
 // routeCredentials are what the embedded NATS servers of a deployment
 // present to each other on their routes: the given user and password, each

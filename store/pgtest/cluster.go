@@ -27,6 +27,7 @@ type Cluster struct {
 	pgCtl   string
 	cred    *syscall.Credential // nil: run as ourselves
 	url     string
+	opts    string // the server options it was started with
 }
 
 // StartCluster initialises and starts a cluster. When the process runs as
@@ -89,6 +90,7 @@ func StartCluster() (*Cluster, error) {
 		}, " ")
 		out, err := c.run(90*time.Second, c.pgCtl, "-D", c.data, "-l", c.logFile, "-w", "-t", "60", "-o", opts, "start")
 		if err == nil {
+			c.opts = opts
 			c.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 			return c, nil
 		}
@@ -102,6 +104,24 @@ func StartCluster() (*Cluster, error) {
 
 // URL is the admin connection URL of the cluster's postgres database.
 func (c *Cluster) URL() string { return c.url }
+
+// Pause stops the server (fast shutdown: connections are cut, nothing
+// committed is lost), keeping its data, for a test of an outage; Resume
+// starts it again on the same port.
+func (c *Cluster) Pause() error {
+	if out, err := c.run(60*time.Second, c.pgCtl, "-D", c.data, "-m", "fast", "-w", "-t", "30", "stop"); err != nil {
+		return fmt.Errorf("pg_ctl stop: %v\n%s%s", err, out, c.LogTail())
+	}
+	return nil
+}
+
+// Resume starts a paused server again.
+func (c *Cluster) Resume() error {
+	if out, err := c.run(90*time.Second, c.pgCtl, "-D", c.data, "-l", c.logFile, "-w", "-t", "60", "-o", c.opts, "start"); err != nil {
+		return fmt.Errorf("pg_ctl start: %v\n%s%s", err, out, c.LogTail())
+	}
+	return nil
+}
 
 // Stop stops the cluster and removes its directory.
 func (c *Cluster) Stop() error {

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/kez-chat/kezd/authcallout"
+)
+
+// checkConfig is `kezd check-config [serve flags]`: it validates everything
+// `kezd serve` would be given (the same flags and KEZ_* environment), the
+// files they name and the key seeds, prints a summary without secrets, and
+// exits: 0 when serve would accept it, 2 when not. It connects to nothing.
+func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseServe(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	for _, f := range []struct{ flag, path string }{
+		{"nats-creds", cfg.NATSCreds}, {"nats-nkey", cfg.NATSNKeySeedFile},
+		{"nats-ca", cfg.NATSCA}, {"nats-cert", cfg.NATSCert}, {"nats-key", cfg.NATSKey},
+	} {
+		if f.path == "" {
+			continue
+		}
+		fh, err := os.Open(f.path)
+		if err != nil {
+			return usageError{fmt.Errorf("invalid --%s: %v", f.flag, err)}
+		}
+		fh.Close()
+	}
+	seeds := authcallout.Seeds{Issuer: cfg.CalloutIssuerSeed, XKey: cfg.CalloutXKeySeed, Service: cfg.CalloutServiceSeed, App: cfg.CalloutAppSeed}
+	keys := "generated in --data-dir on first start"
+	if seeds != (authcallout.Seeds{}) {
+		if _, err := authcallout.KeysFromSeeds(seeds); err != nil {
+			return usageError{fmt.Errorf("invalid --callout-*-seed: %v", err)}
+		}
+		keys = "from --callout-*-seed"
+	}
+	store := "sqlite in " + cfg.DataDir
+	if cfg.DatabaseURL != "" {
+		u, _ := url.Parse(cfg.DatabaseURL)
+		store = "postgres at " + u.Redacted()
+	}
+	nats := "embedded, client " + cfg.NATSListen
+	if cfg.NATSURL != "" {
+		nats = "external " + redactURLs(cfg.NATSURL)
+	} else if cfg.NATSClusterListen != "" {
+		nats += fmt.Sprintf(", cluster %s with %d route(s)", cfg.NATSClusterListen, len(cfg.NATSRoutes))
+	}
+	fmt.Fprintf(stdout, "configuration OK\n  http:   %s (public %s)\n  store:  %s\n  nats:   %s\n  keys:   %s\n  drain:  %s, then shutdown within %s\n",
+		cfg.Listen, cfg.PublicURL, store, nats, keys, cfg.DrainDelay, cfg.ShutdownTimeout)
+	return nil
+}
+
+func redactURLs(list string) string {
+	out := ""
+	for i, s := range splitList(list) {
+		if i > 0 {
+			out += ","
+		}
+		if u, err := url.Parse(s); err == nil {
+			out += u.Redacted()
+		} else {
+			out += "(invalid URL)"
+		}
+	}
+	return out
+}
+
+// healthcheck is `kezd healthcheck [--url URL]`: for a container's health
+// check in an image with no shell or curl. It exits 0 when URL answers 200
+// within --timeout, 1 otherwise.
+func healthcheck(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("kezd healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	e := &envFlags{fs: fs, getenv: getenv}
+	var target string
+	var timeout time.Duration
+	e.str(&target, "url", "KEZ_HEALTHCHECK_URL", "http://127.0.0.1:8080/healthz", "URL that must answer 200")
+	e.dur(&timeout, "timeout", "KEZ_HEALTHCHECK_TIMEOUT", 3*time.Second, "how long to wait for the answer")
+	if err := e.parse(args, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if len(e.errs) > 0 {
+		return usageError{e.errs[0]}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return usageError{fmt.Errorf("invalid --url: %v", err)}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("unhealthy: %s answered %s", target, resp.Status)
+	}
+	fmt.Fprintln(stdout, "healthy")
+	return nil
+}
