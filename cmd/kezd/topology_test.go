@@ -313,6 +313,9 @@ func TestTopology(t *testing.T) {
 				"--drain-delay", "300ms",
 				"--shutdown-timeout", "5s",
 				"--sse-ping", "1s",
+				// The senders here send far faster than a person: this
+				// test is about faults, not about the per-handle limits.
+				"--rate-limits", "off",
 			}}
 		instances[i] = k
 		upstreams = append(upstreams, k.httpAddr)
