@@ -287,6 +287,7 @@ func newLimiter(cfg config, st backend) *ratelimit.Limiter {
 	}
 	return ratelimit.New(rc)
 }
+
 // errDraining is /readyz's answer while an instance drains before shutdown.
 var errDraining = errors.New("draining: shutting down")
 
