@@ -173,6 +173,9 @@ func checkKeys(signingKey, encryptionKey string) error {
 	return nil
 }
 
+// announceTimeout bounds waiting for the broker to take an announcement.
+const announceTimeout = 5 * time.Second
+
 // revoke ends this instance's sessions that rev retires and tells the
 // other instances. A failed announcement is logged, not returned: the change
 // is committed, and every instance's sessions re-check their key against
@@ -182,7 +185,9 @@ func (s *Service) revoke(ctx context.Context, rev Revocation) {
 	if s.live == nil {
 		return
 	}
-	if err := s.live.AnnounceRevocation(context.WithoutCancel(ctx), rev); err != nil {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), announceTimeout)
+	defer cancel()
+	if err := s.live.AnnounceRevocation(actx, rev); err != nil {
 		s.log.Warn("revocation not announced; other instances end its sessions at their next check",
 			"handle", rev.Handle, "err", err)
 	}

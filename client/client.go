@@ -36,7 +36,7 @@ type Client struct {
 	webfinger func(domain string) string
 
 	mu    sync.Mutex
-	peers map[string]envelope.Peer // current keys, cached; Open falls back to the key history
+	peers map[string]cachedPeer // current keys, cached for peerTTL; Open falls back to the key history
 }
 
 // Option configures a Client.
@@ -121,7 +121,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		attempts:  5,
 		backoff:   DefaultBackoff,
 		webfinger: func(domain string) string { return "https://" + domain },
-		peers:     map[string]envelope.Peer{},
+		peers:     map[string]cachedPeer{},
 	}
 	for _, o := range opts {
 		o(c)
@@ -185,24 +185,34 @@ func (c *Client) Lookup(ctx context.Context, handle string) (*Handle, error) {
 	return &h, nil
 }
 
+// peerTTL is how long a handle's keys are used without asking the server
+// again: keys rotate, and a message should not be sealed to a retired key
+// for long.
+const peerTTL = time.Minute
+
+type cachedPeer struct {
+	peer    envelope.Peer
+	expires time.Time
+}
+
 // peer returns handle's parsed keys, from the cache or the server.
 func (c *Client) peer(ctx context.Context, handle string) (envelope.Peer, error) {
 	c.mu.Lock()
-	p, ok := c.peers[handle]
+	cached, ok := c.peers[handle]
 	c.mu.Unlock()
-	if ok {
-		return p, nil
+	if ok && c.now().Before(cached.expires) {
+		return cached.peer, nil
 	}
 	h, err := c.Lookup(ctx, handle)
 	if err != nil {
 		return envelope.Peer{}, err
 	}
-	p, err = h.Peer()
+	p, err := h.Peer()
 	if err != nil {
 		return envelope.Peer{}, fmt.Errorf("keys of %q: %w", handle, err)
 	}
 	c.mu.Lock()
-	c.peers[handle] = p
+	c.peers[handle] = cachedPeer{peer: p, expires: c.now().Add(peerTTL)}
 	c.mu.Unlock()
 	return p, nil
 }

@@ -224,7 +224,10 @@ func (db *DB) CreateHandle(ctx context.Context, h store.Handle) (store.Handle, e
 	// deleted handles' and retired ones included.
 	err := db.pool.QueryRow(ctx, `
 		WITH h AS (
+			-- A taken name (a deleted handle's included) is reported as
+			-- such even when the key is taken too: the name is checked first.
 			INSERT INTO handles (handle, signing_key, encryption_key) VALUES ($1, $2, $3)
+			ON CONFLICT (handle) DO NOTHING
 			RETURNING handle, created_at
 		), c AS (
 			INSERT INTO inbox_counters (handle) SELECT handle FROM h
@@ -236,6 +239,9 @@ func (db *DB) CreateHandle(ctx context.Context, h store.Handle) (store.Handle, e
 		)
 		SELECT created_at FROM h`,
 		h.Handle, h.SigningKey, h.EncryptionKey).Scan(&h.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Handle{}, fmt.Errorf("create handle: %w", store.ErrHandleTaken)
+	}
 	if err != nil {
 		return store.Handle{}, fmt.Errorf("create handle: %w", translate(err))
 	}

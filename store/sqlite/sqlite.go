@@ -158,6 +158,15 @@ func (db *DB) CreateHandle(ctx context.Context, h store.Handle) (store.Handle, e
 		return store.Handle{}, fmt.Errorf("create handle: %w", wrapUnavailable(err))
 	}
 	defer tx.Rollback()
+	// A taken name (a deleted handle's included) is reported as such even
+	// when the key is taken too. The write transaction is the only writer.
+	var taken int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM handles WHERE handle = ?`, h.Handle).Scan(&taken); err != nil {
+		return store.Handle{}, fmt.Errorf("create handle: %w", wrapUnavailable(err))
+	}
+	if taken > 0 {
+		return store.Handle{}, fmt.Errorf("create handle: %w", store.ErrHandleTaken)
+	}
 	if _, err := tx.ExecContext(ctx,
 		`INSERT INTO handles (handle, signing_key, encryption_key, created_at) VALUES (?, ?, ?, ?)`,
 		h.Handle, h.SigningKey, h.EncryptionKey, h.CreatedAt.UnixMicro()); err != nil {

@@ -150,6 +150,9 @@ func testDeleteHandle(t *testing.T, s Store) {
 	if _, err := s.CreateHandle(ctx(t), store.Handle{Handle: "alice", SigningKey: randomKey(), EncryptionKey: randomKey()}); !errors.Is(err, store.ErrHandleTaken) {
 		t.Errorf("re-registering the handle: error = %v, want ErrHandleTaken", err)
 	}
+	if _, err := s.CreateHandle(ctx(t), alice); !errors.Is(err, store.ErrHandleTaken) {
+		t.Errorf("re-registering the handle with its own keys: error = %v, want ErrHandleTaken", err)
+	}
 	if _, err := s.CreateHandle(ctx(t), store.Handle{Handle: "alice2", SigningKey: alice.SigningKey, EncryptionKey: randomKey()}); !errors.Is(err, store.ErrKeyTaken) {
 		t.Errorf("registering the deleted handle's key: error = %v, want ErrKeyTaken", err)
 	}
