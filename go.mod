@@ -121,6 +121,7 @@ require (
 	github.com/jedib0t/go-pretty/v6 v6.8.3 // indirect
 	github.com/joho/godotenv v1.5.1 // indirect
 	github.com/kballard/go-shellquote v0.0.0-20180428030007-95032a82bc51 // indirect
+	github.com/kez-chat/kezd/protocol v0.0.0
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/klauspost/cpuid/v2 v2.4.0 // indirect
 	github.com/klauspost/pgzip v1.2.6 // indirect
@@ -206,3 +207,5 @@ tool (
 	github.com/go-task/task/v3/cmd/task
 	github.com/nats-io/natscli/nats
 )
+
+replace github.com/kez-chat/kezd/protocol => ./protocol

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
 )
@@ -207,7 +208,7 @@ func (p natsPublisher) Publish(_ context.Context, m store.Message) error {
 	if err := enc.Encode(m); err != nil {
 		return err
 	}
-	msg := nats.NewMsg(authcallout.InboxPrefix + m.To)
+	msg := nats.NewMsg(protocol.InboxPrefix + m.To)
 	msg.Header.Set("Kez-Seq", strconv.FormatInt(m.Seq, 10))
 	msg.Data = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	return p.nc.PublishMsg(msg)
@@ -221,7 +222,7 @@ func core(t testing.TB, db *sqlite.DB, app *nats.Conn) *chat.Service {
 	return chat.New(chat.Config{}, db, natsPublisher{app}, nil, quietLog())
 }
 
-func send(t testing.TB, svc *chat.Service, from, to, id, envelope string) chat.SendResult {
+func send(t testing.TB, svc *chat.Service, from, to, id, envelope string) protocol.SendResult {
 	t.Helper()
 	body := fmt.Sprintf(`{"to":%q,"id":%q,"envelope":%s}`, to, id, envelope)
 	res, err := svc.Send(context.Background(), from, []byte(body))

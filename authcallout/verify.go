@@ -12,14 +12,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
-)
-
-// Subjects of PROTOCOL.md's NATS table, as subject prefixes.
-const (
-	InboxPrefix      = "kez.chat.inbox."
-	SendPrefix       = "kez.chat.send."
-	ReplyInboxPrefix = "_INBOX."
 )
 
 // rejection is a refused login: reason is what the server log and ours say.
@@ -106,18 +100,13 @@ func decodeSig(s string) ([]byte, error) {
 	return base64.StdEncoding.DecodeString(s)
 }
 
-// Permissions returns exactly PROTOCOL.md's NATS permissions for handle:
-// subscribe to its own inbox and its own reply inboxes, publish only its own
-// sends, and never publish to any inbox. No response permission: a handle is
-// a requester, never a responder.
+// Permissions returns handle's NATS permissions, protocol.HandlePermissions,
+// as the user claims the callout grants: the same definition the send
+// responder's reply check derives from.
 func Permissions(handle string) jwt.Permissions {
+	p := protocol.HandlePermissions(handle)
 	return jwt.Permissions{
-		Pub: jwt.Permission{
-			Allow: jwt.StringList{SendPrefix + handle},
-			Deny:  jwt.StringList{InboxPrefix + ">"},
-		},
-		Sub: jwt.Permission{
-			Allow: jwt.StringList{InboxPrefix + handle, ReplyInboxPrefix + handle + ".>"},
-		},
+		Pub: jwt.Permission{Allow: p.PubAllow, Deny: p.PubDeny},
+		Sub: jwt.Permission{Allow: p.SubAllow},
 	}
 }

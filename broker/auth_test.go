@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -67,7 +68,7 @@ func serveCallout(t testing.TB, b *Broker, k calloutKeys) {
 		if req.ConnectOptions.Username == "alice" {
 			uc := jwt.NewUserClaims(req.UserNkey)
 			uc.Audience = AccountApp
-			uc.Sub.Allow.Add(InboxSubject("alice"))
+			uc.Sub.Allow.Add(protocol.InboxSubject("alice"))
 			uc.Pub.Deny.Add(">")
 			if resp.Jwt, err = uc.Encode(k.issuer); err != nil {
 				t.Errorf("encode user: %v", err)
@@ -108,7 +109,7 @@ func TestEmbeddedAuthCallout(t *testing.T) {
 	userKP, _ := nkeys.CreateUser()
 	userPub, _ := userKP.PublicKey()
 	alice := connect(t, b.ClientURL(), nats.UserInfo("alice", ""), nats.Nkey(userPub, userKP.Sign))
-	sub, err := alice.SubscribeSync(InboxSubject("alice"))
+	sub, err := alice.SubscribeSync(protocol.InboxSubject("alice"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/nats-io/nats.go"
 )
 
@@ -19,11 +19,11 @@ import (
 func BenchmarkSubscribeChurn(b *testing.B) {
 	br := startBroker(b, Config{})
 	nc := br.Conn()
-	nop := func(chat.Encoded) {}
+	nop := func(protocol.Encoded) {}
 
 	b.Run("per-stream", func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
-			sub, err := nc.Subscribe(InboxSubject(fmt.Sprintf("h%d", i)), func(*nats.Msg) {})
+			sub, err := nc.Subscribe(protocol.InboxSubject(fmt.Sprintf("h%d", i)), func(*nats.Msg) {})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -80,7 +80,7 @@ func BenchmarkIdleStreams(b *testing.B) {
 	nc := br.Conn()
 	b.Run("per-stream", func(b *testing.B) {
 		measure(b, func(i int) func() {
-			sub, err := nc.Subscribe(InboxSubject(fmt.Sprintf("i%d", i)), func(*nats.Msg) {})
+			sub, err := nc.Subscribe(protocol.InboxSubject(fmt.Sprintf("i%d", i)), func(*nats.Msg) {})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -89,7 +89,7 @@ func BenchmarkIdleStreams(b *testing.B) {
 	})
 	b.Run("hub", func(b *testing.B) {
 		measure(b, func(i int) func() {
-			cancel, err := br.Subscribe(b.Context(), fmt.Sprintf("j%d", i), func(chat.Encoded) {}, func() {})
+			cancel, err := br.Subscribe(b.Context(), fmt.Sprintf("j%d", i), func(protocol.Encoded) {}, func() {})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -115,7 +115,7 @@ func BenchmarkFanout(b *testing.B) {
 			var got atomic.Int64
 			done := make(chan struct{}, 1)
 			for range n {
-				sub, err := nc.Subscribe(InboxSubject("fan"), func(m *nats.Msg) {
+				sub, err := nc.Subscribe(protocol.InboxSubject("fan"), func(m *nats.Msg) {
 					if _, err := decodeMessage("fan", m); err != nil {
 						b.Error(err)
 					}
@@ -140,7 +140,7 @@ func BenchmarkFanout(b *testing.B) {
 			var got atomic.Int64
 			done := make(chan struct{}, 1)
 			for range n {
-				cancel, err := br.Subscribe(b.Context(), "fan", func(chat.Encoded) {
+				cancel, err := br.Subscribe(b.Context(), "fan", func(protocol.Encoded) {
 					if got.Add(1)%int64(n) == 0 {
 						done <- struct{}{}
 					}

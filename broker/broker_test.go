@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/nats-io/nats.go"
 )
@@ -74,7 +74,7 @@ func TestPublishWireFormat(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, Config{Listen: "127.0.0.1:-1"})
 	nc := connect(t, b.ClientURL())
-	sub, err := nc.SubscribeSync(InboxSubject("bob"))
+	sub, err := nc.SubscribeSync(protocol.InboxSubject("bob"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,18 +111,18 @@ func TestPublishRejectsBadRecipient(t *testing.T) {
 
 // listenerRec records what a hub listener is told.
 type listenerRec struct {
-	msgs   chan chat.Encoded
+	msgs   chan protocol.Encoded
 	resync chan struct{}
 }
 
 func newListener() *listenerRec {
-	return &listenerRec{msgs: make(chan chat.Encoded, 100), resync: make(chan struct{}, 100)}
+	return &listenerRec{msgs: make(chan protocol.Encoded, 100), resync: make(chan struct{}, 100)}
 }
 
 func (l *listenerRec) subscribe(t testing.TB, b *Broker, handle string) func() {
 	t.Helper()
 	cancel, err := b.Subscribe(t.Context(), handle,
-		func(m chat.Encoded) { l.msgs <- m },
+		func(m protocol.Encoded) { l.msgs <- m },
 		func() { l.resync <- struct{}{} })
 	if err != nil {
 		t.Fatalf("subscribe %s: %v", handle, err)
@@ -197,24 +197,24 @@ func TestMalformedInboxMessagesAreDropped(t *testing.T) {
 	l := newListener()
 	l.subscribe(t, b, "alice")
 	nc := connect(t, b.ClientURL())
-	good, _ := chat.Marshal(testMessage("alice", 3, `{}`))
+	good, _ := protocol.Marshal(testMessage("alice", 3, `{}`))
 	bad := []*nats.Msg{
 		{Data: []byte("not json")},
 		{Data: good}, // no header
-		{Data: good, Header: nats.Header{SeqHeader: {"4"}}},
-		{Data: mustEncode(t, testMessage("bob", 3, `{}`)), Header: nats.Header{SeqHeader: {"3"}}},
-		{Data: mustEncode(t, testMessage("alice", 0, `{}`)), Header: nats.Header{SeqHeader: {"0"}}},
-		{Data: good, Header: nats.Header{SeqHeader: {"03"}}},
-		{Data: good[:len(good)-1], Header: nats.Header{SeqHeader: {"3"}}},
-		{Data: []byte(`{"to":"alice","seq":3,"from":"bob","id":"x","envelope":{}}`), Header: nats.Header{SeqHeader: {"3"}}}, // not kezd's layout
+		{Data: good, Header: nats.Header{protocol.SeqHeader: {"4"}}},
+		{Data: mustEncode(t, testMessage("bob", 3, `{}`)), Header: nats.Header{protocol.SeqHeader: {"3"}}},
+		{Data: mustEncode(t, testMessage("alice", 0, `{}`)), Header: nats.Header{protocol.SeqHeader: {"0"}}},
+		{Data: good, Header: nats.Header{protocol.SeqHeader: {"03"}}},
+		{Data: good[:len(good)-1], Header: nats.Header{protocol.SeqHeader: {"3"}}},
+		{Data: []byte(`{"to":"alice","seq":3,"from":"bob","id":"x","envelope":{}}`), Header: nats.Header{protocol.SeqHeader: {"3"}}}, // not kezd's layout
 	}
 	for _, m := range bad {
-		m.Subject = InboxSubject("alice")
+		m.Subject = protocol.InboxSubject("alice")
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := nc.PublishMsg(&nats.Msg{Subject: InboxSubject("alice"), Data: good, Header: nats.Header{SeqHeader: {"3"}}}); err != nil {
+	if err := nc.PublishMsg(&nats.Msg{Subject: protocol.InboxSubject("alice"), Data: good, Header: nats.Header{protocol.SeqHeader: {"3"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if m := recv(t, l.msgs); m.Seq != 3 {
@@ -224,7 +224,7 @@ func TestMalformedInboxMessagesAreDropped(t *testing.T) {
 
 func mustEncode(t testing.TB, m store.Message) []byte {
 	t.Helper()
-	b, err := chat.Marshal(m)
+	b, err := protocol.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestClusteredBrokers(t *testing.T) {
 	if err := a.Publish(t.Context(), sent); err != nil {
 		t.Fatal(err)
 	}
-	// The listener gets the stored message JSON, as chat.Marshal writes it.
+	// The listener gets the stored message JSON, as protocol.Marshal writes it.
 	if m, want := recv(t, l.msgs), mustEncode(t, sent); m.Seq != 1 || !bytes.Equal(m.JSON, want) {
 		t.Errorf("got seq %d %s, want seq 1 %s", m.Seq, m.JSON, want)
 	}
@@ -313,11 +313,11 @@ func waitInterest(t testing.TB, b *Broker, handle string) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
-	for !acc.SubscriptionInterest(InboxSubject(handle)) {
+	for !acc.SubscriptionInterest(protocol.InboxSubject(handle)) {
 		select {
 		case <-tick.C:
 		case <-deadline:
-			t.Fatalf("no interest in %s after 10s", InboxSubject(handle))
+			t.Fatalf("no interest in %s after 10s", protocol.InboxSubject(handle))
 		}
 	}
 }

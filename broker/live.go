@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/nats-io/nats.go"
 )
 
@@ -69,7 +69,7 @@ type handleSub struct {
 }
 
 type listener struct {
-	deliver func(chat.Encoded)
+	deliver func(protocol.Encoded)
 	resync  func()
 }
 
@@ -107,7 +107,7 @@ func (h *hub) stop() {
 // later (a route round trip); a message published on one of them within
 // that moment reaches the stream only with the next message (as a gap fill)
 // or at its next resync.
-func (b *Broker) Subscribe(ctx context.Context, handle string, deliver func(chat.Encoded), resync func()) (cancel func(), err error) {
+func (b *Broker) Subscribe(ctx context.Context, handle string, deliver func(protocol.Encoded), resync func()) (cancel func(), err error) {
 	return b.hub.subscribe(ctx, handle, listener{deliver: deliver, resync: resync})
 }
 
@@ -150,9 +150,9 @@ func (h *hub) subscribe(ctx context.Context, handle string, l listener) (func(),
 // for the same subscription. A flush that fails means the connection is going
 // down, and the reconnect resends the subscription and resyncs every listener.
 func (h *hub) natsSubscribe(handle string, hs *handleSub) error {
-	sub, err := h.nc.ChanSubscribe(InboxSubject(handle), h.ch)
+	sub, err := h.nc.ChanSubscribe(protocol.InboxSubject(handle), h.ch)
 	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", InboxSubject(handle), err)
+		return fmt.Errorf("subscribe %s: %w", protocol.InboxSubject(handle), err)
 	}
 	h.mu.Lock()
 	hs.sub = sub
@@ -198,7 +198,7 @@ func (h *hub) dispatch() {
 }
 
 func (h *hub) deliver(msg *nats.Msg) {
-	handle := strings.TrimPrefix(msg.Subject, InboxPrefix)
+	handle := strings.TrimPrefix(msg.Subject, protocol.InboxPrefix)
 	m, err := decodeMessage(handle, msg)
 	if err != nil {
 		// Whoever published this is not kezd (or not this version); streams
@@ -223,18 +223,18 @@ func (h *hub) deliver(msg *nats.Msg) {
 
 // decodeMessage checks a message received on handle's inbox subject: a
 // positive seq in the Kez-Seq header and, as data, the stored message JSON
-// for handle with that seq, as Publish writes it (chat.CheckEncoded). The
+// for handle with that seq, as Publish writes it (protocol.CheckEncoded). The
 // data is kept as it is, not decoded.
-func decodeMessage(handle string, msg *nats.Msg) (chat.Encoded, error) {
-	hdr := msg.Header.Get(SeqHeader)
+func decodeMessage(handle string, msg *nats.Msg) (protocol.Encoded, error) {
+	hdr := msg.Header.Get(protocol.SeqHeader)
 	seq, err := strconv.ParseInt(hdr, 10, 64)
 	if err != nil || strconv.FormatInt(seq, 10) != hdr {
-		return chat.Encoded{}, fmt.Errorf("%s %q is not a seq", SeqHeader, hdr)
+		return protocol.Encoded{}, fmt.Errorf("%s %q is not a seq", protocol.SeqHeader, hdr)
 	}
-	if err := chat.CheckEncoded(handle, seq, msg.Data); err != nil {
-		return chat.Encoded{}, fmt.Errorf("data: %w", err)
+	if err := protocol.CheckEncoded(handle, seq, msg.Data); err != nil {
+		return protocol.Encoded{}, fmt.Errorf("data: %w", err)
 	}
-	return chat.Encoded{Seq: seq, JSON: msg.Data}, nil
+	return protocol.Encoded{Seq: seq, JSON: msg.Data}, nil
 }
 
 // resyncAll tells every listener that it may have missed messages.
@@ -264,7 +264,7 @@ func (h *hub) resyncWhere(match func(handle string) bool) {
 func (h *hub) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
 		h.log.Warn("nats dropped messages; resyncing streams", "subject", sub.Subject)
-		handle := strings.TrimPrefix(sub.Subject, InboxPrefix)
+		handle := strings.TrimPrefix(sub.Subject, protocol.InboxPrefix)
 		h.resyncWhere(func(hd string) bool { return hd == handle })
 		return
 	}

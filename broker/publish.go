@@ -6,21 +6,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/nats-io/nats.go"
 )
-
-// InboxPrefix starts every inbox subject: kez.chat.inbox.<handle>.
-const InboxPrefix = "kez.chat.inbox."
-
-// SeqHeader carries a published message's seq.
-const SeqHeader = "Kez-Seq"
-
-// InboxSubject is the subject handle's messages are published on. The handle
-// must be valid (a single subject token).
-func InboxSubject(handle string) string { return InboxPrefix + handle }
 
 // Publish sends a stored message to its recipient's inbox subject: data is
 // the stored message JSON, the Kez-Seq header its seq. It does not wait for
@@ -34,11 +24,11 @@ func (b *Broker) Publish(ctx context.Context, m store.Message) error {
 	if err := identity.ValidateHandle(m.To); err != nil {
 		return fmt.Errorf("publish: recipient: %w", err)
 	}
-	data := chat.AppendMessage(nil, m) // the stored message JSON, envelope as sent
+	data := protocol.AppendMessage(nil, m) // the stored message JSON, envelope as sent
 	msg := &nats.Msg{
-		Subject: InboxSubject(m.To),
+		Subject: protocol.InboxSubject(m.To),
 		Data:    data,
-		Header:  nats.Header{SeqHeader: []string{strconv.FormatInt(m.Seq, 10)}},
+		Header:  nats.Header{protocol.SeqHeader: []string{strconv.FormatInt(m.Seq, 10)}},
 	}
 	if err := b.nc.PublishMsg(msg); err != nil {
 		return fmt.Errorf("publish %s: %w", msg.Subject, err)

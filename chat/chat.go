@@ -7,8 +7,6 @@ package chat
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,21 +18,9 @@ import (
 
 	"github.com/kez-chat/kezd/faultlog"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
-)
-
-// MaxEnvelope is the largest envelope, in bytes of JSON text, that a message may carry.
-const MaxEnvelope = 64 << 10
-
-// MaxSendBody bounds a whole send request: the envelope plus room for the rest
-// of the body (to, id, and whitespace a client may add).
-const MaxSendBody = MaxEnvelope + 16<<10
-
-// Poll limits from PROTOCOL.md.
-const (
-	DefaultPollLimit = 100
-	MaxPollLimit     = 1000
 )
 
 // Store is what the core needs from a backend.
@@ -144,18 +130,9 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 // PublishFailures counts messages stored but not published since start.
 func (s *Service) PublishFailures() int64 { return s.publishFailures.Load() }
 
-// RegisterRequest is the body of POST /v1/handles.
-type RegisterRequest struct {
-	Handle        string `json:"handle"`
-	SigningKey    string `json:"signing_key"`
-	EncryptionKey string `json:"encryption_key"`
-	TS            int64  `json:"ts"`
-	Sig           string `json:"sig"`
-}
-
 // ParseRegister parses a registration body. Every field is required; a
 // missing one is invalid_request, whatever its zero value would say.
-func ParseRegister(body []byte) (RegisterRequest, error) {
+func ParseRegister(body []byte) (protocol.RegisterRequest, error) {
 	var raw struct {
 		Handle        *string `json:"handle"`
 		SigningKey    *string `json:"signing_key"`
@@ -164,7 +141,7 @@ func ParseRegister(body []byte) (RegisterRequest, error) {
 		Sig           *string `json:"sig"`
 	}
 	if err := unmarshalObject(body, &raw); err != nil {
-		return RegisterRequest{}, err
+		return protocol.RegisterRequest{}, err
 	}
 	for _, f := range []struct {
 		name    string
@@ -174,10 +151,10 @@ func ParseRegister(body []byte) (RegisterRequest, error) {
 		{"encryption_key", raw.EncryptionKey == nil}, {"ts", raw.TS == nil}, {"sig", raw.Sig == nil},
 	} {
 		if f.missing {
-			return RegisterRequest{}, Errorf(CodeInvalidRequest, "%s is required", f.name)
+			return protocol.RegisterRequest{}, Errorf(protocol.CodeInvalidRequest, "%s is required", f.name)
 		}
 	}
-	return RegisterRequest{Handle: *raw.Handle, SigningKey: *raw.SigningKey, EncryptionKey: *raw.EncryptionKey, TS: *raw.TS, Sig: *raw.Sig}, nil
+	return protocol.RegisterRequest{Handle: *raw.Handle, SigningKey: *raw.SigningKey, EncryptionKey: *raw.EncryptionKey, TS: *raw.TS, Sig: *raw.Sig}, nil
 }
 
 // unmarshalObject decodes a JSON object body into v, with errors that name
@@ -191,13 +168,13 @@ func unmarshalObject(body []byte, v any) error {
 	var syntaxErr *json.SyntaxError
 	switch {
 	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return Errorf(CodeInvalidRequest, "field %s must be a JSON %s", typeErr.Field, jsonKind(typeErr.Type))
+		return Errorf(protocol.CodeInvalidRequest, "field %s must be a JSON %s", typeErr.Field, jsonKind(typeErr.Type))
 	case errors.As(err, &typeErr):
-		return Errorf(CodeInvalidRequest, "body must be a JSON object")
+		return Errorf(protocol.CodeInvalidRequest, "body must be a JSON object")
 	case errors.As(err, &syntaxErr):
-		return Errorf(CodeInvalidRequest, "body is not valid JSON (at byte %d)", syntaxErr.Offset)
+		return Errorf(protocol.CodeInvalidRequest, "body is not valid JSON (at byte %d)", syntaxErr.Offset)
 	default:
-		return Errorf(CodeInvalidRequest, "body is not valid JSON")
+		return Errorf(protocol.CodeInvalidRequest, "body is not valid JSON")
 	}
 }
 
@@ -218,23 +195,23 @@ func jsonKind(t reflect.Type) string {
 }
 
 // Register validates a registration, checks its proof of possession, and stores it.
-func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle, error) {
+func (s *Service) Register(ctx context.Context, r protocol.RegisterRequest) (store.Handle, error) {
 	if err := identity.ValidateHandle(r.Handle); err != nil {
-		return store.Handle{}, Errorf(CodeInvalidHandle, "%v", err)
+		return store.Handle{}, Errorf(protocol.CodeInvalidHandle, "%v", err)
 	}
 	if err := checkKeys(r.SigningKey, r.EncryptionKey); err != nil {
 		return store.Handle{}, err
 	}
 	sig, err := identity.ParseSignature(r.Sig)
 	if err != nil {
-		return store.Handle{}, Errorf(CodeInvalidRequest, "sig: %v", err)
+		return store.Handle{}, Errorf(protocol.CodeInvalidRequest, "sig: %v", err)
 	}
 	if err := identity.CheckSkew(s.now(), r.TS, s.skew); err != nil {
-		return store.Handle{}, Errorf(CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
+		return store.Handle{}, Errorf(protocol.CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
 	}
 	msg := identity.RegisterString(r.Handle, r.SigningKey, r.EncryptionKey, r.TS)
 	if err := s.keys.Verify(r.SigningKey, msg, sig); err != nil {
-		return store.Handle{}, Errorf(CodeBadSignature, "the signature does not verify with signing_key")
+		return store.Handle{}, Errorf(protocol.CodeBadSignature, "the signature does not verify with signing_key")
 	}
 	h, err := s.store.CreateHandle(ctx, store.Handle{Handle: r.Handle, SigningKey: r.SigningKey, EncryptionKey: r.EncryptionKey})
 	if errors.Is(err, store.ErrKeyTaken) {
@@ -246,9 +223,9 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle
 	}
 	switch {
 	case errors.Is(err, store.ErrHandleTaken):
-		return store.Handle{}, Errorf(CodeHandleTaken, "handle %q is already registered", r.Handle)
+		return store.Handle{}, Errorf(protocol.CodeHandleTaken, "handle %q is already registered", r.Handle)
 	case errors.Is(err, store.ErrKeyTaken):
-		return store.Handle{}, Errorf(CodeKeyTaken, "this signing key is, or was, registered to a handle")
+		return store.Handle{}, Errorf(protocol.CodeKeyTaken, "this signing key is, or was, registered to a handle")
 	case err != nil:
 		return store.Handle{}, s.storeError("register handle", err)
 	}
@@ -258,11 +235,11 @@ func (s *Service) Register(ctx context.Context, r RegisterRequest) (store.Handle
 // Lookup returns a handle's public keys.
 func (s *Service) Lookup(ctx context.Context, handle string) (store.Handle, error) {
 	if err := identity.ValidateHandle(handle); err != nil {
-		return store.Handle{}, Errorf(CodeInvalidHandle, "%v", err)
+		return store.Handle{}, Errorf(protocol.CodeInvalidHandle, "%v", err)
 	}
 	h, err := s.store.Handle(ctx, handle)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Handle{}, Errorf(CodeUnknownHandle, "no handle %q", handle)
+		return store.Handle{}, Errorf(protocol.CodeUnknownHandle, "no handle %q", handle)
 	}
 	if err != nil {
 		return store.Handle{}, s.storeError("look up handle", err)
@@ -275,76 +252,54 @@ func (s *Service) Lookup(ctx context.Context, handle string) (store.Handle, erro
 func (s *Service) Authenticate(ctx context.Context, c identity.Credentials, msg string) (store.Handle, error) {
 	h, err := s.store.Handle(ctx, c.Handle)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Handle{}, Errorf(CodeUnauthorized, "signer %q is not registered", c.Handle)
+		return store.Handle{}, Errorf(protocol.CodeUnauthorized, "signer %q is not registered", c.Handle)
 	}
 	if err != nil {
 		return store.Handle{}, s.storeError("look up signer", err)
 	}
 	if err := identity.CheckSkew(s.now(), c.TS, s.skew); err != nil {
-		return store.Handle{}, Errorf(CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
+		return store.Handle{}, Errorf(protocol.CodeStaleTimestamp, "ts is more than %s from the server's clock", s.skew)
 	}
 	if err := s.keys.Verify(h.SigningKey, msg, c.Sig); err != nil {
-		return store.Handle{}, Errorf(CodeBadSignature, "the signature does not verify")
+		return store.Handle{}, Errorf(protocol.CodeBadSignature, "the signature does not verify")
 	}
 	return h, nil
 }
 
-// SendRequest is the body of POST /v1/messages (and of a NATS send).
-type SendRequest struct {
-	To       string          `json:"to"`
-	ID       string          `json:"id"`
-	Envelope json.RawMessage `json:"envelope"`
-}
-
-// SendResult is the reply to a send. Duplicate is set on an idempotent retry.
-type SendResult struct {
-	Seq       int64     `json:"seq"`
-	To        string    `json:"to"`
-	ID        string    `json:"id"`
-	SentAt    time.Time `json:"sent_at"`
-	Duplicate bool      `json:"duplicate,omitempty"`
-}
-
-// BodySHA256 returns the lowercase hex SHA-256 that a send signature covers.
-func BodySHA256(body []byte) string {
-	sum := sha256.Sum256(body)
-	return hex.EncodeToString(sum[:])
-}
-
 // ParseSend parses and validates a send body. The envelope is kept as the JSON
 // text that was sent, with only insignificant whitespace removed.
-func ParseSend(body []byte) (SendRequest, error) {
-	var r SendRequest
+func ParseSend(body []byte) (protocol.SendRequest, error) {
+	var r protocol.SendRequest
 	if err := unmarshalObject(body, &r); err != nil {
-		return SendRequest{}, err
+		return protocol.SendRequest{}, err
 	}
 	if r.To == "" {
-		return SendRequest{}, Errorf(CodeInvalidRequest, "to is required")
+		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "to is required")
 	}
 	if err := identity.ValidateHandle(r.To); err != nil {
-		return SendRequest{}, Errorf(CodeInvalidHandle, "to: %v", err)
+		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidHandle, "to: %v", err)
 	}
 	if err := identity.ValidateClientID(r.ID); err != nil {
-		return SendRequest{}, Errorf(CodeInvalidRequest, "%v", err)
+		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "%v", err)
 	}
 	if len(r.Envelope) == 0 || bytes.Equal(r.Envelope, []byte("null")) {
-		return SendRequest{}, Errorf(CodeInvalidRequest, "envelope is required")
+		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "envelope is required")
 	}
 	if !utf8.Valid(r.Envelope) {
 		// JSON text is UTF-8 (RFC 8259); the stores keep text, not bytes.
-		return SendRequest{}, Errorf(CodeInvalidRequest, "envelope is not valid UTF-8")
+		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "envelope is not valid UTF-8")
 	}
 	// Unmarshal has checked that the envelope is valid JSON, so one with no
 	// whitespace byte at all is already compact: skip a second pass over it.
 	if bytes.ContainsAny(r.Envelope, " \t\r\n") {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, r.Envelope); err != nil {
-			return SendRequest{}, Errorf(CodeInvalidRequest, "envelope: %v", err)
+			return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "envelope: %v", err)
 		}
 		r.Envelope = buf.Bytes()
 	}
-	if len(r.Envelope) > MaxEnvelope {
-		return SendRequest{}, Errorf(CodeTooLarge, "envelope is %d bytes of JSON; the limit is %d", len(r.Envelope), MaxEnvelope)
+	if len(r.Envelope) > protocol.MaxEnvelope {
+		return protocol.SendRequest{}, Errorf(protocol.CodeTooLarge, "envelope is %d bytes of JSON; the limit is %d", len(r.Envelope), protocol.MaxEnvelope)
 	}
 	return r, nil
 }
@@ -354,40 +309,40 @@ func ParseSend(body []byte) (SendRequest, error) {
 // is durable, streams recover it from the store, and the outbox sweep
 // publishes it again (see outbox.go). A retry of a message whose publish is
 // unconfirmed publishes it too: its first instance may have died first.
-func (s *Service) Send(ctx context.Context, from string, body []byte) (SendResult, error) {
-	if len(body) > MaxSendBody {
-		return SendResult{}, Errorf(CodeTooLarge, "request body is larger than %d bytes", MaxSendBody)
+func (s *Service) Send(ctx context.Context, from string, body []byte) (protocol.SendResult, error) {
+	if len(body) > protocol.MaxSendBody {
+		return protocol.SendResult{}, Errorf(protocol.CodeTooLarge, "request body is larger than %d bytes", protocol.MaxSendBody)
 	}
 	r, err := ParseSend(body)
 	if err != nil {
-		return SendResult{}, err
+		return protocol.SendResult{}, err
 	}
 	if err := s.takeSend(ctx, from, r); err != nil {
-		return SendResult{}, err
+		return protocol.SendResult{}, err
 	}
 	// The stores honour ctx only until the append starts; once started it
 	// completes whatever becomes of the caller, so an error always means
 	// "nothing stored", and whatever is stored is published below.
 	a, err := s.store.AppendMessage(ctx, store.NewMessage{From: from, To: r.To, ID: r.ID, Envelope: r.Envelope})
 	if errors.Is(err, store.ErrNotFound) {
-		return SendResult{}, Errorf(CodeUnknownHandle, "no handle %q", r.To)
+		return protocol.SendResult{}, Errorf(protocol.CodeUnknownHandle, "no handle %q", r.To)
 	}
 	if err != nil {
-		return SendResult{}, s.storeError("append message", err)
+		return protocol.SendResult{}, s.storeError("append message", err)
 	}
 	s.faults.OK("store")
 	m := a.Message
 	if a.Pending {
 		s.publish(context.WithoutCancel(ctx), m)
 	}
-	return SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: a.Duplicate}, nil
+	return protocol.SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: a.Duplicate}, nil
 }
 
 // takeSend charges a send to its rate limits: one send of the sender, one
 // message and its envelope's bytes of the (sender, recipient) pair. The
 // sender's bucket is its handle's: a handle has one signing key at a time,
 // and a rotated key does not get a fresh budget.
-func (s *Service) takeSend(ctx context.Context, from string, r SendRequest) error {
+func (s *Service) takeSend(ctx context.Context, from string, r protocol.SendRequest) error {
 	if s.limits == nil {
 		return nil
 	}
@@ -399,19 +354,19 @@ func (s *Service) takeSend(ctx context.Context, from string, r SendRequest) erro
 	if err == nil {
 		return nil
 	}
-	if e := AsError(err); e.Code == CodeRateLimited {
+	if e := AsError(err); e.Code == protocol.CodeRateLimited {
 		return e
 	}
 	return s.storeError("rate limits", err)
 }
 
 // List returns up to limit messages for handle with seq > since, ascending.
-// limit <= 0 means the default; larger than MaxPollLimit is clamped.
+// limit <= 0 means the default; larger than protocol.MaxPollLimit is clamped.
 func (s *Service) List(ctx context.Context, handle string, since int64, limit int) ([]store.Message, error) {
 	if limit <= 0 {
-		limit = DefaultPollLimit
+		limit = protocol.DefaultPollLimit
 	}
-	limit = min(limit, MaxPollLimit)
+	limit = min(limit, protocol.MaxPollLimit)
 	ms, err := s.store.ListMessages(ctx, handle, since, limit)
 	if err != nil {
 		return nil, s.storeError("list messages", err)
@@ -428,7 +383,7 @@ func (s *Service) storeError(op string, err error) error {
 	cause := fmt.Errorf("%s: %w", op, err)
 	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		s.faults.Fail("store", cause)
-		return &Error{Code: CodeUnavailable, Message: "the store is unavailable; retry later", Err: cause}
+		return &Error{Code: protocol.CodeUnavailable, Message: "the store is unavailable; retry later", Err: cause}
 	}
-	return &Error{Code: CodeInternal, Message: "internal error", Err: cause}
+	return &Error{Code: protocol.CodeInternal, Message: "internal error", Err: cause}
 }

@@ -5,32 +5,34 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/kez-chat/kezd/protocol"
 )
 
 func TestParseSend(t *testing.T) {
 	t.Parallel()
-	big := `{"x":"` + strings.Repeat("a", MaxEnvelope) + `"}`
+	big := `{"x":"` + strings.Repeat("a", protocol.MaxEnvelope) + `"}`
 	tests := []struct {
 		name     string
 		body     string
-		code     Code   // "" when accepted
-		envelope string // the stored envelope when accepted
+		code     protocol.Code // "" when accepted
+		envelope string        // the stored envelope when accepted
 	}{
 		{"valid", `{"to":"bob","id":"m1","envelope":{"b":1,"a":"<&>"}}`, "", `{"b":1,"a":"<&>"}`},
 		{"whitespace removed, spelling kept", `{"to":"bob","id":"m1","envelope": { "n" : 1.0e2 , "s":"\u003c" } }`, "", `{"n":1.0e2,"s":"\u003c"}`},
 		{"string envelope", `{"to":"bob","id":"m1","envelope":"opaque"}`, "", `"opaque"`},
-		{"not json", `{"to":`, CodeInvalidRequest, ""},
-		{"array body", `[]`, CodeInvalidRequest, ""},
-		{"missing to", `{"id":"m1","envelope":{}}`, CodeInvalidRequest, ""},
-		{"bad to", `{"to":"Bob","id":"m1","envelope":{}}`, CodeInvalidHandle, ""},
-		{"wildcard to", `{"to":">","id":"m1","envelope":{}}`, CodeInvalidHandle, ""},
-		{"missing id", `{"to":"bob","envelope":{}}`, CodeInvalidRequest, ""},
-		{"bad id", `{"to":"bob","id":"a.b","envelope":{}}`, CodeInvalidRequest, ""},
-		{"long id", `{"to":"bob","id":"` + strings.Repeat("x", 65) + `","envelope":{}}`, CodeInvalidRequest, ""},
-		{"missing envelope", `{"to":"bob","id":"m1"}`, CodeInvalidRequest, ""},
-		{"null envelope", `{"to":"bob","id":"m1","envelope":null}`, CodeInvalidRequest, ""},
-		{"too large", `{"to":"bob","id":"m1","envelope":` + big + `}`, CodeTooLarge, ""},
-		{"invalid utf-8", "{\"to\":\"bob\",\"id\":\"m1\",\"envelope\":\"\xff\"}", CodeInvalidRequest, ""},
+		{"not json", `{"to":`, protocol.CodeInvalidRequest, ""},
+		{"array body", `[]`, protocol.CodeInvalidRequest, ""},
+		{"missing to", `{"id":"m1","envelope":{}}`, protocol.CodeInvalidRequest, ""},
+		{"bad to", `{"to":"Bob","id":"m1","envelope":{}}`, protocol.CodeInvalidHandle, ""},
+		{"wildcard to", `{"to":">","id":"m1","envelope":{}}`, protocol.CodeInvalidHandle, ""},
+		{"missing id", `{"to":"bob","envelope":{}}`, protocol.CodeInvalidRequest, ""},
+		{"bad id", `{"to":"bob","id":"a.b","envelope":{}}`, protocol.CodeInvalidRequest, ""},
+		{"long id", `{"to":"bob","id":"` + strings.Repeat("x", 65) + `","envelope":{}}`, protocol.CodeInvalidRequest, ""},
+		{"missing envelope", `{"to":"bob","id":"m1"}`, protocol.CodeInvalidRequest, ""},
+		{"null envelope", `{"to":"bob","id":"m1","envelope":null}`, protocol.CodeInvalidRequest, ""},
+		{"too large", `{"to":"bob","id":"m1","envelope":` + big + `}`, protocol.CodeTooLarge, ""},
+		{"invalid utf-8", "{\"to\":\"bob\",\"id\":\"m1\",\"envelope\":\"\xff\"}", protocol.CodeInvalidRequest, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,10 +59,10 @@ func TestAsError(t *testing.T) {
 	t.Parallel()
 	cause := errors.New("disk on fire")
 	e := AsError(cause)
-	if e.Code != CodeInternal || strings.Contains(e.Message, "disk") || !errors.Is(e, cause) {
+	if e.Code != protocol.CodeInternal || strings.Contains(e.Message, "disk") || !errors.Is(e, cause) {
 		t.Fatalf("AsError = %+v", e)
 	}
-	orig := Errorf(CodeForbidden, "no")
+	orig := Errorf(protocol.CodeForbidden, "no")
 	if AsError(orig) != orig {
 		t.Fatal("AsError must keep an *Error")
 	}
@@ -86,7 +88,7 @@ func TestParseRegister(t *testing.T) {
 			t.Parallel()
 			_, err := ParseRegister([]byte(tt.body))
 			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeInvalidRequest || !strings.Contains(e.Message, tt.msg) {
+			if !errors.As(err, &e) || e.Code != protocol.CodeInvalidRequest || !strings.Contains(e.Message, tt.msg) {
 				t.Fatalf("ParseRegister = %v, want invalid_request %q", err, tt.msg)
 			}
 			if strings.Contains(e.Message, "Go ") || strings.Contains(e.Message, "int64") {
@@ -98,13 +100,13 @@ func TestParseRegister(t *testing.T) {
 
 func TestMarshalKeepsEnvelopeBytes(t *testing.T) {
 	t.Parallel()
-	b, err := Marshal(struct {
+	b, err := protocol.Marshal(struct {
 		Envelope json.RawMessage `json:"envelope"`
 	}{json.RawMessage(`{"h":"<b>&amp;</b>","n":1.50}`)})
 	if err != nil || string(b) != `{"envelope":{"h":"<b>&amp;</b>","n":1.50}}` {
 		t.Fatalf("Marshal = %s, %v", b, err)
 	}
-	if body, _ := Marshal(Errorf(CodeForbidden, "no <way>").Body()); string(body) != `{"error":"forbidden","message":"no <way>"}` {
+	if body, _ := protocol.Marshal(Errorf(protocol.CodeForbidden, "no <way>").Body()); string(body) != `{"error":"forbidden","message":"no <way>"}` {
 		t.Fatalf("error body = %s", body)
 	}
 }

@@ -5,34 +5,16 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
-)
-
-// Code is a PROTOCOL.md error code. Transports turn an *Error into their own
-// response (an HTTP status and JSON body, a NATS reply) in exactly one place each.
-type Code string
-
-// The protocol's error codes.
-const (
-	CodeInvalidRequest Code = "invalid_request"
-	CodeInvalidHandle  Code = "invalid_handle"
-	CodeBadSignature   Code = "bad_signature"
-	CodeStaleTimestamp Code = "stale_timestamp"
-	CodeUnauthorized   Code = "unauthorized"
-	CodeForbidden      Code = "forbidden"
-	CodeUnknownHandle  Code = "unknown_handle"
-	CodeHandleTaken    Code = "handle_taken"
-	CodeKeyTaken       Code = "key_taken"
-	CodeTooLarge       Code = "too_large"
-	CodeRateLimited    Code = "rate_limited"
-	CodeUnavailable    Code = "unavailable"
-	CodeInternal       Code = "internal"
 )
 
 // Error is a failure the client should see, with its protocol code and a
 // message a person can act on. Err, when set, is the cause, for logs only.
+// Transports turn an *Error into their own response (an HTTP status and JSON
+// body, a NATS reply) in exactly one place each.
 type Error struct {
-	Code    Code
+	Code    protocol.Code
 	Message string
 	Err     error
 	// RetryAfter, on rate_limited, is when the client may try again
@@ -49,8 +31,13 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Body returns e as the protocol's error object.
+func (e *Error) Body() protocol.ErrorBody {
+	return protocol.ErrorBody{Error: e.Code, Message: e.Message}
+}
+
 // Errorf returns an *Error with a formatted message.
-func Errorf(code Code, format string, args ...any) *Error {
+func Errorf(code protocol.Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
@@ -64,9 +51,9 @@ func AsError(err error) *Error {
 	}
 	var r *ratelimit.Refused
 	if errors.As(err, &r) {
-		return &Error{Code: CodeRateLimited, Message: fmt.Sprintf("too many requests (%s); retry later", r.Limit), RetryAfter: r.RetryAfter}
+		return &Error{Code: protocol.CodeRateLimited, Message: fmt.Sprintf("too many requests (%s); retry later", r.Limit), RetryAfter: r.RetryAfter}
 	}
-	return &Error{Code: CodeInternal, Message: "internal error", Err: err}
+	return &Error{Code: protocol.CodeInternal, Message: "internal error", Err: err}
 }
 
 // RetryAfterSeconds is e's RetryAfter as HTTP's Retry-After wants it: whole

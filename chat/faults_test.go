@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -53,7 +54,7 @@ func TestStoreOutageLoggedOnce(t *testing.T) {
 	db.down.Store(true)
 	for i := range 200 {
 		_, err := svc.Send(t.Context(), "alice", fmt.Appendf(nil, `{"to":"bob","id":"m%d","envelope":{}}`, i))
-		if chat.AsError(err).Code != chat.CodeUnavailable {
+		if chat.AsError(err).Code != protocol.CodeUnavailable {
 			t.Fatalf("send during the outage: %v, want unavailable", err)
 		}
 	}

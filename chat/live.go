@@ -7,11 +7,9 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
-
-// MaxPollWait is the longest a long-poll may wait.
-const MaxPollWait = 30 * time.Second
 
 // Live is the broker side of the read path (broker.Broker implements it).
 type Live interface {
@@ -22,7 +20,7 @@ type Live interface {
 	// resync from its connection's callbacks) and must not block; deliver
 	// must not modify the message, whose JSON is shared by every stream of
 	// the handle and written out as it is.
-	Subscribe(ctx context.Context, handle string, deliver func(Encoded), resync func()) (cancel func(), err error)
+	Subscribe(ctx context.Context, handle string, deliver func(protocol.Encoded), resync func()) (cancel func(), err error)
 	// AnnounceRevocation tells every instance, this one included, that a
 	// handle's keys changed or that it was deleted (see Revoked).
 	AnnounceRevocation(ctx context.Context, rev Revocation) error
@@ -39,7 +37,7 @@ const (
 	liveBuffer = 64
 	// catchUpPage is how many messages a stream reads from the store at a
 	// time; with liveBuffer it bounds a stream's memory (envelopes are at
-	// most MaxEnvelope each).
+	// most protocol.MaxEnvelope each).
 	catchUpPage = 100
 	// fallbackPoll is how often a stream without a broker (Live is nil)
 	// looks at the store.
@@ -82,9 +80,9 @@ const (
 // Event is one item of an inbox stream.
 type Event struct {
 	Kind    EventKind
-	Message Encoded // EventMessage: the stored message, encoded once for every stream
-	Latest  int64   // EventReady
-	Oldest  int64   // EventReset
+	Message protocol.Encoded // EventMessage: the stored message, encoded once for every stream
+	Latest  int64            // EventReady
+	Oldest  int64            // EventReset
 }
 
 // Cursor is where a stream starts: after Seq, or, when Now is set, after the
@@ -118,7 +116,7 @@ type Cursor struct {
 // and Follow returns the *Error the key would get now.
 func (s *Service) Follow(ctx context.Context, owner store.Handle, cursor Cursor, emit func(Event) error) error {
 	if err := identity.ValidateHandle(owner.Handle); err != nil {
-		return Errorf(CodeInvalidHandle, "%v", err)
+		return Errorf(protocol.CodeInvalidHandle, "%v", err)
 	}
 	ctx, end, err := s.openSession(ctx, owner)
 	if err != nil {
@@ -241,7 +239,7 @@ func (s *Service) catchUp(ctx context.Context, handle string, last, seen int64, 
 					return last, err
 				}
 			}
-			if err := emit(Event{Kind: EventMessage, Message: Encode(m)}); err != nil {
+			if err := emit(Event{Kind: EventMessage, Message: protocol.Encode(m)}); err != nil {
 				return last, err
 			}
 			last = m.Seq
@@ -262,19 +260,19 @@ func endErr(ctx context.Context, err error) error {
 }
 
 // Poll is List that, when nothing is there and wait > 0, waits up to wait
-// (at most MaxPollWait) for a message to arrive, then lists again. It returns
+// (at most protocol.MaxPollWait) for a message to arrive, then lists again. It returns
 // an empty list at the deadline, and when ctx ends.
 //
 // owner is the authenticated handle with the key that signed the poll; a
 // waiting poll ends, with the *Error that key would get now, when it is
 // revoked.
 func (s *Service) Poll(ctx context.Context, owner store.Handle, since int64, limit int, wait time.Duration) ([]store.Message, error) {
-	wait = min(wait, MaxPollWait)
+	wait = min(wait, protocol.MaxPollWait)
 	if wait <= 0 {
 		return s.List(ctx, owner.Handle, since, limit)
 	}
 	if err := identity.ValidateHandle(owner.Handle); err != nil {
-		return nil, Errorf(CodeInvalidHandle, "%v", err)
+		return nil, Errorf(protocol.CodeInvalidHandle, "%v", err)
 	}
 	ctx, end, err := s.openSession(ctx, owner)
 	if err != nil {
@@ -351,7 +349,7 @@ func (s *Service) watch(ctx context.Context, handle string) (*watch, error) {
 	}
 	cancel, err := s.live.Subscribe(ctx, handle, w.q.deliver, w.q.resync)
 	if err != nil {
-		return nil, &Error{Code: CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
+		return nil, &Error{Code: protocol.CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
 	}
 	recheck := time.NewTimer(s.recheck)
 	w.tick = recheck.C
@@ -366,7 +364,7 @@ type liveQueue struct {
 	wake chan struct{} // capacity 1: "look at the queue"
 
 	mu         sync.Mutex
-	msgs       []Encoded
+	msgs       []protocol.Encoded
 	needResync bool
 	lagged     bool
 }
@@ -375,7 +373,7 @@ func newLiveQueue() *liveQueue { return &liveQueue{wake: make(chan struct{}, 1)}
 
 // deliver queues m, or on overflow forgets the queue and marks the stream
 // lagged: it will read the store instead. It never blocks.
-func (q *liveQueue) deliver(m Encoded) {
+func (q *liveQueue) deliver(m protocol.Encoded) {
 	q.mu.Lock()
 	if len(q.msgs) >= liveBuffer {
 		q.msgs, q.lagged = nil, true
@@ -401,7 +399,7 @@ func (q *liveQueue) signal() {
 }
 
 // take empties the queue.
-func (q *liveQueue) take() (msgs []Encoded, resync, lagged bool) {
+func (q *liveQueue) take() (msgs []protocol.Encoded, resync, lagged bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	msgs, resync, lagged = q.msgs, q.needResync, q.lagged

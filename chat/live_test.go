@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
@@ -504,7 +505,7 @@ func waitInterest(t testing.TB, b *broker.Broker) {
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
 	// Route interest has no event to wait on; check it on a ticker.
-	for acc.Interest(broker.InboxSubject("bob")) < 2 {
+	for acc.Interest(protocol.InboxSubject("bob")) < 2 {
 		select {
 		case <-tick.C:
 		case <-deadline:
@@ -552,7 +553,7 @@ func TestPollWakesOnMessage(t *testing.T) {
 	send(t, svc, "m1")
 	got := make(chan []store.Message, 1)
 	go func() {
-		ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 1, 10, chat.MaxPollWait)
+		ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 1, 10, protocol.MaxPollWait)
 		if err != nil {
 			t.Errorf("Poll: %v", err)
 		}
@@ -562,13 +563,13 @@ func TestPollWakesOnMessage(t *testing.T) {
 	// must wake on the message rather than find it.
 	acc := b.Server().GlobalAccount()
 	for range 2000 { // subscriptions have no event to wait on; at most 10 s
-		if acc.Interest(broker.InboxSubject("bob")) > 0 {
+		if acc.Interest(protocol.InboxSubject("bob")) > 0 {
 			break
 		}
 		<-time.After(5 * time.Millisecond)
 	}
 	send(t, svc, "m2")
-	// Well before MaxPollWait (and the hour-long recheck): the poll woke up.
+	// Well before protocol.MaxPollWait (and the hour-long recheck): the poll woke up.
 	select {
 	case ms := <-got:
 		if len(ms) != 1 || ms[0].Seq != 2 {
@@ -584,7 +585,7 @@ func TestPollReturnsAtOnceWhenThereIsSomething(t *testing.T) {
 	db := openDB(t)
 	svc := newService(db, startBroker(t, broker.Config{}))
 	send(t, svc, "m1")
-	ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 0, 10, chat.MaxPollWait)
+	ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 0, 10, protocol.MaxPollWait)
 	if err != nil || len(ms) != 1 {
 		t.Fatalf("Poll = %v, %v", ms, err)
 	}
@@ -596,7 +597,7 @@ func TestPollTimesOutEmpty(t *testing.T) {
 	b := startBroker(t, broker.Config{})
 	// The NATS subscription is set up outside the bubble (its round trip runs
 	// on the client's goroutines); Poll's own Subscribe then shares it.
-	cancel, err := b.Subscribe(t.Context(), "bob", func(chat.Encoded) {}, func() {})
+	cancel, err := b.Subscribe(t.Context(), "bob", func(protocol.Encoded) {}, func() {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -604,15 +605,15 @@ func TestPollTimesOutEmpty(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		svc := newService(db, b)
 		start := time.Now()
-		ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 0, 10, time.Hour) // clamped to MaxPollWait
+		ms, err := svc.Poll(t.Context(), owner(t, svc, "bob"), 0, 10, time.Hour) // clamped to protocol.MaxPollWait
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(ms) != 0 {
 			t.Errorf("Poll returned %d messages, want none", len(ms))
 		}
-		if waited := time.Since(start); waited != chat.MaxPollWait {
-			t.Errorf("waited %s, want %s", waited, chat.MaxPollWait)
+		if waited := time.Since(start); waited != protocol.MaxPollWait {
+			t.Errorf("waited %s, want %s", waited, protocol.MaxPollWait)
 		}
 	})
 }

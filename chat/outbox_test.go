@@ -9,6 +9,7 @@ import (
 
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
 	"github.com/nats-io/nats.go"
@@ -39,7 +40,7 @@ func inboxSub(t *testing.T, b *broker.Broker) *nats.Subscription {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	sub, err := nc.SubscribeSync(broker.InboxSubject("bob"))
+	sub, err := nc.SubscribeSync(protocol.InboxSubject("bob"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func nextSeq(t *testing.T, sub *nats.Subscription, within time.Duration) int64 {
 	if err != nil {
 		t.Fatalf("no publish within %s: %v", within, err)
 	}
-	seq, err := strconv.ParseInt(m.Header.Get(broker.SeqHeader), 10, 64)
+	seq, err := strconv.ParseInt(m.Header.Get(protocol.SeqHeader), 10, 64)
 	if err != nil {
 		t.Fatalf("publish without a valid Kez-Seq: %v", err)
 	}
@@ -97,7 +98,7 @@ func TestStoredButNeverPublishedIsPublished(t *testing.T) {
 			}
 			// Swept means confirmed: several sweeps later it has not come again.
 			if m, err := sub.NextMsg(4 * after); err == nil {
-				t.Errorf("a second publish after the sweep: Kez-Seq %s", m.Header.Get(broker.SeqHeader))
+				t.Errorf("a second publish after the sweep: Kez-Seq %s", m.Header.Get(protocol.SeqHeader))
 			}
 			if n := survivor.Republished(); n != 1 {
 				t.Errorf("Republished() = %d, want 1", n)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -13,8 +14,8 @@ import (
 // are what a long-poll answers, and what Follow returns: the key that
 // opened the session would be refused now.
 var (
-	errKeyRevoked = &Error{Code: CodeBadSignature, Message: "the signing key that opened this session has been replaced"}
-	errDeleted    = &Error{Code: CodeUnauthorized, Message: "the handle that opened this session has been deleted"}
+	errKeyRevoked = &Error{Code: protocol.CodeBadSignature, Message: "the signing key that opened this session has been replaced"}
+	errDeleted    = &Error{Code: protocol.CodeUnauthorized, Message: "the handle that opened this session has been deleted"}
 )
 
 // sessions are this instance's open streams and long-polls, by handle, each

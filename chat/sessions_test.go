@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -29,7 +30,7 @@ func TestSessionsEndWhenTheStoreRetiresTheirKey(t *testing.T) {
 			}()
 			poll := make(chan error, 1)
 			go func() {
-				_, err := svc.Poll(t.Context(), bob, 0, 10, chat.MaxPollWait)
+				_, err := svc.Poll(t.Context(), bob, 0, 10, protocol.MaxPollWait)
 				poll <- err
 			}()
 			deadline := time.Now().Add(10 * time.Second)
@@ -48,7 +49,7 @@ func TestSessionsEndWhenTheStoreRetiresTheirKey(t *testing.T) {
 			for name, ch := range map[string]chan error{"stream": stream, "long-poll": poll} {
 				select {
 				case err := <-ch:
-					if e := chat.AsError(err); err == nil || e.Code != chat.CodeBadSignature {
+					if e := chat.AsError(err); err == nil || e.Code != protocol.CodeBadSignature {
 						t.Fatalf("%s ended with %v, want bad_signature", name, err)
 					}
 				case <-time.After(15 * time.Second):

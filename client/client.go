@@ -23,7 +23,7 @@ import (
 
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
-	"github.com/kez-chat/kezd/store"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // Client talks to one kezd server. It is safe for concurrent use.
@@ -132,39 +132,34 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 // BaseURL is the server URL the client was created with.
 func (c *Client) BaseURL() string { return c.base.String() }
 
-// Handle is a registered handle and its public keys, lowercase hex.
-type Handle struct {
-	Handle        string    `json:"handle"`
-	SigningKey    string    `json:"signing_key"`
-	EncryptionKey string    `json:"encryption_key"`
-	CreatedAt     time.Time `json:"created_at"`
-}
+// Handle is a registered handle and its public keys, lowercase hex: the
+// protocol's handle record.
+type Handle protocol.Handle
 
 // Peer parses h's keys for sealing and verifying envelopes.
 func (h *Handle) Peer() (envelope.Peer, error) {
 	return envelope.ParsePeer(h.Handle, h.SigningKey, h.EncryptionKey)
 }
 
-// Message is a stored message as the server delivers it (PROTOCOL.md's
-// stored message; the same type the server stores).
-type Message = store.Message
+// Message is a stored message as the server delivers it.
+type Message = protocol.Message
 
 // Register registers id's handle with its public keys.
 func (c *Client) Register(ctx context.Context, id *envelope.Identity) (*Handle, error) {
 	ts := c.now().Unix()
 	sk, ek := id.SigningKeyHex(), id.EncryptionKeyHex()
-	body, err := json.Marshal(map[string]any{
-		"handle":         id.Handle,
-		"signing_key":    sk,
-		"encryption_key": ek,
-		"ts":             ts,
-		"sig":            identity.Sign(id.Signing, identity.RegisterString(id.Handle, sk, ek, ts)),
+	body, err := json.Marshal(protocol.RegisterRequest{
+		Handle:        id.Handle,
+		SigningKey:    sk,
+		EncryptionKey: ek,
+		TS:            ts,
+		Sig:           identity.Sign(id.Signing, identity.RegisterString(id.Handle, sk, ek, ts)),
 	})
 	if err != nil {
 		return nil, err
 	}
 	var h Handle
-	if err := c.do(ctx, http.MethodPost, "/v1/handles", nil, body, "", &h); err != nil {
+	if err := c.do(ctx, http.MethodPost, protocol.PathHandles, nil, body, "", &h); err != nil {
 		return nil, err
 	}
 	return &h, nil
@@ -173,10 +168,10 @@ func (c *Client) Register(ctx context.Context, id *envelope.Identity) (*Handle, 
 // Lookup returns the public keys of handle on this server.
 func (c *Client) Lookup(ctx context.Context, handle string) (*Handle, error) {
 	if err := identity.ValidateHandle(handle); err != nil {
-		return nil, &Error{Code: CodeInvalidHandle, Message: err.Error()}
+		return nil, &Error{Code: protocol.CodeInvalidHandle, Message: err.Error()}
 	}
 	var h Handle
-	if err := c.do(ctx, http.MethodGet, "/v1/handles/"+handle, nil, nil, "", &h); err != nil {
+	if err := c.do(ctx, http.MethodGet, protocol.HandlePath(handle), nil, nil, "", &h); err != nil {
 		return nil, err
 	}
 	if h.Handle != handle {
@@ -221,7 +216,7 @@ func (c *Client) peer(ctx context.Context, handle string) (envelope.Peer, error)
 // handle is envelope.ErrUnknownSender.
 func (c *Client) senderKeys(ctx context.Context, handle string) (ed25519.PublicKey, error) {
 	p, err := c.peer(ctx, handle)
-	if IsCode(err, CodeUnknownHandle) {
+	if IsCode(err, protocol.CodeUnknownHandle) {
 		return nil, fmt.Errorf("%w: %q is not registered", envelope.ErrUnknownSender, handle)
 	}
 	if err != nil {
@@ -301,7 +296,7 @@ func retryable(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
 		switch e.Code {
-		case CodeUnavailable, CodeRateLimited:
+		case protocol.CodeUnavailable, protocol.CodeRateLimited:
 			return true
 		}
 		return e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout

@@ -12,6 +12,7 @@ import (
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 )
 
@@ -74,7 +75,7 @@ func aliceAndBob(t *testing.T, srv *kezdtest.Server) (context.Context, *client.C
 	return ctx, c, registered(t, ctx, c, "alice"), registered(t, ctx, c, "bob")
 }
 
-func wantCode(t *testing.T, err error, code client.Code) {
+func wantCode(t *testing.T, err error, code protocol.Code) {
 	t.Helper()
 	if !client.IsCode(err, code) {
 		t.Fatalf("got %v, want %s", err, code)
@@ -88,11 +89,11 @@ func TestClientCalls(t *testing.T) {
 
 		// Register, and its conflicts.
 		_, err := c.Register(ctx, alice)
-		wantCode(t, err, client.CodeHandleTaken)
+		wantCode(t, err, protocol.CodeHandleTaken)
 		again, _ := envelope.Generate("alice2")
 		again.Signing = alice.Signing
 		_, err = c.Register(ctx, again)
-		wantCode(t, err, client.CodeKeyTaken)
+		wantCode(t, err, protocol.CodeKeyTaken)
 
 		// Lookup and WebFinger.
 		h, err := c.Lookup(ctx, "bob")
@@ -100,9 +101,9 @@ func TestClientCalls(t *testing.T) {
 			t.Fatalf("lookup bob: %+v, %v", h, err)
 		}
 		_, err = c.Lookup(ctx, "nobody")
-		wantCode(t, err, client.CodeUnknownHandle)
+		wantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Lookup(ctx, "Bad.Handle")
-		wantCode(t, err, client.CodeInvalidHandle)
+		wantCode(t, err, protocol.CodeInvalidHandle)
 		host := srv.URL[len("http://"):]
 		a, err := c.Resolve(ctx, "bob@"+host)
 		if err != nil {
@@ -112,7 +113,7 @@ func TestClientCalls(t *testing.T) {
 			t.Fatalf("resolve: %+v", a)
 		}
 		_, err = c.Resolve(ctx, "nobody@"+host)
-		wantCode(t, err, client.CodeUnknownHandle)
+		wantCode(t, err, protocol.CodeUnknownHandle)
 
 		// Send, idempotently.
 		s1, err := c.Send(ctx, alice, "bob", []byte("hello bob"))
@@ -132,7 +133,7 @@ func TestClientCalls(t *testing.T) {
 			t.Fatalf("retry: %+v, %v", s3, err)
 		}
 		_, err = c.Send(ctx, alice, "nobody", []byte("x"))
-		wantCode(t, err, client.CodeUnknownHandle)
+		wantCode(t, err, protocol.CodeUnknownHandle)
 
 		// Poll and open.
 		p, err := c.Poll(ctx, bob, client.PollOptions{})
@@ -178,13 +179,13 @@ func TestClientCalls(t *testing.T) {
 		// Credentials the server refuses.
 		forged, _ := envelope.Generate("bob")
 		_, err = c.Poll(ctx, forged, client.PollOptions{})
-		wantCode(t, err, client.CodeBadSignature)
+		wantCode(t, err, protocol.CodeBadSignature)
 		stranger, _ := envelope.Generate("stranger")
 		_, err = c.Poll(ctx, stranger, client.PollOptions{})
-		wantCode(t, err, client.CodeUnauthorized)
+		wantCode(t, err, protocol.CodeUnauthorized)
 		stale, _ := client.New(srv.URL, client.WithClock(func() time.Time { return time.Now().Add(-time.Hour) }))
 		_, err = stale.Poll(ctx, bob, client.PollOptions{})
-		wantCode(t, err, client.CodeStaleTimestamp)
+		wantCode(t, err, protocol.CodeStaleTimestamp)
 	})
 }
 
@@ -316,7 +317,7 @@ func TestStreamRefusesForgedKey(t *testing.T) {
 	registered(t, ctx, c, "bob")
 	forged, _ := envelope.Generate("bob")
 	err := c.Stream(ctx, forged, client.StreamOptions{}, func(client.Message) error { return nil })
-	wantCode(t, err, client.CodeBadSignature)
+	wantCode(t, err, protocol.CodeBadSignature)
 }
 
 func TestNATS(t *testing.T) {
@@ -372,7 +373,7 @@ func TestNATS(t *testing.T) {
 	}
 	// Errors come back typed.
 	_, err = c.SendNATS(ctx, anc, alice, "nobody", []byte("x"))
-	wantCode(t, err, client.CodeUnknownHandle)
+	wantCode(t, err, protocol.CodeUnknownHandle)
 }
 
 func TestEnvelopeJSONSurvives(t *testing.T) {

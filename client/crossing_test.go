@@ -11,6 +11,7 @@ import (
 
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/kezdtest"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // The two transports are one service: what is sent over one is delivered on
@@ -80,7 +81,7 @@ func TestHTTPSendReachesNATSInbox(t *testing.T) {
 		}
 		defer anc.Close()
 		inbox := make(chan *nats.Msg, 10)
-		if _, err := anc.ChanSubscribe(client.InboxSubjectPrefix+"alice", inbox); err != nil {
+		if _, err := anc.ChanSubscribe(protocol.InboxPrefix+"alice", inbox); err != nil {
 			t.Fatal(err)
 		}
 		if err := anc.FlushWithContext(ctx); err != nil {
@@ -113,7 +114,7 @@ func TestHTTPSendReachesNATSInbox(t *testing.T) {
 		}
 
 		// Another handle's inbox is not alice's to read.
-		if _, err := anc.Subscribe(client.InboxSubjectPrefix+"bob", func(*nats.Msg) {}); err != nil {
+		if _, err := anc.Subscribe(protocol.InboxPrefix+"bob", func(*nats.Msg) {}); err != nil {
 			t.Fatal(err)
 		}
 		select {

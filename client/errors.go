@@ -7,34 +7,34 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // Code is a PROTOCOL.md error code; the server's own vocabulary.
-type Code = chat.Code
+type Code = protocol.Code
 
 // The protocol's error codes.
 const (
-	CodeInvalidRequest = chat.CodeInvalidRequest
-	CodeInvalidHandle  = chat.CodeInvalidHandle
-	CodeBadSignature   = chat.CodeBadSignature
-	CodeStaleTimestamp = chat.CodeStaleTimestamp
-	CodeUnauthorized   = chat.CodeUnauthorized
-	CodeForbidden      = chat.CodeForbidden
-	CodeUnknownHandle  = chat.CodeUnknownHandle
-	CodeHandleTaken    = chat.CodeHandleTaken
-	CodeKeyTaken       = chat.CodeKeyTaken
-	CodeTooLarge       = chat.CodeTooLarge
-	CodeRateLimited    = chat.CodeRateLimited
-	CodeUnavailable    = chat.CodeUnavailable
-	CodeInternal       = chat.CodeInternal
+	CodeInvalidRequest = protocol.CodeInvalidRequest
+	CodeInvalidHandle  = protocol.CodeInvalidHandle
+	CodeBadSignature   = protocol.CodeBadSignature
+	CodeStaleTimestamp = protocol.CodeStaleTimestamp
+	CodeUnauthorized   = protocol.CodeUnauthorized
+	CodeForbidden      = protocol.CodeForbidden
+	CodeUnknownHandle  = protocol.CodeUnknownHandle
+	CodeHandleTaken    = protocol.CodeHandleTaken
+	CodeKeyTaken       = protocol.CodeKeyTaken
+	CodeTooLarge       = protocol.CodeTooLarge
+	CodeRateLimited    = protocol.CodeRateLimited
+	CodeUnavailable    = protocol.CodeUnavailable
+	CodeInternal       = protocol.CodeInternal
 )
 
 // Error is a failure the server reported, with its protocol code. Status is
 // the HTTP status, or 0 when the answer came over NATS.
 type Error struct {
 	Status  int
-	Code    Code
+	Code    protocol.Code
 	Message string
 }
 
@@ -46,7 +46,7 @@ func (e *Error) Error() string {
 }
 
 // IsCode reports whether err is an *Error with the given code.
-func IsCode(err error, code Code) bool {
+func IsCode(err error, code protocol.Code) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == code
 }
@@ -61,13 +61,10 @@ var ErrEnvelopeMismatch = errors.New("envelope does not match the message it was
 // status, so callers can always switch on Code.
 func readError(resp *http.Response) error {
 	e := &Error{Status: resp.StatusCode}
-	var body struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}
+	var body protocol.ErrorBody
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if json.Unmarshal(raw, &body) == nil && body.Error != "" {
-		e.Code, e.Message = Code(body.Error), body.Message
+		e.Code, e.Message = body.Error, body.Message
 		return e
 	}
 	e.Code = codeForStatus(resp.StatusCode)
@@ -75,24 +72,24 @@ func readError(resp *http.Response) error {
 	return e
 }
 
-func codeForStatus(status int) Code {
+func codeForStatus(status int) protocol.Code {
 	switch status {
 	case http.StatusBadRequest:
-		return CodeInvalidRequest
+		return protocol.CodeInvalidRequest
 	case http.StatusUnauthorized:
-		return CodeUnauthorized
+		return protocol.CodeUnauthorized
 	case http.StatusForbidden:
-		return CodeForbidden
+		return protocol.CodeForbidden
 	case http.StatusNotFound:
-		return CodeUnknownHandle
+		return protocol.CodeUnknownHandle
 	case http.StatusConflict:
-		return CodeHandleTaken
+		return protocol.CodeHandleTaken
 	case http.StatusRequestEntityTooLarge:
-		return CodeTooLarge
+		return protocol.CodeTooLarge
 	case http.StatusTooManyRequests:
-		return CodeRateLimited
+		return protocol.CodeRateLimited
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return CodeUnavailable
+		return protocol.CodeUnavailable
 	}
-	return CodeInternal
+	return protocol.CodeInternal
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // ErrKeyRevoked reports a stream that the server ended because the key that
@@ -41,7 +42,7 @@ func (c *Client) Rotate(ctx context.Context, cur, next *envelope.Identity) (*Han
 		return nil, err
 	}
 	var h Handle
-	if err := c.do(ctx, http.MethodPost, "/v1/handles/"+cur.Handle+"/keys", nil, body, "", &h); err != nil {
+	if err := c.do(ctx, http.MethodPost, protocol.KeysPath(cur.Handle), nil, body, "", &h); err != nil {
 		return nil, err
 	}
 	c.forget(cur.Handle)
@@ -49,10 +50,7 @@ func (c *Client) Rotate(ctx context.Context, cur, next *envelope.Identity) (*Han
 }
 
 // Deletion is the server's answer to an account deletion.
-type Deletion struct {
-	Handle    string    `json:"handle"`
-	DeletedAt time.Time `json:"deleted_at"`
-}
+type Deletion = protocol.Deletion
 
 // DeleteAccount deletes as's handle and every message in its inbox. The
 // handle and its keys can never be registered again.
@@ -60,7 +58,7 @@ func (c *Client) DeleteAccount(ctx context.Context, as *envelope.Identity) (*Del
 	ts := c.now().Unix()
 	var d Deletion
 	auth := authHeader(as, ts, identity.DeleteHandleString(as.Handle, ts))
-	if err := c.do(ctx, http.MethodDelete, "/v1/handles/"+as.Handle, nil, nil, auth, &d); err != nil {
+	if err := c.do(ctx, http.MethodDelete, protocol.HandlePath(as.Handle), nil, nil, auth, &d); err != nil {
 		return nil, err
 	}
 	c.forget(as.Handle)
@@ -69,10 +67,7 @@ func (c *Client) DeleteAccount(ctx context.Context, as *envelope.Identity) (*Del
 
 // Deleted is the server's answer to DeleteThrough. Oldest is the seq of the
 // oldest message kept, nil when the inbox is empty.
-type Deleted struct {
-	Deleted int64  `json:"deleted"`
-	Oldest  *int64 `json:"oldest"`
-}
+type Deleted = protocol.DeleteResult
 
 // DeleteThrough deletes the messages of as's inbox with seq <= through.
 // Other devices share the inbox: delete only what the user asked for.
@@ -84,7 +79,7 @@ func (c *Client) DeleteThrough(ctx context.Context, as *envelope.Identity, throu
 	var d Deleted
 	auth := authHeader(as, ts, identity.DeleteThroughString(as.Handle, through, ts))
 	q := url.Values{"through": {strconv.FormatInt(through, 10)}}
-	if err := c.do(ctx, http.MethodDelete, "/v1/inbox/"+as.Handle, q, nil, auth, &d); err != nil {
+	if err := c.do(ctx, http.MethodDelete, protocol.InboxPath(as.Handle), q, nil, auth, &d); err != nil {
 		return nil, err
 	}
 	return &d, nil
@@ -94,11 +89,11 @@ func (c *Client) DeleteThrough(ctx context.Context, as *envelope.Identity, throu
 // sent_at), so that a message sealed before a rotation can be verified.
 func (c *Client) LookupAt(ctx context.Context, handle string, at time.Time) (*Handle, error) {
 	if err := identity.ValidateHandle(handle); err != nil {
-		return nil, &Error{Code: CodeInvalidHandle, Message: err.Error()}
+		return nil, &Error{Code: protocol.CodeInvalidHandle, Message: err.Error()}
 	}
 	var h Handle
 	q := url.Values{"at": {at.UTC().Format(time.RFC3339Nano)}}
-	if err := c.do(ctx, http.MethodGet, "/v1/handles/"+handle, q, nil, "", &h); err != nil {
+	if err := c.do(ctx, http.MethodGet, protocol.HandlePath(handle), q, nil, "", &h); err != nil {
 		return nil, err
 	}
 	if h.Handle != handle {
@@ -117,5 +112,5 @@ func (c *Client) forget(handle string) {
 // revoked reports whether err, the answer to reopening a stream that was
 // open before, says its key no longer authenticates.
 func revoked(err error) bool {
-	return IsCode(err, CodeBadSignature) || IsCode(err, CodeUnauthorized)
+	return IsCode(err, protocol.CodeBadSignature) || IsCode(err, protocol.CodeUnauthorized)
 }

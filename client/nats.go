@@ -12,12 +12,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/kez-chat/kezd/envelope"
-)
-
-// NATS subjects, from PROTOCOL.md.
-const (
-	InboxSubjectPrefix = "kez.chat.inbox."
-	SendSubjectPrefix  = "kez.chat.send."
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // NATSUserKey is the NATS user nkey ("U…") of id's signing key: the public
@@ -56,7 +51,7 @@ func NATSOptions(id *envelope.Identity) ([]nats.Option, error) {
 	return []nats.Option{
 		nats.Nkey(pub, func(nonce []byte) ([]byte, error) { return ed25519.Sign(priv, nonce), nil }),
 		nats.UserInfo(id.Handle, ""),
-		nats.CustomInboxPrefix("_INBOX." + id.Handle),
+		nats.CustomInboxPrefix(protocol.ReplyInboxPrefix(id.Handle)),
 		nats.Name("kez " + id.Handle),
 	}, nil
 }
@@ -80,7 +75,7 @@ func ConnectNATS(url string, id *envelope.Identity, opts ...nats.Option) (*nats.
 // out of order across server instances; Stream is the gapless way to follow
 // an inbox.
 func SubscribeInbox(nc *nats.Conn, handle string, deliver func(Message)) (*nats.Subscription, error) {
-	return nc.Subscribe(InboxSubjectPrefix+handle, func(msg *nats.Msg) {
+	return nc.Subscribe(protocol.InboxSubject(handle), func(msg *nats.Msg) {
 		var m Message
 		if json.Unmarshal(msg.Data, &m) != nil || m.To != handle {
 			return // not a stored message for this handle: nothing to deliver
@@ -111,7 +106,7 @@ func (c *Client) SendNATS(ctx context.Context, nc *nats.Conn, from *envelope.Ide
 			}
 		}
 		var reply *nats.Msg
-		reply, lastErr = request(ctx, nc, SendSubjectPrefix+from.Handle, body)
+		reply, lastErr = request(ctx, nc, protocol.SendSubject(from.Handle), body)
 		if lastErr == nil {
 			return decodeSendReply(reply.Data)
 		}
@@ -144,14 +139,13 @@ func request(ctx context.Context, nc *nats.Conn, subject string, data []byte) (*
 func decodeSendReply(data []byte) (*Sent, error) {
 	var r struct {
 		Sent
-		Error   string `json:"error"`
-		Message string `json:"message"`
+		protocol.ErrorBody
 	}
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("send reply: %w", err)
 	}
 	if r.Error != "" {
-		return nil, &Error{Code: Code(r.Error), Message: r.Message}
+		return nil, &Error{Code: r.Error, Message: r.Message}
 	}
 	return &r.Sent, nil
 }

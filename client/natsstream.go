@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // NATSStreamOptions configure StreamNATS.
@@ -49,7 +50,7 @@ const natsTick = 250 * time.Millisecond
 // if it fails, or an *Error the server gave that no retry can fix.
 func (c *Client) StreamNATS(ctx context.Context, nc *nats.Conn, as *envelope.Identity, opts NATSStreamOptions, deliver func(Message) error) error {
 	msgs := make(chan *nats.Msg, natsBuffer)
-	sub, err := nc.ChanSubscribe(InboxSubjectPrefix+as.Handle, msgs)
+	sub, err := nc.ChanSubscribe(protocol.InboxSubject(as.Handle), msgs)
 	if err != nil {
 		return fmt.Errorf("nats subscribe: %w", err)
 	}
@@ -128,7 +129,7 @@ func (f *natsFollower) take(msg *nats.Msg) (gap bool, err error) {
 	if json.Unmarshal(msg.Data, &m) != nil || m.To != f.as.Handle || m.Seq <= 0 {
 		return false, nil // not a stored message for this handle
 	}
-	if h := msg.Header.Get("Kez-Seq"); h != "" && h != strconv.FormatInt(m.Seq, 10) {
+	if h := msg.Header.Get(protocol.SeqHeader); h != "" && h != strconv.FormatInt(m.Seq, 10) {
 		return false, nil // header and body disagree: not kezd's
 	}
 	switch {

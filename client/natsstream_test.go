@@ -14,6 +14,7 @@ import (
 
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/kezdtest"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 )
 
@@ -153,7 +154,7 @@ func TestStreamNATSFillsGapsAndDropsRepeats(t *testing.T) {
 		m := stored[i-1]
 		data := fmt.Appendf(nil, `{"seq":%d,"from":%q,"to":%q,"id":%q,"envelope":%s,"sent_at":%q}`,
 			m.Seq, m.From, m.To, m.ID, m.Envelope, m.SentAt.Format(time.RFC3339Nano))
-		msg := &nats.Msg{Subject: client.InboxSubjectPrefix + "bob", Data: data,
+		msg := &nats.Msg{Subject: protocol.InboxPrefix + "bob", Data: data,
 			Header: nats.Header{"Kez-Seq": {strconv.FormatInt(m.Seq, 10)}}}
 		if err := nc.PublishMsg(msg); err != nil {
 			t.Fatal(err)

@@ -12,10 +12,8 @@ import (
 
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
-
-// MaxWait is the longest long-poll the server allows.
-const MaxWait = 30 * time.Second
 
 // PollOptions select a page of an inbox.
 type PollOptions struct {
@@ -24,23 +22,19 @@ type PollOptions struct {
 	// Limit caps the page (server default 100, at most 1000); 0 leaves it to the server.
 	Limit int
 	// Wait, when positive, long-polls: the server answers as soon as a
-	// message arrives or with an empty page after Wait (at most MaxWait;
+	// message arrives or with an empty page after Wait (at most protocol.MaxPollWait;
 	// rounded up to whole seconds).
 	Wait time.Duration
 }
 
-// Page is one answer of Poll.
-type Page struct {
-	Messages []Message `json:"messages"`
-	// Next is the seq of the last message returned, or Since: pass it as
-	// the next Since.
-	Next int64 `json:"next"`
-}
+// Page is one answer of Poll. Next is the seq of the last message
+// returned, or Since: pass it as the next Since.
+type Page = protocol.Page
 
 // Poll reads as's inbox after opts.Since.
 func (c *Client) Poll(ctx context.Context, as *envelope.Identity, opts PollOptions) (*Page, error) {
-	if opts.Wait > MaxWait {
-		return nil, fmt.Errorf("wait %v is longer than %v", opts.Wait, MaxWait)
+	if opts.Wait > protocol.MaxPollWait {
+		return nil, fmt.Errorf("wait %v is longer than %v", opts.Wait, protocol.MaxPollWait)
 	}
 	q := url.Values{"since": {strconv.FormatInt(opts.Since, 10)}}
 	if opts.Limit > 0 {
@@ -51,7 +45,7 @@ func (c *Client) Poll(ctx context.Context, as *envelope.Identity, opts PollOptio
 	}
 	ts := c.now().Unix()
 	var p Page
-	err := c.do(ctx, http.MethodGet, "/v1/inbox/"+as.Handle, q, nil, authHeader(as, ts, identity.PollString(as.Handle, opts.Since, ts)), &p)
+	err := c.do(ctx, http.MethodGet, protocol.InboxPath(as.Handle), q, nil, authHeader(as, ts, identity.PollString(as.Handle, opts.Since, ts)), &p)
 	if err != nil {
 		return nil, err
 	}

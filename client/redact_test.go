@@ -15,6 +15,7 @@ import (
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // signature matches an Ed25519 signature in hex, or a stream's auth= value
@@ -105,8 +106,8 @@ func TestErrorsCarryNoCredentials(t *testing.T) {
 	errs["stream 502"] = firstReconnect(ctx, viaLB, bob, nil)
 
 	wantCodes := map[string]client.Code{
-		"poll 401": client.CodeBadSignature, "stream 401": client.CodeBadSignature,
-		"stream 429": client.CodeRateLimited, "poll 502": client.CodeUnavailable, "stream 502": client.CodeUnavailable,
+		"poll 401": protocol.CodeBadSignature, "stream 401": protocol.CodeBadSignature,
+		"stream 429": protocol.CodeRateLimited, "poll 502": protocol.CodeUnavailable, "stream 502": protocol.CodeUnavailable,
 	}
 	for kind, err := range errs {
 		if err == nil {

@@ -3,27 +3,19 @@ package client
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
 
-// Sent is the server's answer to a send.
-type Sent struct {
-	Seq    int64     `json:"seq"`
-	To     string    `json:"to"`
-	ID     string    `json:"id"`
-	SentAt time.Time `json:"sent_at"`
-	// Duplicate is true when the server had already stored this id, for
-	// example from an earlier attempt whose answer was lost.
-	Duplicate bool `json:"duplicate"`
-}
+// Sent is the server's answer to a send. Duplicate is true when the server
+// had already stored this id, for example from an earlier attempt whose
+// answer was lost.
+type Sent = protocol.SendResult
 
 // NewID returns a fresh client message id: 26 random base32 characters.
 func NewID() string { return rand.Text() }
@@ -54,14 +46,13 @@ func (c *Client) Send(ctx context.Context, from *envelope.Identity, to string, t
 // already stored answers with Duplicate set.
 func (c *Client) SendEnvelope(ctx context.Context, from *envelope.Identity, to, id string, env json.RawMessage) (*Sent, error) {
 	if err := identity.ValidateClientID(id); err != nil {
-		return nil, &Error{Code: CodeInvalidRequest, Message: err.Error()}
+		return nil, &Error{Code: protocol.CodeInvalidRequest, Message: err.Error()}
 	}
 	body, err := sendBody(to, id, env)
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(body)
-	hash := hex.EncodeToString(sum[:])
+	hash := identity.BodySHA256(body)
 	var lastErr error
 	for attempt := range c.attempts {
 		if attempt > 0 {
@@ -71,7 +62,7 @@ func (c *Client) SendEnvelope(ctx context.Context, from *envelope.Identity, to, 
 		}
 		ts := c.now().Unix() // a fresh timestamp each try, so a slow retry is never stale
 		var s Sent
-		lastErr = c.do(ctx, http.MethodPost, "/v1/messages", nil, body, authHeader(from, ts, identity.SendString(hash, ts)), &s)
+		lastErr = c.do(ctx, http.MethodPost, protocol.PathMessages, nil, body, authHeader(from, ts, identity.SendString(hash, ts)), &s)
 		if lastErr == nil {
 			return &s, nil
 		}
@@ -84,7 +75,7 @@ func (c *Client) SendEnvelope(ctx context.Context, from *envelope.Identity, to, 
 
 func sendBody(to, id string, env json.RawMessage) ([]byte, error) {
 	if !json.Valid(env) {
-		return nil, &Error{Code: CodeInvalidRequest, Message: "envelope is not valid JSON"}
+		return nil, &Error{Code: protocol.CodeInvalidRequest, Message: "envelope is not valid JSON"}
 	}
 	// Built by hand so the envelope's bytes go out exactly as given: the
 	// encoder would re-escape them.

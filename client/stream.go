@@ -15,6 +15,7 @@ import (
 
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // State is the condition of a Stream's connection.
@@ -139,10 +140,10 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 	if s.last >= 0 {
 		// Last-Event-ID takes precedence at the server; since covers a
 		// server that only reads the query on the first connection.
-		h.Set("Last-Event-ID", strconv.FormatInt(s.last, 10))
+		h.Set(protocol.LastEventIDHeader, strconv.FormatInt(s.last, 10))
 		q.Set("since", strconv.FormatInt(s.last, 10))
 	}
-	resp, err := s.c.send(ctx, http.MethodGet, "/v1/inbox/"+s.as.Handle+"/stream", q, nil, "", h)
+	resp, err := s.c.send(ctx, http.MethodGet, protocol.StreamPath(s.as.Handle), q, nil, "", h)
 	if err != nil {
 		return false, err
 	}
@@ -160,7 +161,7 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 			return live, err
 		}
 		switch ev.event {
-		case "message", "":
+		case protocol.EventMessage, "":
 			var m Message
 			if err := json.Unmarshal([]byte(ev.data), &m); err != nil {
 				return live, fmt.Errorf("stream: message event: %w", err)
@@ -175,10 +176,8 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 				return live, errDeliver{err}
 			}
 			s.last = m.Seq
-		case "ready":
-			var r struct {
-				Latest int64 `json:"latest"`
-			}
+		case protocol.EventReady:
+			var r protocol.Ready
 			if err := json.Unmarshal([]byte(ev.data), &r); err != nil {
 				return live, fmt.Errorf("stream: ready event: %w", err)
 			}
@@ -200,7 +199,7 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 				live = true
 				s.state(StateLive, nil)
 			}
-		case "reset":
+		case protocol.EventReset:
 			// Messages before "oldest" were deleted; the server continues
 			// from there and seqs only grow, so there is nothing to do.
 		}

@@ -10,15 +10,7 @@ import (
 	"strings"
 
 	"github.com/kez-chat/kezd/identity"
-)
-
-// WebFinger property names and link relations, from PROTOCOL.md.
-const (
-	PropSigningKey    = "https://kez.chat/ns/signing-key"
-	PropEncryptionKey = "https://kez.chat/ns/encryption-key"
-	RelInbox          = "https://kez.chat/rel/inbox"
-	RelStream         = "https://kez.chat/rel/stream"
-	RelNATS           = "https://kez.chat/rel/nats"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // Account is a handle@domain resolved by WebFinger.
@@ -38,10 +30,10 @@ type Account struct {
 func SplitAddress(address string) (handle, domain string, err error) {
 	handle, domain, _ = strings.Cut(address, "@")
 	if err := identity.ValidateHandle(handle); err != nil {
-		return "", "", &Error{Code: CodeInvalidHandle, Message: err.Error()}
+		return "", "", &Error{Code: protocol.CodeInvalidHandle, Message: err.Error()}
 	}
 	if strings.ContainsAny(domain, "/?#@ ") {
-		return "", "", &Error{Code: CodeInvalidRequest, Message: fmt.Sprintf("bad domain %q", domain)}
+		return "", "", &Error{Code: protocol.CodeInvalidRequest, Message: fmt.Sprintf("bad domain %q", domain)}
 	}
 	return handle, domain, nil
 }
@@ -53,15 +45,15 @@ func (c *Client) Resolve(ctx context.Context, address string) (*Account, error) 
 		return nil, err
 	}
 	if domain == "" {
-		return nil, &Error{Code: CodeInvalidRequest, Message: fmt.Sprintf("%q has no @domain", address)}
+		return nil, &Error{Code: protocol.CodeInvalidRequest, Message: fmt.Sprintf("%q has no @domain", address)}
 	}
 	resource := "acct:" + handle + "@" + domain
-	u := strings.TrimRight(c.webfinger(domain), "/") + "/.well-known/webfinger?resource=" + url.QueryEscape(resource)
+	u := strings.TrimRight(c.webfinger(domain), "/") + protocol.PathWebFinger + "?resource=" + url.QueryEscape(resource)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", "application/jrd+json")
+	req.Header.Set("Accept", protocol.JRDContentType)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -70,14 +62,7 @@ func (c *Client) Resolve(ctx context.Context, address string) (*Account, error) 
 	if resp.StatusCode != http.StatusOK {
 		return nil, readError(resp)
 	}
-	var jrd struct {
-		Subject    string            `json:"subject"`
-		Properties map[string]string `json:"properties"`
-		Links      []struct {
-			Rel  string `json:"rel"`
-			Href string `json:"href"`
-		} `json:"links"`
-	}
+	var jrd protocol.JRD
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&jrd); err != nil {
 		return nil, fmt.Errorf("webfinger %s: %w", resource, err)
 	}
@@ -87,8 +72,8 @@ func (c *Client) Resolve(ctx context.Context, address string) (*Account, error) 
 	a := &Account{
 		Handle:        handle,
 		Domain:        domain,
-		SigningKey:    jrd.Properties[PropSigningKey],
-		EncryptionKey: jrd.Properties[PropEncryptionKey],
+		SigningKey:    jrd.Properties[protocol.PropSigningKey],
+		EncryptionKey: jrd.Properties[protocol.PropEncryptionKey],
 	}
 	if _, err := identity.ParseSigningKey(a.SigningKey); err != nil {
 		return nil, fmt.Errorf("webfinger %s: %w", resource, err)
@@ -98,11 +83,11 @@ func (c *Client) Resolve(ctx context.Context, address string) (*Account, error) 
 	}
 	for _, l := range jrd.Links {
 		switch l.Rel {
-		case RelInbox:
+		case protocol.RelInbox:
 			a.Inbox = l.Href
-		case RelStream:
+		case protocol.RelStream:
 			a.Stream = l.Href
-		case RelNATS:
+		case protocol.RelNATS:
 			a.NATS = l.Href
 		}
 	}

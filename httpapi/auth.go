@@ -7,6 +7,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -15,7 +16,7 @@ import (
 func pathHandle(c echo.Context) (string, error) {
 	h := c.Param("handle")
 	if err := identity.ValidateHandle(h); err != nil {
-		return "", chat.Errorf(chat.CodeInvalidHandle, "%v", err)
+		return "", chat.Errorf(protocol.CodeInvalidHandle, "%v", err)
 	}
 	return h, nil
 }
@@ -25,11 +26,11 @@ func pathHandle(c echo.Context) (string, error) {
 func headerCredentials(r *http.Request) (identity.Credentials, error) {
 	v := r.Header.Get(echo.HeaderAuthorization)
 	if v == "" {
-		return identity.Credentials{}, chat.Errorf(chat.CodeUnauthorized, `this request must be signed: Authorization: Kez <handle>:<ts>:<sig>`)
+		return identity.Credentials{}, chat.Errorf(protocol.CodeUnauthorized, `this request must be signed: Authorization: Kez <handle>:<ts>:<sig>`)
 	}
 	creds, err := identity.ParseAuthorization(v)
 	if err != nil {
-		return identity.Credentials{}, chat.Errorf(chat.CodeInvalidRequest, "Authorization: %v", err)
+		return identity.Credentials{}, chat.Errorf(protocol.CodeInvalidRequest, "Authorization: %v", err)
 	}
 	return creds, nil
 }
@@ -43,7 +44,7 @@ func (s *Server) authorizeOwner(c echo.Context, creds identity.Credentials, msg,
 		return store.Handle{}, err
 	}
 	if h.Handle != owner {
-		return store.Handle{}, chat.Errorf(chat.CodeForbidden, "%q may not read %q's inbox", h.Handle, owner)
+		return store.Handle{}, chat.Errorf(protocol.CodeForbidden, "%q may not read %q's inbox", h.Handle, owner)
 	}
 	return h, nil
 }

@@ -137,7 +137,7 @@ func benchServer(b *testing.B, senders int, limited ...bool) (string, []user) {
 // the wire.
 func signedSend(u user, to, id string, ts int64) []byte {
 	body := sendBody(to, id, benchEnvelope)
-	auth := u.authHeader(identity.SendString(chat.BodySHA256(body), ts), ts)
+	auth := u.authHeader(identity.SendString(identity.BodySHA256(body), ts), ts)
 	head := fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", auth, len(body))
 	return append([]byte(head), body...)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // readBody reads the request body, refusing more than limit bytes before
@@ -37,11 +38,11 @@ func readBody(c echo.Context, limit int64) ([]byte, error) {
 		return nil, tooLarge(limit)
 	}
 	if err != nil {
-		return nil, chat.Errorf(chat.CodeInvalidRequest, "could not read the request body")
+		return nil, chat.Errorf(protocol.CodeInvalidRequest, "could not read the request body")
 	}
 	return body, nil
 }
 
 func tooLarge(limit int64) error {
-	return chat.Errorf(chat.CodeTooLarge, "request body is larger than %d bytes", limit)
+	return chat.Errorf(protocol.CodeTooLarge, "request body is larger than %d bytes", limit)
 }

@@ -1,6 +1,9 @@
 package httpapi
 
-import "github.com/kez-chat/kezd/chat"
+import (
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
+)
 
 // caps counts open things of one kind (streams, or long-polls) on this
 // instance, in all, per handle and per client IP, and refuses one beyond any
@@ -28,7 +31,7 @@ const retryAfterCap = 5e9 // 5 s
 // acquire counts one more for handle and ip, or says which cap refuses it.
 func (k *caps) acquire(handle, ip string) error {
 	refuse := func(format string, args ...any) error {
-		e := chat.Errorf(chat.CodeRateLimited, format, args...)
+		e := chat.Errorf(protocol.CodeRateLimited, format, args...)
 		e.RetryAfter = retryAfterCap
 		return e
 	}

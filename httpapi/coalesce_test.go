@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // writeLog is a connection that records each Write.
@@ -29,7 +30,7 @@ func (c *writeLog) SetWriteDeadline(time.Time) error { return nil }
 func TestEventWriterCoalescesBursts(t *testing.T) {
 	t.Parallel()
 	msg := func(seq int64, json string) chat.Event {
-		return chat.Event{Kind: chat.EventMessage, Message: chat.Encoded{Seq: seq, JSON: []byte(json)}}
+		return chat.Event{Kind: chat.EventMessage, Message: protocol.Encoded{Seq: seq, JSON: []byte(json)}}
 	}
 	conn := &writeLog{}
 	w := &eventWriter{conn: conn, timeout: time.Second, frames: &sync.Pool{}}

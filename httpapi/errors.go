@@ -9,31 +9,32 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // Codes for router errors, which PROTOCOL.md's list does not cover.
 const (
-	codeNotFound         chat.Code = "not_found"
-	codeMethodNotAllowed chat.Code = "method_not_allowed"
+	codeNotFound         protocol.Code = "not_found"
+	codeMethodNotAllowed protocol.Code = "method_not_allowed"
 )
 
 // statusOf maps a protocol error code to its HTTP status.
-var statusOf = map[chat.Code]int{
-	chat.CodeInvalidRequest: http.StatusBadRequest,
-	chat.CodeInvalidHandle:  http.StatusBadRequest,
-	chat.CodeBadSignature:   http.StatusUnauthorized,
-	chat.CodeStaleTimestamp: http.StatusUnauthorized,
-	chat.CodeUnauthorized:   http.StatusUnauthorized,
-	chat.CodeForbidden:      http.StatusForbidden,
-	chat.CodeUnknownHandle:  http.StatusNotFound,
-	chat.CodeHandleTaken:    http.StatusConflict,
-	chat.CodeKeyTaken:       http.StatusConflict,
-	chat.CodeTooLarge:       http.StatusRequestEntityTooLarge,
-	chat.CodeRateLimited:    http.StatusTooManyRequests,
-	chat.CodeUnavailable:    http.StatusServiceUnavailable,
-	chat.CodeInternal:       http.StatusInternalServerError,
-	codeNotFound:            http.StatusNotFound,
-	codeMethodNotAllowed:    http.StatusMethodNotAllowed,
+var statusOf = map[protocol.Code]int{
+	protocol.CodeInvalidRequest: http.StatusBadRequest,
+	protocol.CodeInvalidHandle:  http.StatusBadRequest,
+	protocol.CodeBadSignature:   http.StatusUnauthorized,
+	protocol.CodeStaleTimestamp: http.StatusUnauthorized,
+	protocol.CodeUnauthorized:   http.StatusUnauthorized,
+	protocol.CodeForbidden:      http.StatusForbidden,
+	protocol.CodeUnknownHandle:  http.StatusNotFound,
+	protocol.CodeHandleTaken:    http.StatusConflict,
+	protocol.CodeKeyTaken:       http.StatusConflict,
+	protocol.CodeTooLarge:       http.StatusRequestEntityTooLarge,
+	protocol.CodeRateLimited:    http.StatusTooManyRequests,
+	protocol.CodeUnavailable:    http.StatusServiceUnavailable,
+	protocol.CodeInternal:       http.StatusInternalServerError,
+	codeNotFound:                http.StatusNotFound,
+	codeMethodNotAllowed:        http.StatusMethodNotAllowed,
 }
 
 // handleError is the one place that turns an error into an HTTP response:
@@ -85,20 +86,20 @@ func (s *Server) toChatError(err error) *chat.Error {
 		case http.StatusMethodNotAllowed:
 			return &chat.Error{Code: codeMethodNotAllowed, Message: "method not allowed on this endpoint"}
 		case http.StatusRequestEntityTooLarge:
-			return &chat.Error{Code: chat.CodeTooLarge, Message: "request body too large"}
+			return &chat.Error{Code: protocol.CodeTooLarge, Message: "request body too large"}
 		case http.StatusTooManyRequests:
-			return &chat.Error{Code: chat.CodeRateLimited, Message: "too many requests"}
+			return &chat.Error{Code: protocol.CodeRateLimited, Message: "too many requests"}
 		case http.StatusServiceUnavailable:
-			return &chat.Error{Code: chat.CodeUnavailable, Message: "service unavailable"}
+			return &chat.Error{Code: protocol.CodeUnavailable, Message: "service unavailable"}
 		}
 		if he.Code >= 400 && he.Code < 500 {
-			return &chat.Error{Code: chat.CodeInvalidRequest, Message: http.StatusText(he.Code)}
+			return &chat.Error{Code: protocol.CodeInvalidRequest, Message: http.StatusText(he.Code)}
 		}
-		return &chat.Error{Code: chat.CodeInternal, Message: "internal error", Err: err}
+		return &chat.Error{Code: protocol.CodeInternal, Message: "internal error", Err: err}
 	}
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return &chat.Error{Code: chat.CodeTooLarge, Message: "request body is larger than the limit"}
+		return &chat.Error{Code: protocol.CodeTooLarge, Message: "request body is larger than the limit"}
 	}
 	return chat.AsError(err)
 }
@@ -110,7 +111,7 @@ func writeJSON(c echo.Context, status int, v any) error {
 }
 
 func writeJSONType(c echo.Context, status int, contentType string, v any) error {
-	b, err := chat.Marshal(v)
+	b, err := protocol.Marshal(v)
 	if err != nil {
 		return err
 	}

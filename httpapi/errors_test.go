@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -20,13 +21,13 @@ func TestRouterErrors(t *testing.T) {
 }
 
 func TestStatusOfEveryCode(t *testing.T) {
-	want := map[chat.Code]int{
-		chat.CodeInvalidRequest: 400, chat.CodeInvalidHandle: 400,
-		chat.CodeBadSignature: 401, chat.CodeStaleTimestamp: 401, chat.CodeUnauthorized: 401,
-		chat.CodeForbidden: 403, chat.CodeUnknownHandle: 404,
-		chat.CodeHandleTaken: 409, chat.CodeKeyTaken: 409,
-		chat.CodeTooLarge: 413, chat.CodeRateLimited: 429,
-		chat.CodeUnavailable: 503, chat.CodeInternal: 500,
+	want := map[protocol.Code]int{
+		protocol.CodeInvalidRequest: 400, protocol.CodeInvalidHandle: 400,
+		protocol.CodeBadSignature: 401, protocol.CodeStaleTimestamp: 401, protocol.CodeUnauthorized: 401,
+		protocol.CodeForbidden: 403, protocol.CodeUnknownHandle: 404,
+		protocol.CodeHandleTaken: 409, protocol.CodeKeyTaken: 409,
+		protocol.CodeTooLarge: 413, protocol.CodeRateLimited: 429,
+		protocol.CodeUnavailable: 503, protocol.CodeInternal: 500,
 	}
 	for code, status := range want {
 		if statusOf[code] != status {
@@ -52,7 +53,7 @@ func TestInternalErrorIsNotSent(t *testing.T) {
 	e := &env{t: t, url: hs.URL}
 
 	r := e.do(http.MethodGet, "/v1/handles/alice", nil, nil)
-	r.wantError(t, http.StatusInternalServerError, chat.CodeInternal)
+	r.wantError(t, http.StatusInternalServerError, protocol.CodeInternal)
 	if bytes.Contains(r.body, []byte("10.0.0.7")) {
 		t.Fatalf("the cause reached the client: %s", r.body)
 	}

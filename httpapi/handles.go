@@ -8,6 +8,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -105,7 +106,7 @@ func lookupTime(v string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return time.Time{}, chat.Errorf(chat.CodeInvalidRequest, "at must be Unix seconds or an RFC 3339 time")
+		return time.Time{}, chat.Errorf(protocol.CodeInvalidRequest, "at must be Unix seconds or an RFC 3339 time")
 	}
 	return t, nil
 }

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -36,16 +36,16 @@ func TestRegisterAndLookup(t *testing.T) {
 			t.Fatalf("lookup %+v, want %+v", got, created)
 		}
 
-		e.do(http.MethodGet, "/v1/handles/nobody", nil, nil).wantError(t, http.StatusNotFound, chat.CodeUnknownHandle)
+		e.do(http.MethodGet, "/v1/handles/nobody", nil, nil).wantError(t, http.StatusNotFound, protocol.CodeUnknownHandle)
 
 		// The same handle again, with another key.
 		other := newUser(t, "alice")
-		e.do(http.MethodPost, "/v1/handles", other.registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeHandleTaken)
+		e.do(http.MethodPost, "/v1/handles", other.registerBody(now()), nil).wantError(t, http.StatusConflict, protocol.CodeHandleTaken)
 
 		// Alice's key for another handle.
 		again := alice
 		again.handle = "alice2"
-		e.do(http.MethodPost, "/v1/handles", again.registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeKeyTaken)
+		e.do(http.MethodPost, "/v1/handles", again.registerBody(now()), nil).wantError(t, http.StatusConflict, protocol.CodeKeyTaken)
 	})
 }
 
@@ -59,17 +59,17 @@ func TestRegisterErrors(t *testing.T) {
 		name   string
 		body   []byte
 		status int
-		code   chat.Code
+		code   protocol.Code
 	}{
-		{"bad signature", badSig.registerBody(now()), http.StatusUnauthorized, chat.CodeBadSignature},
-		{"stale timestamp", bob.registerBody(now() - 1000), http.StatusUnauthorized, chat.CodeStaleTimestamp},
-		{"future timestamp", bob.registerBody(now() + 1000), http.StatusUnauthorized, chat.CodeStaleTimestamp},
-		{"malformed JSON", []byte(`{"handle":"bob",`), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"not an object", []byte(`[1,2]`), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"ts as a string", bytes.Replace(bob.registerBody(now()), []byte(`"ts":`), []byte(`"ts":"1",`+`"x":`), 1), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"empty body", nil, http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"bad key", []byte(`{"handle":"bob","signing_key":"zz","encryption_key":"` + bob.ek + `","ts":1,"sig":"00"}`), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"too large", append([]byte(`{"handle":"bob","pad":"`), bytes.Repeat([]byte("x"), maxRegisterBody)...), http.StatusRequestEntityTooLarge, chat.CodeTooLarge},
+		{"bad signature", badSig.registerBody(now()), http.StatusUnauthorized, protocol.CodeBadSignature},
+		{"stale timestamp", bob.registerBody(now() - 1000), http.StatusUnauthorized, protocol.CodeStaleTimestamp},
+		{"future timestamp", bob.registerBody(now() + 1000), http.StatusUnauthorized, protocol.CodeStaleTimestamp},
+		{"malformed JSON", []byte(`{"handle":"bob",`), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"not an object", []byte(`[1,2]`), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"ts as a string", bytes.Replace(bob.registerBody(now()), []byte(`"ts":`), []byte(`"ts":"1",`+`"x":`), 1), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"empty body", nil, http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"bad key", []byte(`{"handle":"bob","signing_key":"zz","encryption_key":"` + bob.ek + `","ts":1,"sig":"00"}`), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"too large", append([]byte(`{"handle":"bob","pad":"`), bytes.Repeat([]byte("x"), maxRegisterBody)...), http.StatusRequestEntityTooLarge, protocol.CodeTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,19 +92,19 @@ func TestInvalidHandles(t *testing.T) {
 	for _, h := range invalidHandles {
 		t.Run(h, func(t *testing.T) {
 			u := newUser(t, h)
-			e.do(http.MethodPost, "/v1/handles", u.registerBody(now()), nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+			e.do(http.MethodPost, "/v1/handles", u.registerBody(now()), nil).wantError(t, http.StatusBadRequest, protocol.CodeInvalidHandle)
 
 			p := url.PathEscape(h)
-			e.do(http.MethodGet, "/v1/handles/"+p, nil, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+			e.do(http.MethodGet, "/v1/handles/"+p, nil, nil).wantError(t, http.StatusBadRequest, protocol.CodeInvalidHandle)
 
 			ts := now()
 			e.do(http.MethodGet, "/v1/inbox/"+p, nil, http.Header{
 				"Authorization": {alice.authHeader(identity.PollString(h, 0, ts), ts)},
-			}).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+			}).wantError(t, http.StatusBadRequest, protocol.CodeInvalidHandle)
 			e.do(http.MethodGet, "/v1/inbox/"+p+"/stream?auth="+itoa(ts)+":"+identity.Sign(alice.priv, "x"), nil, nil).
-				wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+				wantError(t, http.StatusBadRequest, protocol.CodeInvalidHandle)
 
-			e.send(alice, sendBody(strings.ReplaceAll(h, `"`, ``), "m1", `{}`)).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+			e.send(alice, sendBody(strings.ReplaceAll(h, `"`, ``), "m1", `{}`)).wantError(t, http.StatusBadRequest, protocol.CodeInvalidHandle)
 
 			if _, err := e.st.Handle(context.WithoutCancel(t.Context()), h); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("handle %q: store lookup %v, want not found", h, err)
@@ -117,7 +117,7 @@ func TestInvalidHandles(t *testing.T) {
 // signature that verifies for every message under a small-order key:
 // R = identity, S = 0.
 func weakRegisterBody(handle, sk, ek string, ts int64) []byte {
-	b, _ := json.Marshal(chat.RegisterRequest{Handle: handle, SigningKey: sk, EncryptionKey: ek, TS: ts, Sig: constantSig})
+	b, _ := json.Marshal(protocol.RegisterRequest{Handle: handle, SigningKey: sk, EncryptionKey: ek, TS: ts, Sig: constantSig})
 	return b
 }
 
@@ -144,7 +144,7 @@ func TestRegisterRefusesWeakKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e.do(http.MethodPost, "/v1/handles", tt.body, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
+			e.do(http.MethodPost, "/v1/handles", tt.body, nil).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
 		})
 	}
 	for _, h := range []string{"w1", "w2", "w3", "w4", "good"} {
@@ -165,8 +165,8 @@ func TestStoredWeakKeyAuthenticatesNothing(t *testing.T) {
 	}
 	ts := now()
 	auth := http.Header{"Authorization": {"Kez weak:" + itoa(ts) + ":" + constantSig}}
-	e.do(http.MethodGet, "/v1/inbox/weak", nil, auth).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
-	e.do(http.MethodPost, "/v1/messages", sendBody("bob", "m1", `{}`), auth).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+	e.do(http.MethodGet, "/v1/inbox/weak", nil, auth).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+	e.do(http.MethodPost, "/v1/messages", sendBody("bob", "m1", `{}`), auth).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
 	if n := e.messageCount("bob"); n != 0 {
 		t.Fatalf("bob has %d messages from the weak key", n)
 	}

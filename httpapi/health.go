@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 type healthResponse struct {
@@ -47,7 +48,7 @@ func (s *Server) readyz(c echo.Context) error {
 		checks[ch.Name] = "ok"
 	}
 	if len(failed) > 0 {
-		return chat.Errorf(chat.CodeUnavailable, "not ready: %s failed", strings.Join(failed, ", "))
+		return chat.Errorf(protocol.CodeUnavailable, "not ready: %s failed", strings.Join(failed, ", "))
 	}
 	return writeJSON(c, http.StatusOK, healthResponse{Status: "ok", Checks: checks})
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 func TestHealth(t *testing.T) {
@@ -27,7 +27,7 @@ func TestHealth(t *testing.T) {
 	}
 
 	r = failing.do(http.MethodGet, "/readyz", nil, nil)
-	r.wantError(t, http.StatusServiceUnavailable, chat.CodeUnavailable)
+	r.wantError(t, http.StatusServiceUnavailable, protocol.CodeUnavailable)
 	if !strings.Contains(string(r.body), "broker") || strings.Contains(string(r.body), "store") {
 		t.Fatalf("readyz body %s should name the broker, and only it", r.body)
 	}
@@ -39,7 +39,7 @@ func TestHealth(t *testing.T) {
 		st := openSQLite(t)
 		e := newEnv(t, st)
 		st.(interface{ Close() error }).Close()
-		e.do(http.MethodGet, "/readyz", nil, nil).wantError(t, http.StatusServiceUnavailable, chat.CodeUnavailable)
+		e.do(http.MethodGet, "/readyz", nil, nil).wantError(t, http.StatusServiceUnavailable, protocol.CodeUnavailable)
 	})
 }
 

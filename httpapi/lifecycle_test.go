@@ -7,15 +7,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
 // rotateBody is a rotation of cur's handle to next's keys, signed by both.
 func rotateBody(cur, next user, ts int64) []byte {
 	msg := identity.RotateString(cur.handle, next.sk, next.ek, ts)
-	b, _ := json.Marshal(chat.RotateRequest{
+	b, _ := json.Marshal(protocol.RotateRequest{
 		SigningKey: next.sk, EncryptionKey: next.ek, TS: ts,
 		Sig: identity.Sign(cur.priv, msg), NewSig: identity.Sign(next.priv, msg),
 	})
@@ -112,14 +112,14 @@ func TestRotateKeys(t *testing.T) {
 
 		// Everything the old key opened ends.
 		stream.wantEnd()
-		(<-poll).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+		(<-poll).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
 
 		// The old key authenticates nothing.
-		e.poll(alice, "alice", "", 0).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
-		e.send(alice, sendBody("bob", "late", `1`)).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
-		e.deleteThrough(alice, "alice", 1).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
-		e.deleteHandle(alice, "alice").wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
-		e.rotate(alice, newUser(t, "alice")).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+		e.poll(alice, "alice", "", 0).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+		e.send(alice, sendBody("bob", "late", `1`)).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+		e.deleteThrough(alice, "alice", 1).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+		e.deleteHandle(alice, "alice").wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+		e.rotate(alice, newUser(t, "alice")).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
 		if s := e.openStream(streamPath(alice, "alice", ""), nil); s.res.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("stream with the old key: status %d, want 401", s.res.StatusCode)
 		}
@@ -140,13 +140,13 @@ func TestRotateKeys(t *testing.T) {
 		if then.SigningKey != alice.sk || then.EncryptionKey != alice.ek {
 			t.Fatalf("lookup at registration = %+v, want the old keys", then)
 		}
-		e.do(http.MethodGet, "/v1/handles/alice?at=yesterday", nil, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
-		e.do(http.MethodGet, "/v1/handles/alice?at=1", nil, nil).wantError(t, http.StatusNotFound, chat.CodeUnknownHandle)
+		e.do(http.MethodGet, "/v1/handles/alice?at=yesterday", nil, nil).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+		e.do(http.MethodGet, "/v1/handles/alice?at=1", nil, nil).wantError(t, http.StatusNotFound, protocol.CodeUnknownHandle)
 
 		// The retired key is never registrable again.
 		mallory := alice
 		mallory.handle = "mallory"
-		e.do(http.MethodPost, "/v1/handles", mallory.registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeKeyTaken)
+		e.do(http.MethodPost, "/v1/handles", mallory.registerBody(now()), nil).wantError(t, http.StatusConflict, protocol.CodeKeyTaken)
 	})
 }
 
@@ -158,8 +158,8 @@ func TestRotateErrors(t *testing.T) {
 	next := newUser(t, "alice")
 	ts := now()
 	msg := identity.RotateString("alice", next.sk, next.ek, ts)
-	body := func(f func(*chat.RotateRequest)) []byte {
-		r := chat.RotateRequest{SigningKey: next.sk, EncryptionKey: next.ek, TS: ts,
+	body := func(f func(*protocol.RotateRequest)) []byte {
+		r := protocol.RotateRequest{SigningKey: next.sk, EncryptionKey: next.ek, TS: ts,
 			Sig: identity.Sign(alice.priv, msg), NewSig: identity.Sign(next.priv, msg)}
 		f(&r)
 		b, _ := json.Marshal(r)
@@ -168,23 +168,23 @@ func TestRotateErrors(t *testing.T) {
 	post := func(handle string, b []byte) response {
 		return e.do(http.MethodPost, "/v1/handles/"+handle+"/keys", b, nil)
 	}
-	post("alice", []byte(`{"signing_key":"`+next.sk+`"}`)).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
-	post("alice", body(func(r *chat.RotateRequest) { r.SigningKey = "zz" })).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
-	post("alice", body(func(r *chat.RotateRequest) { r.NewSig = identity.Sign(alice.priv, msg) })).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
-	post("alice", body(func(r *chat.RotateRequest) { r.Sig = identity.Sign(next.priv, msg) })).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
-	post("alice", body(func(r *chat.RotateRequest) { r.TS = ts - 3600 })).wantError(t, http.StatusUnauthorized, chat.CodeStaleTimestamp)
+	post("alice", []byte(`{"signing_key":"`+next.sk+`"}`)).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+	post("alice", body(func(r *protocol.RotateRequest) { r.SigningKey = "zz" })).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+	post("alice", body(func(r *protocol.RotateRequest) { r.NewSig = identity.Sign(alice.priv, msg) })).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+	post("alice", body(func(r *protocol.RotateRequest) { r.Sig = identity.Sign(next.priv, msg) })).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+	post("alice", body(func(r *protocol.RotateRequest) { r.TS = ts - 3600 })).wantError(t, http.StatusUnauthorized, protocol.CodeStaleTimestamp)
 	// Weak keys are refused at rotation as at registration.
-	post("alice", body(func(r *chat.RotateRequest) { r.SigningKey = identityPoint })).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
-	post("alice", body(func(r *chat.RotateRequest) { r.EncryptionKey = strings.Repeat("00", 32) })).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
-	post("nobody", body(func(*chat.RotateRequest) {})).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
-	post("Alice", body(func(*chat.RotateRequest) {})).wantError(t, http.StatusBadRequest, chat.CodeInvalidHandle)
+	post("alice", body(func(r *protocol.RotateRequest) { r.SigningKey = identityPoint })).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+	post("alice", body(func(r *protocol.RotateRequest) { r.EncryptionKey = strings.Repeat("00", 32) })).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+	post("nobody", body(func(*protocol.RotateRequest) {})).wantError(t, http.StatusUnauthorized, protocol.CodeUnauthorized)
+	post("Alice", body(func(*protocol.RotateRequest) {})).wantError(t, http.StatusBadRequest, protocol.CodeInvalidHandle)
 	// Signed for bob's path: the canonical string names the handle.
-	post("bob", body(func(*chat.RotateRequest) {})).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+	post("bob", body(func(*protocol.RotateRequest) {})).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
 	// To a key another handle holds.
 	toBob := identity.RotateString("alice", bob.sk, next.ek, ts)
-	post("alice", body(func(r *chat.RotateRequest) {
+	post("alice", body(func(r *protocol.RotateRequest) {
 		r.SigningKey, r.Sig, r.NewSig = bob.sk, identity.Sign(alice.priv, toBob), identity.Sign(bob.priv, toBob)
-	})).wantError(t, http.StatusConflict, chat.CodeKeyTaken)
+	})).wantError(t, http.StatusConflict, protocol.CodeKeyTaken)
 
 	// Only the encryption key: the current signing key, twice.
 	ekOnly := alice
@@ -214,7 +214,7 @@ func TestDeleteHandle(t *testing.T) {
 		poll := e.longPoll(alice, 2)
 		e.waitSessions("alice", 2)
 
-		e.deleteHandle(bob, "alice").wantError(t, http.StatusForbidden, chat.CodeForbidden)
+		e.deleteHandle(bob, "alice").wantError(t, http.StatusForbidden, protocol.CodeForbidden)
 		r := e.deleteHandle(alice, "alice")
 		r.want(t, http.StatusOK)
 		var d struct {
@@ -226,7 +226,7 @@ func TestDeleteHandle(t *testing.T) {
 			t.Fatalf("deletion returned %s", r.body)
 		}
 		stream.wantEnd()
-		(<-poll).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
+		(<-poll).wantError(t, http.StatusUnauthorized, protocol.CodeUnauthorized)
 
 		if n := e.messageCount("alice"); n != 0 {
 			t.Fatalf("alice's inbox holds %d messages after deletion, want 0", n)
@@ -234,14 +234,14 @@ func TestDeleteHandle(t *testing.T) {
 		if n := e.messageCount("bob"); n != 1 {
 			t.Fatalf("bob's inbox holds %d messages, want the 1 alice sent him", n)
 		}
-		e.send(bob, sendBody("alice", "late", `1`)).wantError(t, http.StatusNotFound, chat.CodeUnknownHandle)
-		e.do(http.MethodGet, "/v1/handles/alice", nil, nil).wantError(t, http.StatusNotFound, chat.CodeUnknownHandle)
+		e.send(bob, sendBody("alice", "late", `1`)).wantError(t, http.StatusNotFound, protocol.CodeUnknownHandle)
+		e.do(http.MethodGet, "/v1/handles/alice", nil, nil).wantError(t, http.StatusNotFound, protocol.CodeUnknownHandle)
 		e.do(http.MethodGet, "/.well-known/webfinger?resource=acct:alice@"+testDomain, nil, nil).want(t, http.StatusNotFound)
-		e.poll(alice, "alice", "", 0).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
-		e.do(http.MethodPost, "/v1/handles", newUser(t, "alice").registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeHandleTaken)
+		e.poll(alice, "alice", "", 0).wantError(t, http.StatusUnauthorized, protocol.CodeUnauthorized)
+		e.do(http.MethodPost, "/v1/handles", newUser(t, "alice").registerBody(now()), nil).wantError(t, http.StatusConflict, protocol.CodeHandleTaken)
 		again := alice
 		again.handle = "alice2"
-		e.do(http.MethodPost, "/v1/handles", again.registerBody(now()), nil).wantError(t, http.StatusConflict, chat.CodeKeyTaken)
+		e.do(http.MethodPost, "/v1/handles", again.registerBody(now()), nil).wantError(t, http.StatusConflict, protocol.CodeKeyTaken)
 	})
 }
 
@@ -279,13 +279,13 @@ func TestDeleteThrough(t *testing.T) {
 		s.wantMessage(5)
 		s.wantMessage(6)
 
-		e.deleteThrough(alice, "bob", 9).wantError(t, http.StatusForbidden, chat.CodeForbidden)
-		e.do(http.MethodDelete, "/v1/inbox/bob", nil, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
-		e.do(http.MethodDelete, "/v1/inbox/bob?through=x", nil, nil).wantError(t, http.StatusBadRequest, chat.CodeInvalidRequest)
-		e.do(http.MethodDelete, "/v1/inbox/bob?through=9", nil, nil).wantError(t, http.StatusUnauthorized, chat.CodeUnauthorized)
+		e.deleteThrough(alice, "bob", 9).wantError(t, http.StatusForbidden, protocol.CodeForbidden)
+		e.do(http.MethodDelete, "/v1/inbox/bob", nil, nil).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+		e.do(http.MethodDelete, "/v1/inbox/bob?through=x", nil, nil).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+		e.do(http.MethodDelete, "/v1/inbox/bob?through=9", nil, nil).wantError(t, http.StatusUnauthorized, protocol.CodeUnauthorized)
 		r := e.deleteThrough(bob, "bob", 99)
 		r.want(t, http.StatusOK)
-		var res chat.DeleteResult
+		var res protocol.DeleteResult
 		r.decode(t, &res)
 		if res.Deleted != 3 || res.Oldest != nil || string(r.body) != `{"deleted":3,"oldest":null}`+"\n" && string(r.body) != `{"deleted":3,"oldest":null}` {
 			t.Fatalf("delete through 99: %s, want 3 deleted and oldest null", r.body)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 )
@@ -65,10 +66,10 @@ func (s *Server) limitPerIP(name ratelimit.Name) echo.MiddlewareFunc {
 // limitError is a refusal as the client sees it (rate_limited), or the
 // shared store's failure (unavailable).
 func limitError(err error) error {
-	if e := chat.AsError(err); e.Code == chat.CodeRateLimited {
+	if e := chat.AsError(err); e.Code == protocol.CodeRateLimited {
 		return e
 	}
-	return &chat.Error{Code: chat.CodeUnavailable, Message: "the store is unavailable; retry later", Err: err}
+	return &chat.Error{Code: protocol.CodeUnavailable, Message: "the store is unavailable; retry later", Err: err}
 }
 
 // authenticate is the core's Authenticate with the failed-authentication
@@ -89,7 +90,7 @@ func (s *Server) authenticate(c echo.Context, creds identity.Credentials, msg st
 		return h, nil
 	}
 	switch chat.AsError(err).Code {
-	case chat.CodeBadSignature, chat.CodeStaleTimestamp, chat.CodeUnauthorized:
+	case protocol.CodeBadSignature, protocol.CodeStaleTimestamp, protocol.CodeUnauthorized:
 		if lerr := s.limits.Take(ctx, ratelimit.FailedAuth, ip, 1); lerr != nil {
 			return store.Handle{}, limitError(lerr)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 )
 
@@ -25,7 +26,7 @@ func withLimits(limits map[ratelimit.Name]ratelimit.Limit) func(*Config) {
 // wantRetryAfter checks a 429 rate_limited with a Retry-After in whole seconds.
 func (r response) wantRateLimited(t *testing.T) {
 	t.Helper()
-	r.wantError(t, http.StatusTooManyRequests, chat.CodeRateLimited)
+	r.wantError(t, http.StatusTooManyRequests, protocol.CodeRateLimited)
 	n, err := strconv.Atoi(r.header.Get("Retry-After"))
 	if err != nil || n < 1 {
 		t.Fatalf("Retry-After %q, want a positive number of seconds", r.header.Get("Retry-After"))
@@ -105,7 +106,7 @@ func TestFailedAuthPerIP(t *testing.T) {
 	forged := http.Header{"Authorization": {mallory.authHeader(identity.PollString("bob", 0, ts), ts)}}
 	forged.Set("Authorization", "Kez bob"+forged.Get("Authorization")[len("Kez mallory"):])
 	for range 3 {
-		e.do(http.MethodGet, "/v1/inbox/bob", nil, forged).wantError(t, http.StatusUnauthorized, chat.CodeBadSignature)
+		e.do(http.MethodGet, "/v1/inbox/bob", nil, forged).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
 	}
 	e.do(http.MethodGet, "/v1/inbox/bob", nil, forged).wantRateLimited(t)
 	// Past the limit the IP is refused before its signature is looked at,

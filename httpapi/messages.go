@@ -5,8 +5,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // send serves POST /v1/messages. The signature covers the SHA-256 of the
@@ -18,11 +18,11 @@ func (s *Server) send(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := readBody(c, chat.MaxSendBody)
+	body, err := readBody(c, protocol.MaxSendBody)
 	if err != nil {
 		return err
 	}
-	from, err := s.authenticate(c, creds, identity.SendString(chat.BodySHA256(body), creds.TS))
+	from, err := s.authenticate(c, creds, identity.SendString(identity.BodySHA256(body), creds.TS))
 	if err != nil {
 		return err
 	}

@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 func TestSend(t *testing.T) {
@@ -40,7 +40,7 @@ func TestSend(t *testing.T) {
 		// A retry with the same id: 200, duplicate, the original seq, nothing new stored.
 		r = e.send(alice, body)
 		r.want(t, http.StatusOK)
-		var dup chat.SendResult
+		var dup protocol.SendResult
 		r.decode(t, &dup)
 		if !dup.Duplicate || dup.Seq != 1 {
 			t.Fatalf("retry returned %s", r.body)
@@ -60,7 +60,7 @@ func TestSend(t *testing.T) {
 		body2 := []byte("  " + string(sendBody("bob", "m-2", `[1, 2]`)) + "\n")
 		ts := now()
 		e.do(http.MethodPost, "/v1/messages", body2, http.Header{
-			"Authorization": {alice.authHeader(identity.SendString(chat.BodySHA256(body2), ts), ts)},
+			"Authorization": {alice.authHeader(identity.SendString(identity.BodySHA256(body2), ts), ts)},
 			"Content-Type":  {"text/plain"},
 		}).want(t, http.StatusCreated)
 	})
@@ -74,13 +74,13 @@ func TestSendErrors(t *testing.T) {
 
 	body := sendBody("bob", "m1", `{"c":"x"}`)
 	ts := now()
-	sendString := identity.SendString(chat.BodySHA256(body), ts)
+	sendString := identity.SendString(identity.BodySHA256(body), ts)
 	otherBody := sendBody("bob", "m2", `{"c":"x"}`)
 
-	bigEnvelope := `"` + strings.Repeat("x", chat.MaxEnvelope-1) + `"` // MaxEnvelope+1 bytes of JSON
+	bigEnvelope := `"` + strings.Repeat("x", protocol.MaxEnvelope-1) + `"` // MaxEnvelope+1 bytes of JSON
 	signed := func(u user, b []byte) http.Header {
 		ts := now()
-		return http.Header{"Authorization": {u.authHeader(identity.SendString(chat.BodySHA256(b), ts), ts)}}
+		return http.Header{"Authorization": {u.authHeader(identity.SendString(identity.BodySHA256(b), ts), ts)}}
 	}
 
 	tests := []struct {
@@ -88,21 +88,21 @@ func TestSendErrors(t *testing.T) {
 		body   []byte
 		header http.Header
 		status int
-		code   chat.Code
+		code   protocol.Code
 	}{
-		{"no authorization", body, nil, http.StatusUnauthorized, chat.CodeUnauthorized},
-		{"malformed authorization", body, http.Header{"Authorization": {"Kez alice"}}, http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"wrong scheme", body, http.Header{"Authorization": {"Bearer x"}}, http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"unregistered signer", body, http.Header{"Authorization": {mallory.authHeader(sendString, ts)}}, http.StatusUnauthorized, chat.CodeUnauthorized},
-		{"bad signature", body, http.Header{"Authorization": {alice.authHeader(identity.SendString(chat.BodySHA256(otherBody), ts), ts)}}, http.StatusUnauthorized, chat.CodeBadSignature},
-		{"signed by someone else's key", body, http.Header{"Authorization": {"Kez alice:" + itoa(ts) + ":" + identity.Sign(bob.priv, sendString)}}, http.StatusUnauthorized, chat.CodeBadSignature},
-		{"stale timestamp", body, http.Header{"Authorization": {alice.authHeader(identity.SendString(chat.BodySHA256(body), ts-1000), ts-1000)}}, http.StatusUnauthorized, chat.CodeStaleTimestamp},
-		{"unknown recipient", sendBody("carol", "m1", `1`), signed(alice, sendBody("carol", "m1", `1`)), http.StatusNotFound, chat.CodeUnknownHandle},
-		{"malformed JSON", []byte(`{"to":"bob",`), signed(alice, []byte(`{"to":"bob",`)), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"missing envelope", []byte(`{"to":"bob","id":"m1"}`), signed(alice, []byte(`{"to":"bob","id":"m1"}`)), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"bad client id", sendBody("bob", "a.b", `1`), signed(alice, sendBody("bob", "a.b", `1`)), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"envelope just over 64 KiB", sendBody("bob", "big", bigEnvelope), signed(alice, sendBody("bob", "big", bigEnvelope)), http.StatusRequestEntityTooLarge, chat.CodeTooLarge},
-		{"body over the limit", sendBody("bob", "huge", `"`+strings.Repeat("x", chat.MaxSendBody)+`"`), signed(alice, nil), http.StatusRequestEntityTooLarge, chat.CodeTooLarge},
+		{"no authorization", body, nil, http.StatusUnauthorized, protocol.CodeUnauthorized},
+		{"malformed authorization", body, http.Header{"Authorization": {"Kez alice"}}, http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"wrong scheme", body, http.Header{"Authorization": {"Bearer x"}}, http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"unregistered signer", body, http.Header{"Authorization": {mallory.authHeader(sendString, ts)}}, http.StatusUnauthorized, protocol.CodeUnauthorized},
+		{"bad signature", body, http.Header{"Authorization": {alice.authHeader(identity.SendString(identity.BodySHA256(otherBody), ts), ts)}}, http.StatusUnauthorized, protocol.CodeBadSignature},
+		{"signed by someone else's key", body, http.Header{"Authorization": {"Kez alice:" + itoa(ts) + ":" + identity.Sign(bob.priv, sendString)}}, http.StatusUnauthorized, protocol.CodeBadSignature},
+		{"stale timestamp", body, http.Header{"Authorization": {alice.authHeader(identity.SendString(identity.BodySHA256(body), ts-1000), ts-1000)}}, http.StatusUnauthorized, protocol.CodeStaleTimestamp},
+		{"unknown recipient", sendBody("carol", "m1", `1`), signed(alice, sendBody("carol", "m1", `1`)), http.StatusNotFound, protocol.CodeUnknownHandle},
+		{"malformed JSON", []byte(`{"to":"bob",`), signed(alice, []byte(`{"to":"bob",`)), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"missing envelope", []byte(`{"to":"bob","id":"m1"}`), signed(alice, []byte(`{"to":"bob","id":"m1"}`)), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"bad client id", sendBody("bob", "a.b", `1`), signed(alice, sendBody("bob", "a.b", `1`)), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"envelope just over 64 KiB", sendBody("bob", "big", bigEnvelope), signed(alice, sendBody("bob", "big", bigEnvelope)), http.StatusRequestEntityTooLarge, protocol.CodeTooLarge},
+		{"body over the limit", sendBody("bob", "huge", `"`+strings.Repeat("x", protocol.MaxSendBody)+`"`), signed(alice, nil), http.StatusRequestEntityTooLarge, protocol.CodeTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,7 +114,7 @@ func TestSendErrors(t *testing.T) {
 	}
 
 	t.Run("envelope of exactly 64 KiB", func(t *testing.T) {
-		env := `"` + strings.Repeat("y", chat.MaxEnvelope-2) + `"`
+		env := `"` + strings.Repeat("y", protocol.MaxEnvelope-2) + `"`
 		seq := e.mustSend(alice, "bob", "max", env)
 		ms, err := e.st.ListMessages(t.Context(), "bob", seq-1, 1)
 		if err != nil || len(ms) != 1 || string(ms[0].Envelope) != env {
@@ -162,7 +162,7 @@ func TestSendHugeBodyIsNotRead(t *testing.T) {
 			}
 			ts := now()
 			req.Header.Set("Authorization", alice.authHeader(identity.SendString(strings.Repeat("0", 64), ts), ts))
-			doRequest(t, req).wantError(t, http.StatusRequestEntityTooLarge, chat.CodeTooLarge)
+			doRequest(t, req).wantError(t, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge)
 			// The transport may have pushed some more into socket buffers,
 			// but nowhere near the whole body.
 			if n := body.n.Load(); n > 64<<20 {

@@ -10,14 +10,9 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
-
-// pollResponse is the body of GET /v1/inbox/:handle.
-type pollResponse struct {
-	Messages []store.Message `json:"messages"`
-	Next     int64           `json:"next"`
-}
 
 // poll serves GET /v1/inbox/:handle?since=&limit=&wait=: the owner's
 // messages after since, waiting up to wait seconds (at most 30) for one to
@@ -33,19 +28,19 @@ func (s *Server) poll(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	limit, err := queryInt(q.Get("limit"), "limit", chat.DefaultPollLimit)
+	limit, err := queryInt(q.Get("limit"), "limit", protocol.DefaultPollLimit)
 	if err != nil {
 		return err
 	}
 	if limit < 1 {
-		return chat.Errorf(chat.CodeInvalidRequest, "limit must be at least 1")
+		return chat.Errorf(protocol.CodeInvalidRequest, "limit must be at least 1")
 	}
-	limit = min(limit, chat.MaxPollLimit)
+	limit = min(limit, protocol.MaxPollLimit)
 	waitSec, err := queryInt(q.Get("wait"), "wait", 0)
 	if err != nil {
 		return err
 	}
-	wait := time.Duration(min(waitSec, int64(chat.MaxPollWait/time.Second))) * time.Second
+	wait := time.Duration(min(waitSec, int64(protocol.MaxPollWait/time.Second))) * time.Second
 
 	creds, err := headerCredentials(c.Request())
 	if err != nil {
@@ -81,7 +76,7 @@ func (s *Server) poll(c echo.Context) error {
 	if ms == nil {
 		ms = []store.Message{}
 	}
-	return writeJSON(c, http.StatusOK, pollResponse{Messages: ms, Next: next})
+	return writeJSON(c, http.StatusOK, protocol.Page{Messages: ms, Next: next})
 }
 
 // pollUntilClosing polls, cutting a wait short when the server starts
@@ -109,7 +104,7 @@ func queryInt(v, name string, def int64) (int64, error) {
 	}
 	n, err := strconv.ParseUint(v, 10, 63) // digits only: no sign, no spaces
 	if err != nil {
-		return 0, chat.Errorf(chat.CodeInvalidRequest, "%s must be a non-negative integer", name)
+		return 0, chat.Errorf(protocol.CodeInvalidRequest, "%s must be a non-negative integer", name)
 	}
 	return int64(n), nil
 }
@@ -123,7 +118,7 @@ func (s *Server) deleteThrough(c echo.Context) error {
 	}
 	v := c.QueryParam("through")
 	if v == "" {
-		return chat.Errorf(chat.CodeInvalidRequest, "through is required")
+		return chat.Errorf(protocol.CodeInvalidRequest, "through is required")
 	}
 	through, err := queryInt(v, "through", 0)
 	if err != nil {

@@ -4,8 +4,8 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 type pollResult struct {
@@ -84,20 +84,20 @@ func TestPollErrors(t *testing.T) {
 		path   string
 		header http.Header
 		status int
-		code   chat.Code
+		code   protocol.Code
 	}{
-		{"no authorization", "/v1/inbox/bob", nil, http.StatusUnauthorized, chat.CodeUnauthorized},
-		{"malformed authorization", "/v1/inbox/bob", header("Kez bob:notanumber:00"), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"unregistered signer", "/v1/inbox/mallory", header(mallory.authHeader(identity.PollString("mallory", 0, ts), ts)), http.StatusUnauthorized, chat.CodeUnauthorized},
-		{"bad signature", "/v1/inbox/bob", header(bob.authHeader(identity.PollString("bob", 1, ts), ts)), http.StatusUnauthorized, chat.CodeBadSignature},
-		{"signature for the stream", "/v1/inbox/bob", header(bob.authHeader(identity.StreamString("bob", ts), ts)), http.StatusUnauthorized, chat.CodeBadSignature},
-		{"stale timestamp", "/v1/inbox/bob", header(bob.authHeader(identity.PollString("bob", 0, ts-1000), ts-1000)), http.StatusUnauthorized, chat.CodeStaleTimestamp},
-		{"another handle's inbox", "/v1/inbox/bob", header(alice.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusForbidden, chat.CodeForbidden},
-		{"unknown handle's inbox", "/v1/inbox/carol", header(alice.authHeader(identity.PollString("carol", 0, ts), ts)), http.StatusForbidden, chat.CodeForbidden},
-		{"negative since", "/v1/inbox/bob?since=-1", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"since not a number", "/v1/inbox/bob?since=x", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"limit zero", "/v1/inbox/bob?limit=0", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"wait not a number", "/v1/inbox/bob?wait=1.5", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, chat.CodeInvalidRequest},
+		{"no authorization", "/v1/inbox/bob", nil, http.StatusUnauthorized, protocol.CodeUnauthorized},
+		{"malformed authorization", "/v1/inbox/bob", header("Kez bob:notanumber:00"), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"unregistered signer", "/v1/inbox/mallory", header(mallory.authHeader(identity.PollString("mallory", 0, ts), ts)), http.StatusUnauthorized, protocol.CodeUnauthorized},
+		{"bad signature", "/v1/inbox/bob", header(bob.authHeader(identity.PollString("bob", 1, ts), ts)), http.StatusUnauthorized, protocol.CodeBadSignature},
+		{"signature for the stream", "/v1/inbox/bob", header(bob.authHeader(identity.StreamString("bob", ts), ts)), http.StatusUnauthorized, protocol.CodeBadSignature},
+		{"stale timestamp", "/v1/inbox/bob", header(bob.authHeader(identity.PollString("bob", 0, ts-1000), ts-1000)), http.StatusUnauthorized, protocol.CodeStaleTimestamp},
+		{"another handle's inbox", "/v1/inbox/bob", header(alice.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusForbidden, protocol.CodeForbidden},
+		{"unknown handle's inbox", "/v1/inbox/carol", header(alice.authHeader(identity.PollString("carol", 0, ts), ts)), http.StatusForbidden, protocol.CodeForbidden},
+		{"negative since", "/v1/inbox/bob?since=-1", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"since not a number", "/v1/inbox/bob?since=x", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"limit zero", "/v1/inbox/bob?limit=0", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"wait not a number", "/v1/inbox/bob?wait=1.5", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 )
@@ -28,16 +29,16 @@ import (
 // Service is what the HTTP API needs from the chat core; *chat.Service
 // satisfies it.
 type Service interface {
-	Register(ctx context.Context, r chat.RegisterRequest) (store.Handle, error)
+	Register(ctx context.Context, r protocol.RegisterRequest) (store.Handle, error)
 	Lookup(ctx context.Context, handle string) (store.Handle, error)
 	Authenticate(ctx context.Context, c identity.Credentials, msg string) (store.Handle, error)
-	Send(ctx context.Context, from string, body []byte) (chat.SendResult, error)
+	Send(ctx context.Context, from string, body []byte) (protocol.SendResult, error)
 	Poll(ctx context.Context, owner store.Handle, since int64, limit int, wait time.Duration) ([]store.Message, error)
 	Follow(ctx context.Context, owner store.Handle, cursor chat.Cursor, emit func(chat.Event) error) error
 
-	Rotate(ctx context.Context, handle string, r chat.RotateRequest) (store.Handle, error)
-	DeleteHandle(ctx context.Context, owner store.Handle) (chat.Deletion, error)
-	DeleteThrough(ctx context.Context, handle string, through int64) (chat.DeleteResult, error)
+	Rotate(ctx context.Context, handle string, r protocol.RotateRequest) (store.Handle, error)
+	DeleteHandle(ctx context.Context, owner store.Handle) (protocol.Deletion, error)
+	DeleteThrough(ctx context.Context, handle string, through int64) (protocol.DeleteResult, error)
 	LookupAt(ctx context.Context, handle string, at time.Time) (store.Handle, error)
 }
 
@@ -216,15 +217,15 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 	e.Use(s.recoverPanic)
 
 	timed := s.writeDeadline
-	e.POST("/v1/handles", s.register, timed, s.limitPerIP(ratelimit.Registrations))
-	e.GET("/v1/handles/:handle", s.lookup, timed)
-	e.DELETE("/v1/handles/:handle", s.deleteHandle, timed)
-	e.POST("/v1/handles/:handle/keys", s.rotate, timed)
-	e.DELETE("/v1/inbox/:handle", s.deleteThrough, timed)
-	e.POST("/v1/messages", s.send, timed)
-	e.GET("/v1/inbox/:handle", s.poll, timed)
-	e.GET("/v1/inbox/:handle/stream", s.stream)
-	e.GET("/.well-known/webfinger", s.webfinger, timed)
+	e.POST(protocol.PathHandles, s.register, timed, s.limitPerIP(ratelimit.Registrations))
+	e.GET(protocol.HandlePath(":handle"), s.lookup, timed)
+	e.DELETE(protocol.HandlePath(":handle"), s.deleteHandle, timed)
+	e.POST(protocol.KeysPath(":handle"), s.rotate, timed)
+	e.DELETE(protocol.InboxPath(":handle"), s.deleteThrough, timed)
+	e.POST(protocol.PathMessages, s.send, timed)
+	e.GET(protocol.InboxPath(":handle"), s.poll, timed)
+	e.GET(protocol.StreamPath(":handle"), s.stream)
+	e.GET(protocol.PathWebFinger, s.webfinger, timed)
 	e.GET("/healthz", s.healthz, timed)
 	e.GET("/readyz", s.readyz, timed)
 	e.GET("/metrics", s.metrics, timed)
@@ -318,7 +319,7 @@ func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 // until the next ping), so that reconnecting is not refused for them.
 func (s *Server) acquireStream(handle, ip string) (release func(), err error) {
 	release, err = s.tryAcquire(s.streams, handle, ip)
-	if e := (*chat.Error)(nil); errors.As(err, &e) && e.Code == chat.CodeRateLimited && s.reapClosed(handle) > 0 {
+	if e := (*chat.Error)(nil); errors.As(err, &e) && e.Code == protocol.CodeRateLimited && s.reapClosed(handle) > 0 {
 		release, err = s.tryAcquire(s.streams, handle, ip)
 	}
 	return release, err
@@ -374,7 +375,7 @@ func (s *Server) tryAcquire(k *caps, handle, ip string) (release func(), err err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Err() != nil {
-		return nil, chat.Errorf(chat.CodeUnavailable, "the server is shutting down; reconnect")
+		return nil, chat.Errorf(protocol.CodeUnavailable, "the server is shutting down; reconnect")
 	}
 	if err := k.acquire(handle, ip); err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
 	"github.com/kez-chat/kezd/store/sqlite"
@@ -167,7 +168,7 @@ func (u user) authHeader(msg string, ts int64) string {
 }
 
 func (u user) registerBody(ts int64) []byte {
-	b, _ := json.Marshal(chat.RegisterRequest{
+	b, _ := json.Marshal(protocol.RegisterRequest{
 		Handle: u.handle, SigningKey: u.sk, EncryptionKey: u.ek, TS: ts,
 		Sig: identity.Sign(u.priv, identity.RegisterString(u.handle, u.sk, u.ek, ts)),
 	})
@@ -191,7 +192,7 @@ func (e *env) send(u user, body []byte) response {
 	e.t.Helper()
 	ts := now()
 	return e.do(http.MethodPost, "/v1/messages", body, http.Header{
-		"Authorization": {u.authHeader(identity.SendString(chat.BodySHA256(body), ts), ts)},
+		"Authorization": {u.authHeader(identity.SendString(identity.BodySHA256(body), ts), ts)},
 		"Content-Type":  {"application/json"},
 	})
 }
@@ -201,7 +202,7 @@ func (e *env) mustSend(u user, to, id, envelope string) int64 {
 	e.t.Helper()
 	r := e.send(u, sendBody(to, id, envelope))
 	r.want(e.t, http.StatusCreated)
-	var res chat.SendResult
+	var res protocol.SendResult
 	r.decode(e.t, &res)
 	return res.Seq
 }
@@ -263,7 +264,7 @@ func (r response) want(t *testing.T, status int) {
 }
 
 // wantError checks a PROTOCOL error response.
-func (r response) wantError(t *testing.T, status int, code chat.Code) {
+func (r response) wantError(t *testing.T, status int, code protocol.Code) {
 	t.Helper()
 	r.want(t, status)
 	var e struct {

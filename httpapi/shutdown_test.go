@@ -66,7 +66,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	req.ContentLength = int64(len(body))
 	ts := now()
-	req.Header.Set("Authorization", alice.authHeader(identity.SendString(chat.BodySHA256(body), ts), ts))
+	req.Header.Set("Authorization", alice.authHeader(identity.SendString(identity.BodySHA256(body), ts), ts))
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	sent := make(chan response, 1)
 	go func() {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -219,19 +220,19 @@ func streamCredentials(r *http.Request, handle string) (identity.Credentials, er
 	if v := r.URL.Query().Get("auth"); v != "" {
 		creds, err := identity.ParseStreamAuth(handle, v)
 		if err != nil {
-			return identity.Credentials{}, chat.Errorf(chat.CodeInvalidRequest, "auth: %v", err)
+			return identity.Credentials{}, chat.Errorf(protocol.CodeInvalidRequest, "auth: %v", err)
 		}
 		return creds, nil
 	}
 	if r.Header.Get(echo.HeaderAuthorization) == "" {
-		return identity.Credentials{}, chat.Errorf(chat.CodeInvalidRequest, "a stream needs ?auth=<ts>:<sig> or an Authorization header")
+		return identity.Credentials{}, chat.Errorf(protocol.CodeInvalidRequest, "a stream needs ?auth=<ts>:<sig> or an Authorization header")
 	}
 	return headerCredentials(r)
 }
 
 // streamCursor is Last-Event-ID if present, else since, else "now".
 func streamCursor(r *http.Request) (chat.Cursor, error) {
-	if v := r.Header.Get("Last-Event-ID"); v != "" {
+	if v := r.Header.Get(protocol.LastEventIDHeader); v != "" {
 		n, err := queryInt(v, "Last-Event-ID", 0)
 		return chat.Cursor{Seq: n}, err
 	}
@@ -362,12 +363,12 @@ func (w *eventWriter) event(ev chat.Event) error {
 	case chat.EventMessage:
 		// The JSON was encoded once, by the publisher or when read from
 		// the store; it goes out as it is.
-		return w.write(true, "id: ", strconv.FormatInt(ev.Message.Seq, 10), "\nevent: message\ndata: ", ev.Message.JSON, "\n\n")
+		return w.write(true, "id: ", strconv.FormatInt(ev.Message.Seq, 10), "\nevent: "+protocol.EventMessage+"\ndata: ", ev.Message.JSON, "\n\n")
 	case chat.EventReady:
 		latest := strconv.FormatInt(ev.Latest, 10)
-		return w.write(true, "id: "+latest+"\nevent: ready\ndata: {\"latest\":", latest, "}\n\n", nil, "")
+		return w.write(true, "id: "+latest+"\nevent: "+protocol.EventReady+"\ndata: {\"latest\":", latest, "}\n\n", nil, "")
 	case chat.EventReset:
-		return w.write(true, "event: reset\ndata: {\"oldest\":", strconv.FormatInt(ev.Oldest, 10), "}\n\n", nil, "")
+		return w.write(true, "event: "+protocol.EventReset+"\ndata: {\"oldest\":", strconv.FormatInt(ev.Oldest, 10), "}\n\n", nil, "")
 	case chat.EventFlush:
 		return w.write(false, "", "", "", nil, "")
 	default:

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
@@ -222,17 +222,17 @@ func TestStreamAuth(t *testing.T) {
 		path   string
 		header http.Header
 		status int
-		code   chat.Code
+		code   protocol.Code
 	}{
-		{"no credentials", "/v1/inbox/bob/stream", nil, http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"malformed auth", "/v1/inbox/bob/stream?auth=bad", nil, http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"malformed header", "/v1/inbox/bob/stream", http.Header{"Authorization": {"Kez bob"}}, http.StatusBadRequest, chat.CodeInvalidRequest},
-		{"bad signature", fmt.Sprintf("/v1/inbox/bob/stream?auth=%d:%s", ts, sig(alice, identity.StreamString("bob", ts))), nil, http.StatusUnauthorized, chat.CodeBadSignature},
-		{"poll signature replayed", fmt.Sprintf("/v1/inbox/bob/stream?auth=%d:%s", ts, sig(bob, identity.PollString("bob", 0, ts))), nil, http.StatusUnauthorized, chat.CodeBadSignature},
-		{"stale timestamp", fmt.Sprintf("/v1/inbox/bob/stream?auth=%d:%s", ts-1000, sig(bob, identity.StreamString("bob", ts-1000))), nil, http.StatusUnauthorized, chat.CodeStaleTimestamp},
-		{"unregistered", fmt.Sprintf("/v1/inbox/mallory/stream?auth=%d:%s", ts, sig(mallory, identity.StreamString("mallory", ts))), nil, http.StatusUnauthorized, chat.CodeUnauthorized},
-		{"another handle via header", "/v1/inbox/bob/stream", http.Header{"Authorization": {alice.authHeader(identity.StreamString("bob", ts), ts)}}, http.StatusForbidden, chat.CodeForbidden},
-		{"bad Last-Event-ID", streamPath(bob, "bob", ""), http.Header{"Last-Event-Id": {"x"}}, http.StatusBadRequest, chat.CodeInvalidRequest},
+		{"no credentials", "/v1/inbox/bob/stream", nil, http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"malformed auth", "/v1/inbox/bob/stream?auth=bad", nil, http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"malformed header", "/v1/inbox/bob/stream", http.Header{"Authorization": {"Kez bob"}}, http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"bad signature", fmt.Sprintf("/v1/inbox/bob/stream?auth=%d:%s", ts, sig(alice, identity.StreamString("bob", ts))), nil, http.StatusUnauthorized, protocol.CodeBadSignature},
+		{"poll signature replayed", fmt.Sprintf("/v1/inbox/bob/stream?auth=%d:%s", ts, sig(bob, identity.PollString("bob", 0, ts))), nil, http.StatusUnauthorized, protocol.CodeBadSignature},
+		{"stale timestamp", fmt.Sprintf("/v1/inbox/bob/stream?auth=%d:%s", ts-1000, sig(bob, identity.StreamString("bob", ts-1000))), nil, http.StatusUnauthorized, protocol.CodeStaleTimestamp},
+		{"unregistered", fmt.Sprintf("/v1/inbox/mallory/stream?auth=%d:%s", ts, sig(mallory, identity.StreamString("mallory", ts))), nil, http.StatusUnauthorized, protocol.CodeUnauthorized},
+		{"another handle via header", "/v1/inbox/bob/stream", http.Header{"Authorization": {alice.authHeader(identity.StreamString("bob", ts), ts)}}, http.StatusForbidden, protocol.CodeForbidden},
+		{"bad Last-Event-ID", streamPath(bob, "bob", ""), http.Header{"Last-Event-Id": {"x"}}, http.StatusBadRequest, protocol.CodeInvalidRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -271,7 +271,7 @@ func TestStreamLimit(t *testing.T) {
 	for range 2 {
 		e.openStream(streamPath(bob, "bob", ""), nil).wantReady(0)
 	}
-	e.do(http.MethodGet, streamPath(bob, "bob", ""), nil, nil).wantError(t, http.StatusTooManyRequests, chat.CodeRateLimited)
+	e.do(http.MethodGet, streamPath(bob, "bob", ""), nil, nil).wantError(t, http.StatusTooManyRequests, protocol.CodeRateLimited)
 }
 
 func TestStreamLimitPerInstance(t *testing.T) {
@@ -283,7 +283,7 @@ func TestStreamLimitPerInstance(t *testing.T) {
 	for _, u := range users[:2] {
 		e.openStream(streamPath(u, u.handle, ""), nil).wantReady(0)
 	}
-	e.do(http.MethodGet, streamPath(users[2], "a3", ""), nil, nil).wantError(t, http.StatusTooManyRequests, chat.CodeRateLimited)
+	e.do(http.MethodGet, streamPath(users[2], "a3", ""), nil, nil).wantError(t, http.StatusTooManyRequests, protocol.CodeRateLimited)
 }
 
 func TestStreamSlowReaderIsClosed(t *testing.T) {

@@ -11,30 +11,8 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
-
-// WebFinger property names and link relations (PROTOCOL.md).
-const (
-	PropSigningKey    = "https://kez.chat/ns/signing-key"
-	PropEncryptionKey = "https://kez.chat/ns/encryption-key"
-	RelInbox          = "https://kez.chat/rel/inbox"
-	RelStream         = "https://kez.chat/rel/stream"
-	RelNATS           = "https://kez.chat/rel/nats"
-)
-
-// jrd is an RFC 7033 JSON Resource Descriptor.
-type jrd struct {
-	Subject    string            `json:"subject"`
-	Aliases    []string          `json:"aliases,omitempty"`
-	Properties map[string]string `json:"properties,omitempty"`
-	Links      []jrdLink         `json:"links"`
-}
-
-type jrdLink struct {
-	Rel  string `json:"rel"`
-	Type string `json:"type,omitempty"`
-	Href string `json:"href"`
-}
 
 // webfinger serves GET /.well-known/webfinger?resource=acct:<handle>@<domain>.
 // The domain is PublicURL's host; any other domain is 404, as is an
@@ -47,45 +25,45 @@ func (s *Server) webfinger(c echo.Context) error {
 	q := c.QueryParams()
 	resource := q.Get("resource")
 	if resource == "" {
-		return chat.Errorf(chat.CodeInvalidRequest, "resource is required, as acct:<handle>@<domain>")
+		return chat.Errorf(protocol.CodeInvalidRequest, "resource is required, as acct:<handle>@<domain>")
 	}
 	local, domain, err := parseAcct(resource)
 	if err != nil {
 		return err
 	}
 	if !s.isOurDomain(domain) && !sameHost(domain, c.Request().Host) {
-		return chat.Errorf(chat.CodeUnknownHandle, "%q is not a domain this server answers for", domain)
+		return chat.Errorf(protocol.CodeUnknownHandle, "%q is not a domain this server answers for", domain)
 	}
 	if err := identity.ValidateHandle(local); err != nil {
-		return chat.Errorf(chat.CodeInvalidHandle, "%v", err)
+		return chat.Errorf(protocol.CodeInvalidHandle, "%v", err)
 	}
 	h, err := s.svc.Lookup(c.Request().Context(), local)
 	if err != nil {
 		return err
 	}
 
-	links := []jrdLink{
-		{Rel: RelInbox, Type: "application/json", Href: s.base + "/v1/inbox/" + h.Handle},
-		{Rel: RelStream, Type: "text/event-stream", Href: s.base + "/v1/inbox/" + h.Handle + "/stream"},
+	links := []protocol.JRDLink{
+		{Rel: protocol.RelInbox, Type: "application/json", Href: s.base + protocol.InboxPath(h.Handle)},
+		{Rel: protocol.RelStream, Type: "text/event-stream", Href: s.base + protocol.StreamPath(h.Handle)},
 	}
 	if s.cfg.NATSURL != "" {
-		links = append(links, jrdLink{Rel: RelNATS, Href: s.cfg.NATSURL})
+		links = append(links, protocol.JRDLink{Rel: protocol.RelNATS, Href: s.cfg.NATSURL})
 	}
 	if rels := q["rel"]; len(rels) > 0 {
-		links = slices.DeleteFunc(links, func(l jrdLink) bool { return !slices.Contains(rels, l.Rel) })
+		links = slices.DeleteFunc(links, func(l protocol.JRDLink) bool { return !slices.Contains(rels, l.Rel) })
 	}
-	doc := jrd{
+	doc := protocol.JRD{
 		// The subject names the account as it was asked for (RFC 7033 §4.4.1
 		// lets it differ, but clients compare it with what they asked).
 		Subject: "acct:" + h.Handle + "@" + strings.ToLower(domain),
-		Aliases: []string{s.base + "/v1/handles/" + h.Handle},
+		Aliases: []string{s.base + protocol.HandlePath(h.Handle)},
 		Properties: map[string]string{
-			PropSigningKey:    h.SigningKey,
-			PropEncryptionKey: h.EncryptionKey,
+			protocol.PropSigningKey:    h.SigningKey,
+			protocol.PropEncryptionKey: h.EncryptionKey,
 		},
 		Links: links,
 	}
-	return writeJSONType(c, http.StatusOK, "application/jrd+json", doc)
+	return writeJSONType(c, http.StatusOK, protocol.JRDContentType, doc)
 }
 
 // parseAcct splits an acct: URI (RFC 7565) into its user and host. Anything
@@ -93,16 +71,16 @@ func (s *Server) webfinger(c echo.Context) error {
 func parseAcct(resource string) (user, host string, err error) {
 	scheme, rest, ok := strings.Cut(resource, ":")
 	if !ok || !strings.EqualFold(scheme, "acct") {
-		return "", "", chat.Errorf(chat.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
+		return "", "", chat.Errorf(protocol.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
 	}
 	i := strings.LastIndexByte(rest, '@')
 	if i <= 0 || i == len(rest)-1 {
-		return "", "", chat.Errorf(chat.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
+		return "", "", chat.Errorf(protocol.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
 	}
 	// The user part may be percent-encoded (RFC 7565 §7).
 	user, err = url.PathUnescape(rest[:i])
 	if err != nil {
-		return "", "", chat.Errorf(chat.CodeInvalidRequest, "resource: %v", err)
+		return "", "", chat.Errorf(protocol.CodeInvalidRequest, "resource: %v", err)
 	}
 	return user, rest[i+1:], nil
 }

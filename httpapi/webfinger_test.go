@@ -6,14 +6,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 type jrdDoc struct {
-	Subject    string            `json:"subject"`
-	Aliases    []string          `json:"aliases"`
-	Properties map[string]string `json:"properties"`
-	Links      []jrdLink         `json:"links"`
+	Subject    string             `json:"subject"`
+	Aliases    []string           `json:"aliases"`
+	Properties map[string]string  `json:"properties"`
+	Links      []protocol.JRDLink `json:"links"`
 }
 
 func (d jrdDoc) rels() []string {
@@ -49,13 +49,13 @@ func TestWebFinger(t *testing.T) {
 	if doc.Subject != "acct:alice@"+testDomain || len(doc.Aliases) == 0 {
 		t.Errorf("subject %q aliases %v", doc.Subject, doc.Aliases)
 	}
-	if doc.Properties[PropSigningKey] != alice.sk || doc.Properties[PropEncryptionKey] != alice.ek {
+	if doc.Properties[protocol.PropSigningKey] != alice.sk || doc.Properties[protocol.PropEncryptionKey] != alice.ek {
 		t.Errorf("properties %v", doc.Properties)
 	}
 	want := map[string]string{
-		RelInbox:  "https://" + testDomain + "/v1/inbox/alice",
-		RelStream: "https://" + testDomain + "/v1/inbox/alice/stream",
-		RelNATS:   natsURL,
+		protocol.RelInbox:  "https://" + testDomain + "/v1/inbox/alice",
+		protocol.RelStream: "https://" + testDomain + "/v1/inbox/alice/stream",
+		protocol.RelNATS:   natsURL,
 	}
 	if len(doc.Links) != len(want) {
 		t.Fatalf("links %+v", doc.Links)
@@ -71,8 +71,8 @@ func TestWebFinger(t *testing.T) {
 			query string
 			want  []string
 		}{
-			{"&rel=" + url.QueryEscape(RelStream), []string{RelStream}},
-			{"&rel=" + url.QueryEscape(RelInbox) + "&rel=" + url.QueryEscape(RelNATS), []string{RelInbox, RelNATS}},
+			{"&rel=" + url.QueryEscape(protocol.RelStream), []string{protocol.RelStream}},
+			{"&rel=" + url.QueryEscape(protocol.RelInbox) + "&rel=" + url.QueryEscape(protocol.RelNATS), []string{protocol.RelInbox, protocol.RelNATS}},
 			{"&rel=http%3A%2F%2Fexample.com%2Fother", nil},
 		}
 		for _, tt := range tests {
@@ -81,7 +81,7 @@ func TestWebFinger(t *testing.T) {
 			var doc jrdDoc
 			r.decode(t, &doc)
 			got := doc.rels()
-			if len(got) != len(tt.want) || doc.Properties[PropSigningKey] == "" {
+			if len(got) != len(tt.want) || doc.Properties[protocol.PropSigningKey] == "" {
 				t.Fatalf("%s: rels %v, want %v; properties must stay (%v)", tt.query, got, tt.want, doc.Properties)
 			}
 			for i := range got {
@@ -97,15 +97,15 @@ func TestWebFinger(t *testing.T) {
 			name   string
 			query  string
 			status int
-			code   chat.Code
+			code   protocol.Code
 		}{
-			{"unknown handle", "resource=acct:bob@" + testDomain, http.StatusNotFound, chat.CodeUnknownHandle},
-			{"other domain", "resource=acct:alice@elsewhere.example", http.StatusNotFound, chat.CodeUnknownHandle},
-			{"missing resource", "", http.StatusBadRequest, chat.CodeInvalidRequest},
-			{"no scheme", "resource=alice@" + testDomain, http.StatusBadRequest, chat.CodeInvalidRequest},
-			{"no domain", "resource=acct:alice", http.StatusBadRequest, chat.CodeInvalidRequest},
-			{"empty user", "resource=acct:@" + testDomain, http.StatusBadRequest, chat.CodeInvalidRequest},
-			{"invalid handle", "resource=acct:Alice@" + testDomain, http.StatusBadRequest, chat.CodeInvalidHandle},
+			{"unknown handle", "resource=acct:bob@" + testDomain, http.StatusNotFound, protocol.CodeUnknownHandle},
+			{"other domain", "resource=acct:alice@elsewhere.example", http.StatusNotFound, protocol.CodeUnknownHandle},
+			{"missing resource", "", http.StatusBadRequest, protocol.CodeInvalidRequest},
+			{"no scheme", "resource=alice@" + testDomain, http.StatusBadRequest, protocol.CodeInvalidRequest},
+			{"no domain", "resource=acct:alice", http.StatusBadRequest, protocol.CodeInvalidRequest},
+			{"empty user", "resource=acct:@" + testDomain, http.StatusBadRequest, protocol.CodeInvalidRequest},
+			{"invalid handle", "resource=acct:Alice@" + testDomain, http.StatusBadRequest, protocol.CodeInvalidHandle},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -125,7 +125,7 @@ func TestWebFinger(t *testing.T) {
 		r.want(t, http.StatusOK)
 		var doc jrdDoc
 		r.decode(t, &doc)
-		if rels := doc.rels(); len(rels) != 2 || rels[0] != RelInbox || rels[1] != RelStream {
+		if rels := doc.rels(); len(rels) != 2 || rels[0] != protocol.RelInbox || rels[1] != protocol.RelStream {
 			t.Fatalf("rels %v, want inbox and stream only", rels)
 		}
 	})

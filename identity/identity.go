@@ -1,17 +1,20 @@
 // Package identity owns what a kez identity is on the wire: handle and client-id
 // syntax, hex-encoded keys and signatures, the canonical strings that are signed,
 // and the parsers for the two forms of request credentials. It is pure: no I/O,
-// no clock of its own, and it imports nothing else from kezd.
+// no clock of its own, and it imports nothing of kezd but the protocol's words.
 package identity
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // MaxHandleLen is the longest handle PROTOCOL.md allows.
@@ -151,38 +154,45 @@ func join(lines ...string) string { return strings.Join(lines, "\n") }
 
 // RegisterString is the canonical string signed to register a handle.
 func RegisterString(handle, signingKey, encryptionKey string, ts int64) string {
-	return join("POST", "/v1/handles", handle, signingKey, encryptionKey, strconv.FormatInt(ts, 10))
+	return join("POST", protocol.PathHandles, handle, signingKey, encryptionKey, strconv.FormatInt(ts, 10))
+}
+
+// BodySHA256 returns the lowercase hex SHA-256 of a send's exact request
+// body, which SendString covers.
+func BodySHA256(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
 }
 
 // SendString is the canonical string signed to send a message; bodySHA256 is
 // the lowercase hex SHA-256 of the exact request body.
 func SendString(bodySHA256 string, ts int64) string {
-	return join("POST", "/v1/messages", bodySHA256, strconv.FormatInt(ts, 10))
+	return join("POST", protocol.PathMessages, bodySHA256, strconv.FormatInt(ts, 10))
 }
 
 // PollString is the canonical string signed to poll an inbox.
 func PollString(handle string, since int64, ts int64) string {
-	return join("GET", "/v1/inbox/"+handle, "since="+strconv.FormatInt(since, 10), strconv.FormatInt(ts, 10))
+	return join("GET", protocol.InboxPath(handle), "since="+strconv.FormatInt(since, 10), strconv.FormatInt(ts, 10))
 }
 
 // StreamString is the canonical string signed to open an inbox stream.
 func StreamString(handle string, ts int64) string {
-	return join("GET", "/v1/inbox/"+handle+"/stream", strconv.FormatInt(ts, 10))
+	return join("GET", protocol.StreamPath(handle), strconv.FormatInt(ts, 10))
 }
 
 // RotateString is the canonical string signed, by the current signing key and
 // by the new one, to rotate a handle's keys to signingKey and encryptionKey.
 func RotateString(handle, signingKey, encryptionKey string, ts int64) string {
-	return join("POST", "/v1/handles/"+handle+"/keys", signingKey, encryptionKey, strconv.FormatInt(ts, 10))
+	return join("POST", protocol.KeysPath(handle), signingKey, encryptionKey, strconv.FormatInt(ts, 10))
 }
 
 // DeleteHandleString is the canonical string signed to delete a handle.
 func DeleteHandleString(handle string, ts int64) string {
-	return join("DELETE", "/v1/handles/"+handle, strconv.FormatInt(ts, 10))
+	return join("DELETE", protocol.HandlePath(handle), strconv.FormatInt(ts, 10))
 }
 
 // DeleteThroughString is the canonical string signed to delete an inbox's
 // messages with seq <= through.
 func DeleteThroughString(handle string, through int64, ts int64) string {
-	return join("DELETE", "/v1/inbox/"+handle, "through="+strconv.FormatInt(through, 10), strconv.FormatInt(ts, 10))
+	return join("DELETE", protocol.InboxPath(handle), "through="+strconv.FormatInt(through, 10), strconv.FormatInt(ts, 10))
 }

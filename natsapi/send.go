@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"runtime"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,16 +16,8 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
-
-// SendSubject is what the responder subscribes to; the last token is the sender.
-const SendSubject = "kez.chat.send.*"
-
-const sendPrefix = "kez.chat.send."
-
-// replyPrefix starts every handle's reply inbox, _INBOX.<handle>.>, the only
-// subjects a send is answered on.
-const replyPrefix = "_INBOX."
 
 // RetryAfterHeader is set on a rate_limited reply, as HTTP's Retry-After.
 const RetryAfterHeader = "Retry-After"
@@ -39,7 +30,7 @@ const (
 
 // Sender is the core's send path: chat.Service implements it.
 type Sender interface {
-	Send(ctx context.Context, from string, body []byte) (chat.SendResult, error)
+	Send(ctx context.Context, from string, body []byte) (protocol.SendResult, error)
 }
 
 // SendConfig configures the send responder.
@@ -60,7 +51,7 @@ type SendResponder struct {
 	resp   *broker.Responder
 }
 
-// StartSend subscribes to SendSubject on nc (kezd's own connection in the
+// StartSend subscribes to protocol.SendSubjects on nc (kezd's own connection in the
 // application account) and answers until Stop. The sender is the handle in
 // the subject: the callout's permissions let only that handle publish there.
 // Each request's data is a POST /v1/messages body; the reply is the same JSON
@@ -77,7 +68,7 @@ func StartSend(ctx context.Context, nc *nats.Conn, cfg SendConfig, sender Sender
 	}
 	r := &SendResponder{cfg: cfg, sender: sender, log: log}
 	var err error
-	if r.resp, err = broker.Respond(ctx, nc, SendSubject, cfg.QueueGroup, cfg.Workers, r.handle); err != nil {
+	if r.resp, err = broker.Respond(ctx, nc, protocol.SendSubjects, cfg.QueueGroup, cfg.Workers, r.handle); err != nil {
 		return nil, fmt.Errorf("send responder: %w", err)
 	}
 	return r, nil
@@ -87,8 +78,8 @@ func StartSend(ctx context.Context, nc *nats.Conn, cfg SendConfig, sender Sender
 func (r *SendResponder) Stop() { r.resp.Stop() }
 
 func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
-	from := strings.TrimPrefix(m.Subject, sendPrefix)
-	if m.Reply != "" && !strings.HasPrefix(m.Reply, replyPrefix+from+".") {
+	from, _ := protocol.SendSender(m.Subject)
+	if m.Reply != "" && !protocol.IsReplyInbox(from, m.Reply) {
 		// kezd's own user may publish anywhere, and NATS checks a
 		// publisher's permission on the subject, never on its reply-to: a
 		// reply to anything but the sender's own reply inbox would let a
@@ -100,18 +91,18 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 	var reply any
 	hdr := nats.Header{}
 	if err := identity.ValidateHandle(from); err != nil {
-		reply = chat.Errorf(chat.CodeInvalidHandle, "sender in subject: %v", err).Body()
+		reply = chat.Errorf(protocol.CodeInvalidHandle, "sender in subject: %v", err).Body()
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		res, err := r.sender.Send(ctx, from, m.Data)
 		cancel()
 		if err != nil {
 			e := chat.AsError(err)
-			if e.Code == chat.CodeInternal || e.Code == chat.CodeUnavailable {
+			if e.Code == protocol.CodeInternal || e.Code == protocol.CodeUnavailable {
 				r.log.Error("nats send failed", "from", from, "code", string(e.Code), "err", err)
 			}
 			reply = e.Body()
-			if e.Code == chat.CodeRateLimited {
+			if e.Code == protocol.CodeRateLimited {
 				// As HTTP's header says it: whole seconds.
 				hdr.Set(RetryAfterHeader, strconv.FormatInt(e.RetryAfterSeconds(), 10))
 			}
@@ -123,7 +114,7 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 		// A plain publish: the send happened (or not); nobody is listening.
 		return
 	}
-	b, err := chat.Marshal(reply)
+	b, err := protocol.Marshal(reply)
 	if err == nil {
 		err = m.RespondMsg(&nats.Msg{Data: b, Header: hdr})
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/natsapi"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
@@ -87,7 +88,7 @@ func TestSendReplies(t *testing.T) {
 		{"unknown recipient", "kez.chat.send.alice", `{"to":"carol","id":"m2","envelope":1}`, `{"error":"unknown_handle","message":"no handle \"carol\""}`},
 		{"bad json", "kez.chat.send.alice", `{`, `{"error":"invalid_request","message":`},
 		{"bad recipient", "kez.chat.send.alice", `{"to":"Bob","id":"m3","envelope":1}`, `{"error":"invalid_handle",`},
-		{"too large", "kez.chat.send.alice", `{"to":"bob","id":"m4","envelope":"` + strings.Repeat("a", chat.MaxEnvelope) + `"}`, `{"error":"too_large",`},
+		{"too large", "kez.chat.send.alice", `{"to":"bob","id":"m4","envelope":"` + strings.Repeat("a", protocol.MaxEnvelope) + `"}`, `{"error":"too_large",`},
 		{"bad sender", "kez.chat.send.Alice", `{"to":"bob","id":"m5","envelope":1}`, `{"error":"invalid_handle",`},
 	}
 	for _, tt := range tests {
@@ -159,8 +160,8 @@ func TestSendRateLimited(t *testing.T) {
 			}
 			continue
 		}
-		var body chat.ErrorBody
-		if err := json.Unmarshal(msg.Data, &body); err != nil || body.Error != chat.CodeRateLimited || body.Message == "" {
+		var body protocol.ErrorBody
+		if err := json.Unmarshal(msg.Data, &body); err != nil || body.Error != protocol.CodeRateLimited || body.Message == "" {
 			t.Fatalf("send beyond the limit: %s", msg.Data)
 		}
 		if n, err := strconv.Atoi(msg.Header.Get(natsapi.RetryAfterHeader)); err != nil || n < 1 {

@@ -8,7 +8,8 @@ package store
 import (
 	"encoding/json"
 	"errors"
-	"time"
+
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // Errors every backend translates its own errors into, so nothing above the
@@ -28,13 +29,9 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 )
 
-// Handle is a registered identity. Keys are lowercase hex, as on the wire.
-type Handle struct {
-	Handle        string    `json:"handle"`
-	SigningKey    string    `json:"signing_key"`
-	EncryptionKey string    `json:"encryption_key"`
-	CreatedAt     time.Time `json:"created_at"`
-}
+// Handle is a registered identity: the protocol's handle record. Keys are
+// lowercase hex, as on the wire.
+type Handle = protocol.Handle
 
 // NewMessage is a message to be appended; the store assigns Seq and SentAt.
 type NewMessage struct {
@@ -44,15 +41,9 @@ type NewMessage struct {
 	Envelope json.RawMessage // compact JSON text, stored and returned verbatim
 }
 
-// Message is a stored message. Its JSON form is PROTOCOL.md's stored message.
-type Message struct {
-	Seq      int64           `json:"seq"`
-	From     string          `json:"from"`
-	To       string          `json:"to"`
-	ID       string          `json:"id"`
-	Envelope json.RawMessage `json:"envelope"`
-	SentAt   time.Time       `json:"sent_at"`
-}
+// Message is a stored message, the protocol's stored message: what the
+// stores return is what the transports send.
+type Message = protocol.Message
 
 // Appended is the result of an append. Duplicate is true when (From, ID) was
 // already stored; Message is then the original, and nothing new was stored.

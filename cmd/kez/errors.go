@@ -11,6 +11,7 @@ import (
 
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // usageError marks a mistake in the command line: exit code 2.
@@ -34,20 +35,20 @@ func exitCode(err error) int {
 
 // codeMessages say what each protocol error means for the person at the
 // keyboard.
-var codeMessages = map[client.Code]string{
-	client.CodeInvalidRequest: "the server rejected the request as malformed",
-	client.CodeInvalidHandle:  "not a valid handle: use 1 to 32 of a-z 0-9 _ -, starting with a letter or digit",
-	client.CodeBadSignature:   "the server did not accept the signature: this key is not the one registered for the handle",
-	client.CodeStaleTimestamp: "the server says this computer's clock is wrong; fix the system time and retry",
-	client.CodeUnauthorized:   "the server does not know this handle; register it first with kez register",
-	client.CodeForbidden:      "not allowed: a handle may only read its own inbox",
-	client.CodeUnknownHandle:  "no such handle on the server",
-	client.CodeHandleTaken:    "that handle is already registered",
-	client.CodeKeyTaken:       "this key is already registered for another handle",
-	client.CodeTooLarge:       "the message is too large",
-	client.CodeRateLimited:    "the server is busy with too many requests or streams for this handle; try again later",
-	client.CodeUnavailable:    "the server is temporarily unavailable; try again shortly",
-	client.CodeInternal:       "the server failed with an internal error",
+var codeMessages = map[protocol.Code]string{
+	protocol.CodeInvalidRequest: "the server rejected the request as malformed",
+	protocol.CodeInvalidHandle:  "not a valid handle: use 1 to 32 of a-z 0-9 _ -, starting with a letter or digit",
+	protocol.CodeBadSignature:   "the server did not accept the signature: this key is not the one registered for the handle",
+	protocol.CodeStaleTimestamp: "the server says this computer's clock is wrong; fix the system time and retry",
+	protocol.CodeUnauthorized:   "the server does not know this handle; register it first with kez register",
+	protocol.CodeForbidden:      "not allowed: a handle may only read its own inbox",
+	protocol.CodeUnknownHandle:  "no such handle on the server",
+	protocol.CodeHandleTaken:    "that handle is already registered",
+	protocol.CodeKeyTaken:       "this key is already registered for another handle",
+	protocol.CodeTooLarge:       "the message is too large",
+	protocol.CodeRateLimited:    "the server is busy with too many requests or streams for this handle; try again later",
+	protocol.CodeUnavailable:    "the server is temporarily unavailable; try again shortly",
+	protocol.CodeInternal:       "the server failed with an internal error",
 }
 
 // describe turns an error into one line a person understands.

@@ -11,17 +11,18 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 func TestEveryCodeHasAMessage(t *testing.T) {
 	t.Parallel()
-	codes := []client.Code{
-		client.CodeInvalidRequest, client.CodeInvalidHandle, client.CodeBadSignature,
-		client.CodeStaleTimestamp, client.CodeUnauthorized, client.CodeForbidden,
-		client.CodeUnknownHandle, client.CodeHandleTaken, client.CodeKeyTaken,
-		client.CodeTooLarge, client.CodeRateLimited, client.CodeUnavailable, client.CodeInternal,
+	codes := []protocol.Code{
+		protocol.CodeInvalidRequest, protocol.CodeInvalidHandle, protocol.CodeBadSignature,
+		protocol.CodeStaleTimestamp, protocol.CodeUnauthorized, protocol.CodeForbidden,
+		protocol.CodeUnknownHandle, protocol.CodeHandleTaken, protocol.CodeKeyTaken,
+		protocol.CodeTooLarge, protocol.CodeRateLimited, protocol.CodeUnavailable, protocol.CodeInternal,
 	}
-	seen := map[string]client.Code{}
+	seen := map[string]protocol.Code{}
 	for _, code := range codes {
 		t.Run(string(code), func(t *testing.T) {
 			err := &client.Error{Status: 400, Code: code, Message: "detail"}
@@ -59,8 +60,8 @@ func TestStatusLines(t *testing.T) {
 			"server unreachable at http://kez.invalid: no such host kez.invalid"},
 		{"ended by the server", &client.ReconnectError{Err: fmt.Errorf("%w (EOF)", client.ErrStreamEnded), Delay: 1500 * time.Millisecond},
 			"the server ended the stream; retrying in 1.5s"},
-		{"rate limited", &client.ReconnectError{Err: &client.Error{Status: 429, Code: client.CodeRateLimited}, Delay: time.Second},
-			codeMessages[client.CodeRateLimited] + "; retrying in 1s"},
+		{"rate limited", &client.ReconnectError{Err: &client.Error{Status: 429, Code: protocol.CodeRateLimited}, Delay: time.Second},
+			codeMessages[protocol.CodeRateLimited] + "; retrying in 1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

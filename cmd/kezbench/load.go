@@ -20,9 +20,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // user is a registered handle the load generator signs for.
@@ -81,7 +81,7 @@ func benchEnvelope(size int) string {
 func sendRequest(u *user, to, id, env string) []byte {
 	body := `{"to":"` + to + `","id":"` + id + `","envelope":` + env + `}`
 	ts := time.Now().Unix()
-	sig := identity.Sign(u.id.Signing, identity.SendString(chat.BodySHA256([]byte(body)), ts))
+	sig := identity.Sign(u.id.Signing, identity.SendString(identity.BodySHA256([]byte(body)), ts))
 	return fmt.Appendf(nil, "POST /v1/messages HTTP/1.1\r\nHost: kez\r\nAuthorization: Kez %s:%d:%s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
 		u.handle, ts, sig, len(body), body)
 }
@@ -89,7 +89,7 @@ func sendRequest(u *user, to, id, env string) []byte {
 // streamTarget is the path and query of u's signed stream request.
 func streamTarget(u *user) string {
 	ts := time.Now().Unix()
-	return "/v1/inbox/" + u.handle + "/stream?auth=" + strconv.FormatInt(ts, 10) + ":" + identity.Sign(u.id.Signing, identity.StreamString(u.handle, ts))
+	return protocol.StreamPath(u.handle) + "?auth=" + strconv.FormatInt(ts, 10) + ":" + identity.Sign(u.id.Signing, identity.StreamString(u.handle, ts))
 }
 
 func streamRequest(target string) []byte {

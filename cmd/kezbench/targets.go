@@ -21,6 +21,7 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/httpapi"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/postgres"
 )
@@ -161,7 +162,7 @@ func startBaseline(ctx context.Context, dbURL string, conns int32) (*target, err
 }
 
 func (bl *baseline) send(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, chat.MaxSendBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxSendBody))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -185,7 +186,7 @@ func (bl *baseline) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seq := strconv.FormatInt(m.Seq, 10)
-	if err := bl.nc.PublishMsg(&nats.Msg{Subject: "bench.inbox." + m.To, Data: data, Header: nats.Header{"Kez-Seq": {seq}}}); err != nil {
+	if err := bl.nc.PublishMsg(&nats.Msg{Subject: "bench.inbox." + m.To, Data: data, Header: nats.Header{protocol.SeqHeader: {seq}}}); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
@@ -218,7 +219,7 @@ func (bl *baseline) stream(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case m := <-ch:
-			io.WriteString(w, "id: "+m.Header.Get("Kez-Seq")+"\nevent: message\ndata: ")
+			io.WriteString(w, "id: "+m.Header.Get(protocol.SeqHeader)+"\nevent: message\ndata: ")
 			w.Write(m.Data)
 			io.WriteString(w, "\n\n")
 			if rc.Flush() != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"golang.org/x/sync/errgroup"
 )
@@ -124,7 +125,7 @@ func TestClusteredInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer onBNATS.Close()
-	carried, err := onBNATS.SubscribeSync(broker.InboxSubject("alice"))
+	carried, err := onBNATS.SubscribeSync(protocol.InboxSubject("alice"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestClusteredInstances(t *testing.T) {
 	if _, err := ca.Send(ctx, senders[0], "alice", []byte("via A")); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := carried.NextMsg(15 * time.Second); err != nil || m.Header.Get(broker.SeqHeader) != "1" {
+	if m, err := carried.NextMsg(15 * time.Second); err != nil || m.Header.Get(protocol.SeqHeader) != "1" {
 		t.Fatalf("the cluster did not carry A's publish to B: %v", err)
 	}
 	const perSender = 40
@@ -184,7 +185,7 @@ func waitInterest(t *testing.T, s started, handle string) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
-	for acc.Interest(broker.InboxSubject(handle)) == 0 {
+	for acc.Interest(protocol.InboxSubject(handle)) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no interest in %s's inbox reached the other server", handle)
 		}

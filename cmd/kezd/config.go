@@ -16,6 +16,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/httpapi"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 )
 
@@ -252,8 +253,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 		c.Limits[lf.name] = l
 	}
-	if l := c.Limits[ratelimit.PairBytes]; l.Burst > 0 && l.Burst < chat.MaxEnvelope {
-		return config{}, fmt.Errorf("invalid --rate-pair-bytes %s: must allow at least one largest envelope (%d bytes)", l, chat.MaxEnvelope)
+	if l := c.Limits[ratelimit.PairBytes]; l.Burst > 0 && l.Burst < protocol.MaxEnvelope {
+		return config{}, fmt.Errorf("invalid --rate-pair-bytes %s: must allow at least one largest envelope (%d bytes)", l, protocol.MaxEnvelope)
 	}
 	for _, p := range splitList(trusted) {
 		pfx, err := netip.ParsePrefix(p)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 )
 
@@ -45,7 +46,7 @@ func TestRateLimitsHoldForTheDeployment(t *testing.T) {
 				switch {
 				case err == nil:
 					ids = append(ids, id)
-				case client.IsCode(err, client.CodeRateLimited):
+				case client.IsCode(err, protocol.CodeRateLimited):
 				default:
 					t.Fatalf("register %d: %v", i, err)
 				}
@@ -60,7 +61,7 @@ func TestRateLimitsHoldForTheDeployment(t *testing.T) {
 				switch {
 				case err == nil:
 					sent++
-				case client.IsCode(err, client.CodeRateLimited):
+				case client.IsCode(err, protocol.CodeRateLimited):
 				default:
 					t.Fatalf("send %d: %v", i, err)
 				}

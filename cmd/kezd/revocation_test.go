@@ -18,6 +18,7 @@ import (
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 )
 
@@ -207,9 +208,9 @@ func TestRotationAcrossInstances(t *testing.T) {
 	// The old key authenticates nothing, on either instance.
 	for name, c := range map[string]*client.Client{"A": ca, "B": cb} {
 		_, err := c.Poll(ctx, alice, client.PollOptions{})
-		wantCode(t, err, client.CodeBadSignature)
+		wantCode(t, err, protocol.CodeBadSignature)
 		_, err = c.Send(ctx, alice, "bob", []byte("as the old alice"))
-		wantCode(t, err, client.CodeBadSignature)
+		wantCode(t, err, protocol.CodeBadSignature)
 		h, err := c.Lookup(ctx, "alice")
 		if err != nil || h.SigningKey != next.SigningKeyHex() || h.EncryptionKey != next.EncryptionKeyHex() {
 			t.Fatalf("lookup on %s: %+v, %v; want the new keys", name, h, err)
@@ -291,11 +292,11 @@ func TestDeletionAcrossInstances(t *testing.T) {
 	}
 	for _, c := range []*client.Client{ca, cb} {
 		_, err := c.Send(ctx, bob, "alice", []byte("too late"))
-		wantCode(t, err, client.CodeUnknownHandle)
+		wantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Lookup(ctx, "alice")
-		wantCode(t, err, client.CodeUnknownHandle)
+		wantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Poll(ctx, alice, client.PollOptions{})
-		wantCode(t, err, client.CodeUnauthorized)
+		wantCode(t, err, protocol.CodeUnauthorized)
 	}
 	wantNATSRefused(t, a.NATSURL, alice)
 	wantNATSRefused(t, b.NATSURL, alice)
@@ -304,11 +305,11 @@ func TestDeletionAcrossInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = ca.Register(ctx, fresh)
-	wantCode(t, err, client.CodeHandleTaken)
+	wantCode(t, err, protocol.CodeHandleTaken)
 	sameKey := *alice
 	sameKey.Handle = "alice2"
 	_, err = cb.Register(ctx, &sameKey)
-	wantCode(t, err, client.CodeKeyTaken)
+	wantCode(t, err, protocol.CodeKeyTaken)
 }
 
 // TestStoppedInstanceRefusesOldKey: an instance that was down while alice
@@ -349,7 +350,7 @@ func TestStoppedInstanceRefusesOldKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = cb.Poll(ctx, alice, client.PollOptions{})
-	wantCode(t, err, client.CodeBadSignature)
+	wantCode(t, err, protocol.CodeBadSignature)
 	wantNATSRefused(t, b.NATSURL, alice)
 	if _, err := cb.Poll(ctx, next, client.PollOptions{}); err != nil {
 		t.Fatalf("poll with the new key on the restarted instance: %v", err)
@@ -358,7 +359,7 @@ func TestStoppedInstanceRefusesOldKey(t *testing.T) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	stream = cb.Stream(sctx, alice, client.StreamOptions{}, func(client.Message) error { return nil })
-	if !client.IsCode(stream, client.CodeBadSignature) || errors.Is(stream, client.ErrKeyRevoked) {
+	if !client.IsCode(stream, protocol.CodeBadSignature) || errors.Is(stream, client.ErrKeyRevoked) {
 		t.Fatalf("stream with the old key: %v, want bad_signature (not a revocation: it never opened)", stream)
 	}
 }

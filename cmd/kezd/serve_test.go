@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/envelope"
@@ -252,4 +251,4 @@ func TestGracefulShutdownOnSignal(t *testing.T) {
 	}
 }
 
-func sha256Hex(b []byte) string { return chat.BodySHA256(b) }
+func sha256Hex(b []byte) string { return identity.BodySHA256(b) }

@@ -1,4 +1,4 @@
-package chat
+package protocol
 
 import (
 	"bytes"
@@ -17,13 +17,3 @@ func Marshal(v any) ([]byte, error) {
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
-
-// ErrorBody is PROTOCOL.md's error object, {"error":code,"message":text},
-// the same in an HTTP response and a NATS reply.
-type ErrorBody struct {
-	Error   Code   `json:"error"`
-	Message string `json:"message"`
-}
-
-// Body returns e as the protocol's error object.
-func (e *Error) Body() ErrorBody { return ErrorBody{Error: e.Code, Message: e.Message} }

@@ -1,4 +1,4 @@
-package chat
+package protocol
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/kez-chat/kezd/store"
 )
 
 // Encoded is a stored message as it goes on the wire: its seq and its JSON
@@ -21,15 +19,15 @@ type Encoded struct {
 }
 
 // Encode returns m as an Encoded message.
-func Encode(m store.Message) Encoded {
+func Encode(m Message) Encoded {
 	return Encoded{Seq: m.Seq, JSON: AppendMessage(nil, m)}
 }
 
 // AppendMessage appends m's JSON to b: byte for byte what Marshal(m) writes
 // (TestAppendMessage holds it to that), without reflection and in one
-// allocation. The envelope is appended as it is: a store.Message's envelope
-// is compact JSON text (chat.ParseSend made it so before it was stored).
-func AppendMessage(b []byte, m store.Message) []byte {
+// allocation. The envelope is appended as it is: a stored message's envelope
+// is compact JSON text (kezd's send path made it so before it was stored).
+func AppendMessage(b []byte, m Message) []byte {
 	b = slicesGrow(b, len(m.Envelope)+len(m.From)+len(m.To)+len(m.ID)+96)
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendInt(b, m.Seq, 10)

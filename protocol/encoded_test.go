@@ -1,4 +1,4 @@
-package chat_test
+package protocol_test
 
 import (
 	"bytes"
@@ -7,22 +7,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-chat/kezd/chat"
-	"github.com/kez-chat/kezd/store"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 func TestAppendMessage(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 12, 1, 20, 1, 2, 345678900, time.UTC)
-	for _, m := range []store.Message{
+	for _, m := range []protocol.Message{
 		{Seq: 1, From: "alice", To: "bob", ID: "m-1", Envelope: json.RawMessage(`{"v":1,"ct":"abc"}`), SentAt: at},
 		{Seq: 1 << 60, From: "a.b_c-d", To: "x", ID: "0123456789abcdef", Envelope: json.RawMessage(`["<&>","é"]`), SentAt: at.In(time.FixedZone("x", 5400))},
 		{Seq: 7, From: `q"uote`, To: `back\slash`, ID: "ctl\n\x01 é <&>", Envelope: json.RawMessage(`"s"`), SentAt: time.Time{}},
 		{Seq: 8, From: "a", To: "b", ID: "c", Envelope: nil, SentAt: at.Truncate(time.Second)},
 		{Seq: 9, From: "a", To: "b", ID: "c", Envelope: json.RawMessage(`1`), SentAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
-		got := chat.AppendMessage([]byte("prefix"), m)
-		want, err := chat.Marshal(m)
+		got := protocol.AppendMessage([]byte("prefix"), m)
+		want, err := protocol.Marshal(m)
 		if err != nil { // a year Marshal refuses: still one valid JSON object
 			if !json.Valid(got[len("prefix"):]) {
 				t.Errorf("AppendMessage(%+v) = %s, not JSON", m, got)
@@ -32,7 +31,7 @@ func TestAppendMessage(t *testing.T) {
 		if !bytes.Equal(got, append([]byte("prefix"), want...)) {
 			t.Errorf("AppendMessage(%+v)\n got %s\nwant prefix%s", m, got, want)
 		}
-		if e := chat.Encode(m); e.Seq != m.Seq || !bytes.Equal(e.JSON, want) {
+		if e := protocol.Encode(m); e.Seq != m.Seq || !bytes.Equal(e.JSON, want) {
 			t.Errorf("Encode(%+v) = %d %s", m, e.Seq, e.JSON)
 		}
 	}
@@ -40,7 +39,7 @@ func TestAppendMessage(t *testing.T) {
 
 func TestCheckEncoded(t *testing.T) {
 	t.Parallel()
-	good := chat.AppendMessage(nil, store.Message{Seq: 42, From: "alice", To: "bob", ID: "m1", Envelope: json.RawMessage(`{"v":1}`), SentAt: time.Now()})
+	good := protocol.AppendMessage(nil, protocol.Message{Seq: 42, From: "alice", To: "bob", ID: "m1", Envelope: json.RawMessage(`{"v":1}`), SentAt: time.Now()})
 	for _, c := range []struct {
 		name   string
 		handle string
@@ -59,7 +58,7 @@ func TestCheckEncoded(t *testing.T) {
 		{"garbage after", "bob", 42, append(append([]byte{}, good...), " x"...), false},
 		{"not JSON", "bob", 42, []byte(strings.Repeat("x", 10)), false},
 	} {
-		err := chat.CheckEncoded(c.handle, c.seq, c.data)
+		err := protocol.CheckEncoded(c.handle, c.seq, c.data)
 		if (err == nil) != c.ok {
 			t.Errorf("%s: CheckEncoded = %v, want ok %v", c.name, err, c.ok)
 		}

@@ -1,0 +1,3 @@
+module github.com/kez-chat/kezd/protocol
+
+go 1.26.8
