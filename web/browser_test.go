@@ -2,6 +2,9 @@ package web_test
 
 import (
 	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,6 +18,26 @@ import (
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var screenshots = flag.String("screenshots", "", "also save the conversation screenshots in this directory (go test ./web -run TestTwoPeopleChat -args -screenshots=$PWD/docs)")
+
+// screenshot saves a PNG of p's window as name, in the test's directory
+// (logged) and in -screenshots when given.
+func (p *person) screenshot(name string) {
+	p.t.Helper()
+	png := browsertest.Run(p.Profile, chromedp.CaptureScreenshot())
+	dirs := []string{p.t.TempDir()}
+	if *screenshots != "" {
+		dirs = append(dirs, *screenshots)
+	}
+	for _, d := range dirs {
+		path := filepath.Join(d, name)
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			p.t.Fatal(err)
+		}
+		p.t.Logf("screenshot: %s", path)
+	}
+}
 
 // stores runs f against a kezd on SQLite and on Postgres.
 func stores(t *testing.T, f func(t *testing.T, srv *kezdtest.Server)) {
@@ -143,6 +166,8 @@ func TestTwoPeopleChat(t *testing.T) {
 	stores(t, func(t *testing.T, srv *kezdtest.Server) {
 		alice := newPerson(t, srv, "alice")
 		bob := newPerson(t, srv, "bob")
+		alice.Do(chromedp.EmulateViewport(1000, 620))
+		bob.Do(chromedp.EmulateViewport(390, 760, chromedp.EmulateMobile))
 		alice.create("alice")
 		bob.create("bob")
 
@@ -162,5 +187,16 @@ func TestTwoPeopleChat(t *testing.T) {
 		if !strings.Contains(alice.pageText(), "live") {
 			t.Fatalf("alice's status is not live: %s", alice.pageText())
 		}
+		// On a phone-sized window the conversation fills the width, nothing
+		// overflows sideways, and the composer is in view.
+		fits := bob.waitFor(`(() => {
+			const c = document.getElementById('compose').getBoundingClientRect();
+			return { overflow: document.documentElement.scrollWidth > innerWidth, composer: c.bottom <= innerHeight && c.width > 200, side: getComputedStyle(document.querySelector('.side')).display };
+		})()`)
+		if fits != `{"overflow":false,"composer":true,"side":"none"}` {
+			t.Fatalf("phone layout: %s", fits)
+		}
+		alice.screenshot("web-conversation-" + t.Name()[len("TestTwoPeopleChat/"):] + ".png")
+		bob.screenshot("web-conversation-phone-" + t.Name()[len("TestTwoPeopleChat/"):] + ".png")
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
@@ -191,4 +192,41 @@ func Enter() chromedp.Action[chromedp.Void] {
 		_, err := cdp.Call(ctx, t, input.DispatchKeyEvent, up)
 		return err
 	})
+}
+
+// Download runs trigger (a click on a download link, say), waits for the
+// download it starts to complete and returns the saved file's path, in a
+// directory of the test's.
+func (p *Profile) Download(trigger chromedp.Action[chromedp.Void]) string {
+	p.t.Helper()
+	dir := p.t.TempDir()
+	ctx, cancel := context.WithTimeout(p.Ctx, DefaultTimeout)
+	defer cancel()
+	events := chromedp.BrowserEvents(ctx, browser.DownloadProgress)
+	if _, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior:      browser.SetDownloadBehaviorBehaviorAllow,
+		DownloadPath:  dir,
+		EventsEnabled: &[]bool{true}[0],
+	}); err != nil {
+		p.t.Fatalf("browser %s: allow downloads: %v", p.name, err)
+	}
+	if err := chromedp.Do(ctx, trigger); err != nil {
+		p.t.Fatalf("browser %s: %v", p.name, err)
+	}
+	for ev, err := range events {
+		if err != nil {
+			p.t.Fatalf("browser %s: waiting for a download: %v", p.name, err)
+		}
+		switch ev.State {
+		case browser.DownloadProgressStateCompleted:
+			if ev.FilePath == "" {
+				p.t.Fatalf("browser %s: download completed without a path", p.name)
+			}
+			return ev.FilePath
+		case browser.DownloadProgressStateCanceled:
+			p.t.Fatalf("browser %s: download canceled", p.name)
+		}
+	}
+	p.t.Fatalf("browser %s: no download", p.name)
+	return ""
 }

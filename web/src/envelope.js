@@ -126,6 +126,10 @@ export async function newIdentity(handle) {
   return identityFromSecrets(handle, seed, secret);
 }
 
+// fromSecrets is the identity of a raw seed and secret (hex), as a key file
+// holds them.
+export const fromSecrets = (handle, seedHex, secretHex) => identityFromSecrets(handle, unhex(seedHex), unhex(secretHex));
+
 async function identityFromSecrets(handle, seed, secret) {
   if (!validHandle(handle)) throw new Error('a handle is 1 to 32 of a-z 0-9 _ -, starting with a letter or digit');
   const s = await importSecret('Ed25519', seed, false);
