@@ -3,9 +3,9 @@ package web_test
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -189,12 +189,12 @@ func TestTwoPeopleChat(t *testing.T) {
 		}
 		// On a phone-sized window the conversation fills the width, nothing
 		// overflows sideways, and the composer is in view.
-		fits := bob.waitFor(`(() => {
+		layout := `(() => {
 			const c = document.getElementById('compose').getBoundingClientRect();
 			return { overflow: document.documentElement.scrollWidth > innerWidth, composer: c.bottom <= innerHeight && c.width > 200, side: getComputedStyle(document.querySelector('.side')).display };
-		})()`)
-		if fits != `{"overflow":false,"composer":true,"side":"none"}` {
-			t.Fatalf("phone layout: %s", fits)
+		})()`
+		if fits := browsertest.Eval[map[string]any](bob.Profile, layout); fmt.Sprint(fits) != "map[composer:true overflow:false side:none]" {
+			t.Fatalf("phone layout: %v", fits)
 		}
 		alice.screenshot("web-conversation-" + t.Name()[len("TestTwoPeopleChat/"):] + ".png")
 		bob.screenshot("web-conversation-phone-" + t.Name()[len("TestTwoPeopleChat/"):] + ".png")

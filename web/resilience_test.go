@@ -62,6 +62,7 @@ func TestSurvivesRestartAndReload(t *testing.T) {
 		}
 		alice.waitStatus("live")
 		bob.waitStatus("live")
+		alice.messages(3) // what waited is sent once the server is back
 		bob.send("back")
 
 		want := []shown{{Dir: "out", Text: "one"}, {Dir: "in", Text: "two"}, {Dir: "out", Text: "written while the server was down"}, {Dir: "in", Text: "back"}}
