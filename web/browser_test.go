@@ -191,9 +191,12 @@ func TestTwoPeopleChat(t *testing.T) {
 		// overflows sideways, and the composer is in view.
 		layout := `(() => {
 			const c = document.getElementById('compose').getBoundingClientRect();
-			return { overflow: document.documentElement.scrollWidth > innerWidth, composer: c.bottom <= innerHeight && c.width > 200, side: getComputedStyle(document.querySelector('.side')).display };
+			return { overflow: document.documentElement.scrollWidth > innerWidth, composer: c.bottom <= innerHeight && c.width > 200, side: getComputedStyle(document.querySelector('.side')).display,
+				detail: 'composer ' + JSON.stringify(c) + ' in ' + innerWidth + 'x' + innerHeight };
 		})()`
-		if fits := browsertest.Eval[map[string]any](bob.Profile, layout); fmt.Sprint(fits) != "map[composer:true overflow:false side:none]" {
+		fits := browsertest.Eval[map[string]any](bob.Profile, layout)
+		if fits["overflow"] != false || fits["composer"] != true || fits["side"] != "none" {
+			bob.screenshot("phone-layout-failed.png")
 			t.Fatalf("phone layout: %v", fits)
 		}
 		alice.screenshot("web-conversation-" + t.Name()[len("TestTwoPeopleChat/"):] + ".png")

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"os"
@@ -234,7 +235,9 @@ func Binary(t testing.TB, pkg, name string) string {
 
 // Build is Binary outside a test. The binaries go to a per-user directory
 // under the temporary directory, replaced atomically, so parallel test
-// binaries never see a half-written file.
+// binaries never see a half-written file. Each module checkout (worktree)
+// has its own file there: a shared name would let a test run a kezd built
+// from another checkout's sources.
 func Build(pkg, name string) (string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -252,7 +255,12 @@ func Build(pkg, name string) (string, error) {
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
 	}
-	final := filepath.Join(dir, name)
+	mod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %v", err)
+	}
+	sum := sha256.Sum256(bytes.TrimSpace(mod))
+	final := filepath.Join(dir, fmt.Sprintf("%s-%x", name, sum[:6]))
 	if err := os.Rename(out, final); err != nil {
 		return "", err
 	}

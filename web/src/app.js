@@ -312,6 +312,7 @@ async function receive(m) {
 // ---- start
 
 function start(id, backup) {
+  if (state.me) return;
   state.me = id;
   $('welcome').hidden = true;
   $('app').hidden = false;
@@ -408,14 +409,15 @@ function wire() {
 }
 
 async function boot() {
-  wire();
   try {
     state.db = await openDB();
   } catch (err) {
     showError(new Error('This browser does not let kez keep data (IndexedDB is unavailable), so it cannot keep your keys.'));
     return;
   }
+  wire();
   const id = await state.db.identity();
+  if (state.me) return; // an identity was made or imported meanwhile
   if (id) {
     start(id);
   } else {
