@@ -210,7 +210,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		Ready: []httpapi.Check{
 			{Name: "store", Fn: st.Ping},
 			{Name: "nats", Fn: b.Ping},
-			{Name: "shutdown", Fn: func(context.Context) error {
+			{Name: "draining", Fn: func(context.Context) error {
 				if draining.Load() {
 					return errDraining
 				}
