@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
@@ -58,7 +60,20 @@ type StreamOptions struct {
 	// and when the next attempt is. Like every error of the client, it
 	// carries no credential. It must not block for long.
 	OnState func(State, error)
+	// Silence is how long a connection may bring nothing, no event and no
+	// ping, before the stream takes it for dead (a hung server or proxy)
+	// and reconnects, with ErrSilent as the reason; 0 means
+	// DefaultSilence, a negative value never.
+	Silence time.Duration
 }
+
+// DefaultSilence is two of the protocol's longest ping intervals (15 s)
+// and a margin.
+const DefaultSilence = 35 * time.Second
+
+// ErrSilent is the reconnect reason of a connection that brought nothing
+// for StreamOptions.Silence.
+var ErrSilent = errors.New("stream: no event or ping within the silence timeout")
 
 // Stream follows as's inbox over Server-Sent Events and calls deliver for
 // each message, exactly once and in seq order, across reconnects: a
@@ -67,7 +82,10 @@ type StreamOptions struct {
 // ends, deliver's error if it fails, or an *Error the server gave that no
 // retry can fix (a bad signature, an unknown handle, ...).
 func (c *Client) Stream(ctx context.Context, as *envelope.Identity, opts StreamOptions, deliver func(Message) error) error {
-	st := &streamer{c: c, as: as, deliver: deliver, onState: opts.OnState, last: opts.Since}
+	st := &streamer{c: c, as: as, deliver: deliver, onState: opts.OnState, last: opts.Since, silence: opts.Silence}
+	if st.silence == 0 {
+		st.silence = DefaultSilence
+	}
 	return st.run(ctx)
 }
 
@@ -76,7 +94,23 @@ type streamer struct {
 	as      *envelope.Identity
 	deliver func(Message) error
 	onState func(State, error)
-	last    int64 // the seq of the last message delivered, or FromNow before the cursor is known
+	last    int64         // the seq of the last message delivered, or FromNow before the cursor is known
+	silence time.Duration // negative: no silence detection
+}
+
+// silenceReader resets the silence timer on every read that brings bytes.
+type silenceReader struct {
+	r     io.Reader
+	timer *time.Timer
+	d     time.Duration
+}
+
+func (s *silenceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.timer.Reset(s.d)
+	}
+	return n, err
 }
 
 func (s *streamer) state(st State, err error) {
@@ -134,6 +168,20 @@ func (s *streamer) run(ctx context.Context) error {
 func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A connection silent for too long (no headers, no event, no ping) is
+	// cut; the timer runs from before the request, so that a server that
+	// hangs before answering is caught too.
+	var silent atomic.Bool
+	var timer *time.Timer
+	if s.silence > 0 {
+		timer = time.AfterFunc(s.silence, func() { silent.Store(true); cancel() })
+		defer timer.Stop()
+		defer func() {
+			if err != nil && silent.Load() {
+				err = ErrSilent
+			}
+		}()
+	}
 	ts := s.c.now().Unix()
 	q := url.Values{"auth": {strconv.FormatInt(ts, 10) + ":" + identity.Sign(s.as.Signing, identity.StreamString(s.as.Handle, ts))}}
 	h := http.Header{"Accept": {"text/event-stream"}}
@@ -154,7 +202,11 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		return false, fmt.Errorf("stream: content type %q, want text/event-stream", resp.Header.Get("Content-Type"))
 	}
-	r := newEventReader(resp.Body)
+	var body io.Reader = resp.Body
+	if timer != nil {
+		body = &silenceReader{r: resp.Body, timer: timer, d: s.silence}
+	}
+	r := newEventReader(body)
 	for {
 		ev, err := r.next()
 		if err != nil {
@@ -172,7 +224,15 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 			if s.last >= 0 && m.Seq <= s.last {
 				continue // already delivered on an earlier connection
 			}
-			if err := s.deliver(m); err != nil {
+			// The application's time is not the connection's silence.
+			if timer != nil {
+				timer.Stop()
+			}
+			err := s.deliver(m)
+			if timer != nil {
+				timer.Reset(s.silence)
+			}
+			if err != nil {
 				return live, errDeliver{err}
 			}
 			s.last = m.Seq

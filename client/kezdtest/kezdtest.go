@@ -187,6 +187,21 @@ func (s *Server) Stop() {
 	}
 }
 
+// Freeze stops the process (SIGSTOP) without ending it: its connections stay
+// open and silent, as with a hung server. Thaw resumes it.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen process (SIGCONT).
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
 // Restart stops kezd and starts it again with the same addresses and data.
 // It fails the test (or, for a Launch-ed server, returns the error) if the
 // new process does not come up.

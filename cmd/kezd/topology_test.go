@@ -260,6 +260,7 @@ type phase struct {
 	mu         sync.Mutex
 	refused    int // sends that failed after every retry
 	created    int // 201s
+	slowest    time.Duration
 }
 
 func TestTopology(t *testing.T) {
@@ -408,8 +409,11 @@ func TestTopology(t *testing.T) {
 					}
 					to := recipients[i%len(recipients)]
 					id := fmt.Sprintf("%s-%d", strings.ReplaceAll(name, " ", "_"), i)
+					began := time.Now()
 					sent, err := c.SendEnvelope(context.WithoutCancel(sctx), from, to, id, fmt.Appendf(nil, `{"n":%d}`, i))
+					took := time.Since(began)
 					p.mu.Lock()
+					p.slowest = max(p.slowest, took)
 					if err != nil {
 						p.refused++
 					} else {
@@ -427,7 +431,8 @@ func TestTopology(t *testing.T) {
 		stop()
 		wg.Wait()
 		p.end = time.Now()
-		t.Logf("%s: %d acknowledged (%d 201), %d refused, in %s", name, len(p.acked), p.created, p.refused, p.end.Sub(p.start).Round(time.Millisecond))
+		t.Logf("%s: %d acknowledged (%d 201), %d refused, slowest send %s, in %s", name, len(p.acked), p.created, p.refused,
+			p.slowest.Round(time.Millisecond), p.end.Sub(p.start).Round(time.Millisecond))
 	}
 	wait := func(d time.Duration) {
 		select {
@@ -483,6 +488,92 @@ func TestTopology(t *testing.T) {
 		instances[2].start()
 		wait(1 * time.Second)
 	})
+
+	// A hung instance: kezd2 frozen for 6 s. Streams on it get nothing; a
+	// stream that detects silence (no event, no ping for 2.5 s, with pings
+	// every second) reconnects elsewhere, one that does not waits for the
+	// thaw. Six of each, opened alternately through nginx's round robin,
+	// so that each kind has streams on every instance.
+	type hungGroup struct {
+		name    string
+		silence time.Duration
+		cons    []*consumer
+	}
+	groups := []*hungGroup{{name: "silence detection off", silence: -1}, {name: "silence detection 2.5s", silence: 2500 * time.Millisecond}}
+	// Streams are opened one at a time until each kind has one on kezd2
+	// (kezd_streams_open on kezd2 tells where a stream landed); only
+	// those are measured.
+	onKezd2 := func() float64 {
+		resp, err := http.Get("http://" + instances[1].httpAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "kezd_streams_open "); ok {
+				var f float64
+				fmt.Sscan(v, &f)
+				return f
+			}
+		}
+		t.Fatal("kezd2 reports no kezd_streams_open")
+		return 0
+	}
+	for _, g := range groups {
+		for attempt := 0; len(g.cons) == 0; attempt++ {
+			if attempt == 20 {
+				t.Fatalf("%s: no stream of 20 landed on kezd2", g.name)
+			}
+			before := onKezd2()
+			cn := newConsumer(g.name)
+			live := make(chan struct{})
+			var once sync.Once
+			streams.Go(func() {
+				c.Stream(streamCtx, ids["bob"], client.StreamOptions{Since: client.FromNow, Silence: g.silence,
+					OnState: func(s client.State, _ error) {
+						if s == client.StateLive {
+							once.Do(func() { close(live) })
+						}
+					}}, func(m client.Message) error { cn.add(m); return nil })
+			})
+			select {
+			case <-live:
+			case <-time.After(30 * time.Second):
+				t.Fatal("a hung-instance stream never went live")
+			}
+			if onKezd2() > before {
+				g.cons = append(g.cons, cn)
+			}
+		}
+	}
+	runPhase("freeze kezd2 6s", func() {
+		wait(500 * time.Millisecond)
+		instances[1].signal(syscall.SIGSTOP)
+		wait(6 * time.Second)
+		instances[1].signal(syscall.SIGCONT)
+		wait(1 * time.Second)
+	})
+	hung := phases[len(phases)-1]
+	for _, g := range groups {
+		var worst time.Duration
+		for _, cn := range g.cons {
+			var prev time.Time
+			for _, d := range cn.snapshot() {
+				if d.at.Before(hung.start) || d.at.After(hung.end) {
+					continue
+				}
+				if !prev.IsZero() {
+					worst = max(worst, d.at.Sub(prev))
+				}
+				prev = d.at
+			}
+		}
+		t.Logf("hung instance (6 s freeze), %s: longest delivery pause of a stream on it %s", g.name, worst.Round(time.Millisecond))
+		if g.silence > 0 && worst > 5500*time.Millisecond {
+			t.Errorf("with silence detection a stream still waited %s for a 6 s freeze", worst)
+		}
+	}
 
 	// Every acknowledged message must reach every consumer; wait for it,
 	// bounded (the outbox republishes within about 1.5 s here).

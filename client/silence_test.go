@@ -1,0 +1,69 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/kezdtest"
+)
+
+// TestStreamDetectsSilence: a server that hangs (SIGSTOP) keeps the
+// stream's connection open but silent. With pings every 200 ms, a stream
+// with a 1 s silence bound gives up on the connection and reconnects,
+// reporting ErrSilent, long before the server comes back; once it is back,
+// the stream goes on exactly once, in order.
+func TestStreamDetectsSilence(t *testing.T) {
+	t.Parallel()
+	srv := kezdtest.Start(t, kezdtest.Config{Args: []string{"--sse-ping", "200ms"}})
+	ctx, c, alice, bob := aliceAndBob(t, srv)
+	col := newCollector()
+	silent := make(chan time.Time, 10)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.Stream(sctx, bob, client.StreamOptions{
+		Silence: time.Second,
+		OnState: func(s client.State, err error) {
+			col.states <- s
+			if errors.Is(err, client.ErrSilent) {
+				silent <- time.Now()
+			}
+		},
+	}, func(m client.Message) error { col.msgs <- m; return nil })
+	col.waitState(t, client.StateLive)
+	if _, err := c.Send(ctx, alice, "bob", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	col.take(t, 1)
+
+	// Two seconds of the live connection bring pings and nothing else:
+	// no reconnect for silence.
+	select {
+	case <-silent:
+		t.Fatal("a connection that pings was taken for silent")
+	case <-time.After(2 * time.Second):
+	}
+
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	frozen := time.Now()
+	select {
+	case at := <-silent:
+		if d := at.Sub(frozen); d > 3*time.Second {
+			t.Errorf("silence detected %s after the freeze, want about 1 s", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no reconnect for silence while the server was frozen")
+	}
+	srv.Thaw()
+	if _, err := c.Send(ctx, alice, "bob", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	got := col.take(t, 1)
+	if !slices.Equal(seqsOf(got), []int64{2}) {
+		t.Fatalf("after the freeze got seqs %v, want [2]", seqsOf(got))
+	}
+}
