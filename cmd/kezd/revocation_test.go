@@ -205,9 +205,14 @@ func TestRotationAcrossInstances(t *testing.T) {
 		t.Fatal("the old stream on B delivered more after the rotation")
 	}
 
-	// The old key authenticates nothing, on either instance.
-	for name, c := range map[string]*client.Client{"A": ca, "B": cb} {
-		_, err := c.Poll(ctx, alice, client.PollOptions{})
+	// The old key authenticates nothing, on either instance; lookup and
+	// WebFinger give the new keys.
+	for name, inst := range map[string]started{"A": a, "B": b} {
+		c, err := client.New(inst.HTTPURL, client.WithWebFingerBase(func(string) string { return inst.HTTPURL }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Poll(ctx, alice, client.PollOptions{})
 		wantCode(t, err, protocol.CodeBadSignature)
 		_, err = c.Send(ctx, alice, "bob", []byte("as the old alice"))
 		wantCode(t, err, protocol.CodeBadSignature)
@@ -215,9 +220,9 @@ func TestRotationAcrossInstances(t *testing.T) {
 		if err != nil || h.SigningKey != next.SigningKeyHex() || h.EncryptionKey != next.EncryptionKeyHex() {
 			t.Fatalf("lookup on %s: %+v, %v; want the new keys", name, h, err)
 		}
-		acc, err := c.Resolve(ctx, "alice@"+strings.TrimPrefix(a.HTTPURL, "http://"))
-		if err == nil && acc.SigningKey != next.SigningKeyHex() {
-			t.Fatalf("webfinger on %s: %+v, want the new signing key", name, acc)
+		acc, err := c.Resolve(ctx, "alice@"+strings.TrimPrefix(inst.HTTPURL, "http://"))
+		if err != nil || acc.SigningKey != next.SigningKeyHex() || acc.EncryptionKey != next.EncryptionKeyHex() {
+			t.Fatalf("webfinger on %s: %+v, %v; want the new keys", name, acc, err)
 		}
 	}
 	wantNATSRefused(t, a.NATSURL, alice)
