@@ -59,7 +59,10 @@ func startKezd(ctx context.Context, dbURL string, log *slog.Logger) (*target, er
 		<-outboxDone
 		return nil, errors.Join(err, b.Close(ctx), db.Close())
 	}
-	api := httpapi.New(httpapi.Config{PublicURL: &url.URL{Scheme: "http", Host: ln.Addr().String()}}, svc, log.With("component", "http"))
+	// Every bench client comes from 127.0.0.1: the per-address stream cap
+	// would refuse the idle streams.
+	api := httpapi.New(httpapi.Config{PublicURL: &url.URL{Scheme: "http", Host: ln.Addr().String()},
+		MaxStreams: 1 << 20, MaxStreamsPerIP: 1 << 20}, svc, log.With("component", "http"))
 	srv := api.HTTPServer(ln.Addr().String())
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	served := make(chan error, 1)
