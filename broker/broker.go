@@ -291,6 +291,15 @@ func (b *Broker) ClientURL() string {
 	return b.srv.ClientURL()
 }
 
+// InterestImmediate reports whether a subscription reaches every publisher
+// as soon as Subscribe returns: an embedded server that is not clustered,
+// where every publisher (this instance, or another connected to it) is a
+// client of the one server. With routes or an external NATS, interest
+// reaches the other servers a moment later (see chat.DefaultRecheck).
+func (b *Broker) InterestImmediate() bool {
+	return b.srv != nil && b.srv.ClusterAddr() == nil
+}
+
 // WebSocketURL is the embedded server's WebSocket URL, or "" without one.
 func (b *Broker) WebSocketURL() string {
 	if b.srv == nil || !b.ws {

@@ -258,3 +258,22 @@ func TestClusterNeedsRouteCredentials(t *testing.T) {
 		t.Errorf("bad route URL: %v", err)
 	}
 }
+
+// Only a server that is not clustered makes a subscription reach every
+// publisher at once (chat then skips a stream's read a second after setup).
+func TestInterestImmediate(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want bool
+	}{
+		{"in-process only", Config{}, true},
+		{"with a client listener", Config{Listen: "127.0.0.1:-1"}, true},
+		{"clustered", clusterConfig(), false},
+	} {
+		if got := startBroker(t, c.cfg).InterestImmediate(); got != c.want {
+			t.Errorf("%s: InterestImmediate = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -63,8 +63,10 @@ type Config struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Recheck and RecheckEvery schedule a live stream's safety-net reads of
-	// the store (see DefaultRecheck); 0 means the defaults. Tests of the
-	// broker path set them long, so that only the broker can deliver.
+	// the store (see DefaultRecheck); 0 means the defaults, and then a
+	// stream on a one-server broker (InterestImmediate) skips the read a
+	// second after setup. Tests of the broker path set them long, so that
+	// only the broker can deliver.
 	Recheck      time.Duration
 	RecheckEvery time.Duration
 	// RepublishAfter is how long a stored message may stay unconfirmed
@@ -90,6 +92,7 @@ type Service struct {
 	keys  *identity.Verifier // every signature check; remembers the keys it has seen
 
 	recheck, recheckEvery time.Duration
+	recheckSet            bool // Recheck was configured, not defaulted
 	republishAfter        time.Duration
 	limits                Limiter
 
@@ -118,6 +121,7 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 	if s.skew <= 0 {
 		s.skew = DefaultSkew
 	}
+	s.recheckSet = s.recheck > 0
 	if s.recheck <= 0 {
 		s.recheck = DefaultRecheck
 	}

@@ -3,8 +3,10 @@ package chat
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kez-chat/kezd/protocol"
 )
@@ -108,5 +110,39 @@ func TestMarshalKeepsEnvelopeBytes(t *testing.T) {
 	}
 	if body, _ := protocol.Marshal(Errorf(protocol.CodeForbidden, "no <way>").Body()); string(body) != `{"error":"forbidden","message":"no <way>"}` {
 		t.Fatalf("error body = %s", body)
+	}
+}
+
+// liveServer is a Live that only says whether its interest is immediate.
+type liveServer struct {
+	Live
+	immediate bool
+}
+
+func (l liveServer) InterestImmediate() bool { return l.immediate }
+
+// A stream's first safety-net read comes a second after setup where a
+// cluster's interest may lag, and only with the periodic ones on one NATS
+// server; a configured Recheck always wins.
+func TestFirstRecheck(t *testing.T) {
+	t.Parallel()
+	periodic := func(d time.Duration) bool {
+		return d >= DefaultRecheckEvery*4/5 && d <= DefaultRecheckEvery*6/5
+	}
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		live Live
+		want func(time.Duration) bool
+	}{
+		{"cluster, default", Config{}, liveServer{immediate: false}, func(d time.Duration) bool { return d == DefaultRecheck }},
+		{"one server, default", Config{}, liveServer{immediate: true}, periodic},
+		{"one server, configured", Config{Recheck: 3 * time.Second}, liveServer{immediate: true}, func(d time.Duration) bool { return d == 3*time.Second }},
+		{"a Live that cannot tell", Config{}, struct{ Live }{}, func(d time.Duration) bool { return d == DefaultRecheck }},
+	} {
+		s := New(c.cfg, nil, nil, c.live, slog.New(slog.DiscardHandler))
+		if d := s.firstRecheck(); !c.want(d) {
+			t.Errorf("%s: first recheck after %s", c.name, d)
+		}
 	}
 }

@@ -57,6 +57,23 @@ const (
 	DefaultRecheckEvery = 60 * time.Second
 )
 
+// immediateInterest is implemented by a Live that can say its subscriptions
+// reach every publisher at once (one NATS server; broker.Broker).
+type immediateInterest interface{ InterestImmediate() bool }
+
+// firstRecheck is the delay of a new stream's first safety-net read: the
+// configured Recheck; by default DefaultRecheck, there to close a cluster's
+// interest window, or the periodic delay when the broker has no such
+// window (one server), which saves every stream open a store read.
+func (s *Service) firstRecheck() time.Duration {
+	if !s.recheckSet {
+		if l, ok := s.live.(immediateInterest); ok && l.InterestImmediate() {
+			return s.recheckAfter()
+		}
+	}
+	return s.recheck
+}
+
 // recheckAfter returns the delay before the next periodic safety-net read.
 func (s *Service) recheckAfter() time.Duration {
 	return s.recheckEvery*4/5 + rand.N(s.recheckEvery*2/5+1)
@@ -351,7 +368,7 @@ func (s *Service) watch(ctx context.Context, handle string) (*watch, error) {
 	if err != nil {
 		return nil, &Error{Code: protocol.CodeUnavailable, Message: "live delivery is unavailable; retry later", Err: err}
 	}
-	recheck := time.NewTimer(s.recheck)
+	recheck := time.NewTimer(s.firstRecheck())
 	w.tick = recheck.C
 	w.rearm = func() { recheck.Reset(s.recheckAfter()) }
 	w.stop = func() { recheck.Stop(); cancel() }

@@ -621,11 +621,12 @@ func TestPollTimesOutEmpty(t *testing.T) {
 // TestFollowRecoversUnpublishedMessage covers a message the broker never
 // carries (its publish was lost, or it fell in a cluster's interest window):
 // the stream's safety-net read of the store delivers it without any further
-// message or reconnect.
+// message or reconnect. The broker is a cluster (of one), where the default
+// safety net reads the store a second after setup.
 func TestFollowRecoversUnpublishedMessage(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	b := startBroker(t, broker.Config{})
+	b := startBroker(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez", ClusterUser: "route", ClusterPassword: "route-secret"})
 	following := chat.New(chat.Config{}, db, b, b, quietLog())  // the default safety net
 	silent := chat.New(chat.Config{}, db, nil, nil, quietLog()) // stores, never publishes
 	f := follow(t, following, chat.Cursor{Now: true})
