@@ -24,6 +24,9 @@ var (
 	// ErrKeyChanged reports a key change or deletion asked for with a
 	// signing key that is no longer the handle's: another change came first.
 	ErrKeyChanged = errors.New("signing key changed")
+	// ErrInboxFull reports an append refused because the recipient's inbox
+	// holds its quota of messages or of envelope bytes; nothing was stored.
+	ErrInboxFull = errors.New("inbox full")
 	// ErrUnavailable reports that the store could not take a write; nothing
 	// was stored and the caller may retry.
 	ErrUnavailable = errors.New("store unavailable")
@@ -39,6 +42,19 @@ type NewMessage struct {
 	To       string
 	ID       string
 	Envelope json.RawMessage // compact JSON text, stored and returned verbatim
+	// Quota bounds the recipient's inbox with this message in it; the
+	// zero Quota bounds nothing.
+	Quota Quota
+}
+
+// Quota is the most an inbox may hold: messages, and bytes of envelope
+// JSON text. Zero in either field means no limit on it. The store checks it
+// in the append's own transaction, against a per-inbox count it keeps with
+// every append and delete, so that concurrent sends (from any process
+// sharing the store) never take an inbox past it.
+type Quota struct {
+	Messages int64
+	Bytes    int64
 }
 
 // Message is a stored message, the protocol's stored message: what the

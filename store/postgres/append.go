@@ -29,7 +29,9 @@ import (
 // order, bumps the counters and inserts the rows; COMMIT.
 //
 // Each request gets its own result: its seq, Duplicate with the original
-// message, or ErrNotFound for an unknown recipient. A race with another
+// message, ErrInboxFull when it would take the recipient past its quota
+// (checked under the counter row's lock, so concurrent batches in any
+// process see each other's usage), or ErrNotFound for an unknown recipient. A race with another
 // process storing the same (sender, id) shows up as a unique violation that
 // aborts the whole transaction; the batch is then run again, and the
 // second run finds the other process's row. Counter updates roll back with
@@ -60,7 +62,8 @@ var errInvalidEnvelope = errors.New("envelope is not valid UTF-8")
 // AppendMessage stores m with the recipient's next seq, durably, before it
 // returns. A message whose (From, ID) is already stored is not stored
 // again: the original comes back with Duplicate set. An unknown recipient is
-// store.ErrNotFound; a database that cannot take the write is
+// store.ErrNotFound; one that would take the inbox past m.Quota is
+// store.ErrInboxFull, with nothing stored; a database that cannot take the write is
 // store.ErrUnavailable.
 //
 // ctx bounds the wait for a batch to take the message: if it ends first,
@@ -227,31 +230,49 @@ func retryable(err error) bool {
 
 // appendSQL does a batch's work in one statement, after the batch's
 // counter rows are locked. Its inputs are arrays in arrival order ($1
-// recipients, $2 senders, $3 client ids, $4 envelopes) and $5, the distinct
-// recipients. It returns one row per input that is a duplicate (with the
-// stored message, and whether its publish is still unconfirmed) or was
-// stored (with its seq, and an outbox row); an input with no row has an
-// unknown recipient. Both lookups are LATERAL ... LIMIT 1, so that they are
-// index probes whatever the planner thinks of the array sizes.
+// recipients, $2 senders, $3 client ids, $4 envelopes, $6 and $7 the
+// recipients' quotas of messages and bytes, 0 for none) and $5, the
+// distinct recipients. It returns one row per input that is a duplicate
+// (with the stored message, and whether its publish is still unconfirmed),
+// was stored (with its seq, and an outbox row) or was refused because it
+// would take its inbox past its quota; an input with no row has an unknown
+// recipient. Both lookups are LATERAL ... LIMIT 1, so that they are index
+// probes whatever the planner thinks of the array sizes.
+//
+// The quota is checked against the counter row's usage plus the batch's
+// earlier messages to the same inbox, refused ones included: what is
+// stored is a prefix of each inbox's part of the batch, in arrival order.
 const appendSQL = `
 WITH input AS (
-	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-		WITH ORDINALITY AS t(recipient, sender, client_id, envelope, ord)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::bigint[], $7::bigint[])
+		WITH ORDINALITY AS t(recipient, sender, client_id, envelope, max_count, max_bytes, ord)
 ), dup AS (
 	SELECT i.ord, m.seq, m.recipient, m.envelope, m.sent_at,
 		EXISTS (SELECT 1 FROM outbox o WHERE o.recipient = m.recipient AND o.seq = m.seq) AS pending
 	FROM input i CROSS JOIN LATERAL (
 		SELECT seq, recipient, envelope, sent_at FROM messages
 		WHERE sender = i.sender AND client_id = i.client_id LIMIT 1) m
-), fresh AS (
-	SELECT i.ord, i.recipient, i.sender, i.client_id, i.envelope,
-		c.last_seq + row_number() OVER (PARTITION BY i.recipient ORDER BY i.ord) AS seq
+), cand AS (
+	SELECT i.ord, i.recipient, i.sender, i.client_id, i.envelope, octet_length(i.envelope) AS size,
+		c.last_seq, i.max_count, i.max_bytes,
+		c.msg_count + row_number() OVER w AS count_after,
+		c.msg_bytes + sum(octet_length(i.envelope)) OVER w AS bytes_after
 	FROM input i CROSS JOIN LATERAL (
-		SELECT last_seq FROM inbox_counters WHERE handle = i.recipient LIMIT 1) c
+		SELECT last_seq, msg_count, msg_bytes FROM inbox_counters WHERE handle = i.recipient LIMIT 1) c
 	WHERE i.ord NOT IN (SELECT ord FROM dup)
+	WINDOW w AS (PARTITION BY i.recipient ORDER BY i.ord)
+), fresh AS (
+	SELECT ord, recipient, sender, client_id, envelope, size,
+		last_seq + row_number() OVER (PARTITION BY recipient ORDER BY ord) AS seq
+	FROM cand
+	WHERE (max_count = 0 OR count_after <= max_count) AND (max_bytes = 0 OR bytes_after <= max_bytes)
+), refused AS (
+	SELECT ord, recipient FROM cand WHERE ord NOT IN (SELECT ord FROM fresh)
 ), bump AS (
-	UPDATE inbox_counters c SET last_seq = f.last_seq
-	FROM (SELECT recipient, max(seq) AS last_seq FROM fresh GROUP BY recipient) f
+	UPDATE inbox_counters c
+	SET last_seq = f.last_seq, msg_count = c.msg_count + f.n, msg_bytes = c.msg_bytes + f.b
+	FROM (SELECT recipient, max(seq) AS last_seq, count(*) AS n, sum(size) AS b
+		FROM fresh GROUP BY recipient) f
 	WHERE c.handle = ANY ($5::text[]) AND c.handle = f.recipient
 ), ins AS (
 	-- In (sender, id) order, so that two processes inserting the same pairs
@@ -263,9 +284,11 @@ WITH input AS (
 	-- Stored, publish not yet confirmed (see store.Appended).
 	INSERT INTO outbox (recipient, seq) SELECT recipient, seq FROM fresh
 )
-SELECT ord, true, seq, recipient, envelope, sent_at, pending FROM dup
+SELECT ord, 'duplicate', seq, recipient, envelope, sent_at, pending FROM dup
 UNION ALL
-SELECT ord, false, seq, recipient, NULL, now(), true FROM fresh`
+SELECT ord, 'stored', seq, recipient, NULL, now(), true FROM fresh
+UNION ALL
+SELECT ord, 'full', 0, recipient, NULL, now(), false FROM refused`
 
 // lockSQL locks the batch's counter rows in handle order, so that processes
 // sharing the database cannot deadlock. appendSQL runs after it, in a new
@@ -294,8 +317,11 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 	senders := make([]string, len(reqs))
 	ids := make([]string, len(reqs))
 	envelopes := make([]string, len(reqs))
+	maxCounts := make([]int64, len(reqs))
+	maxBytes := make([]int64, len(reqs))
 	for i, r := range reqs {
 		recipients[i], senders[i], ids[i], envelopes[i] = r.msg.To, r.msg.From, r.msg.ID, string(r.msg.Envelope)
+		maxCounts[i], maxBytes[i] = max(r.msg.Quota.Messages, 0), max(r.msg.Quota.Bytes, 0)
 	}
 	distinct := slices.Clone(recipients)
 	slices.Sort(distinct)
@@ -308,7 +334,7 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(lockSQL, distinct)
-	b.Queue(appendSQL, recipients, senders, ids, envelopes, distinct)
+	b.Queue(appendSQL, recipients, senders, ids, envelopes, distinct, maxCounts, maxBytes)
 	b.Queue("COMMIT")
 	if err := runBatch(ctx, conn, b, func(br pgx.BatchResults) error {
 		for range 2 {
@@ -323,13 +349,13 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 		for rows.Next() {
 			var (
 				ord       int64
-				duplicate bool
+				outcome   string
 				m         store.Message
 				recipient string
 				env       *string
 				pending   bool
 			)
-			if err := rows.Scan(&ord, &duplicate, &m.Seq, &recipient, &env, &m.SentAt, &pending); err != nil {
+			if err := rows.Scan(&ord, &outcome, &m.Seq, &recipient, &env, &m.SentAt, &pending); err != nil {
 				rows.Close()
 				return err
 			}
@@ -337,6 +363,11 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 				rows.Close()
 				return fmt.Errorf("append returned row %d of %d", ord, len(reqs))
 			}
+			if outcome == "full" {
+				results[ord-1] = appendResult{err: store.ErrInboxFull}
+				continue
+			}
+			duplicate := outcome == "duplicate"
 			r := reqs[ord-1]
 			m.From, m.To, m.ID, m.SentAt = r.msg.From, recipient, r.msg.ID, m.SentAt.UTC()
 			if duplicate && env != nil {

@@ -83,25 +83,6 @@ func (db *DB) DeleteHandle(ctx context.Context, handle, current string) (time.Ti
 	return at, nil
 }
 
-// DeleteMessages deletes the messages to `to` with seq <= through. Seqs are
-// never reused: the counter is untouched.
-func (db *DB) DeleteMessages(ctx context.Context, to string, through int64) (store.Deleted, error) {
-	var d store.Deleted
-	var oldest *int64
-	err := db.pool.QueryRow(ctx, `
-		WITH d AS (DELETE FROM messages WHERE recipient = $1 AND seq <= $2 RETURNING 1)
-		SELECT (SELECT count(*) FROM d),
-		       (SELECT min(seq) FROM messages WHERE recipient = $1 AND seq > $2)`, to, through).
-		Scan(&d.Count, &oldest)
-	if err != nil {
-		return store.Deleted{}, fmt.Errorf("delete messages: %w", translate(err))
-	}
-	if oldest != nil {
-		d.Oldest = *oldest
-	}
-	return d, nil
-}
-
 // HandleAt returns handle with the keys it had at time at: those of its key
 // history valid then. A deleted handle, or a time before the handle
 // existed, is store.ErrNotFound.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -292,9 +293,25 @@ func (db *DB) findHandle(ctx context.Context, where, arg string) (store.Handle, 
 // ListMessages returns the messages to `to` with seq > since, ascending, at
 // most limit of them.
 func (db *DB) ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error) {
+	return db.ListMessagesUpTo(ctx, to, since, limit, 0)
+}
+
+// ListMessagesUpTo is ListMessages that also stops before the message that
+// would take the envelopes returned past maxBytes, but always returns at
+// least one message when there is one. maxBytes <= 0 means no bound.
+func (db *DB) ListMessagesUpTo(ctx context.Context, to string, since int64, limit, maxBytes int) ([]store.Message, error) {
+	if maxBytes <= 0 {
+		maxBytes = math.MaxInt64
+	}
+	// The running sum reads only the envelopes' sizes (octet_length does not
+	// detoast); the envelopes past the bound are never fetched.
 	rows, err := db.pool.Query(ctx, `
-		SELECT seq, sender, recipient, client_id, envelope, sent_at FROM messages
-		WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3`, to, since, limit)
+		SELECT seq, sender, recipient, client_id, envelope, sent_at FROM (
+			SELECT seq, sender, recipient, client_id, envelope, sent_at,
+				sum(octet_length(envelope)) OVER (ORDER BY seq) AS upto
+			FROM messages WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3) p
+		WHERE upto <= $4 OR upto = octet_length(envelope)
+		ORDER BY seq`, to, since, limit, int64(maxBytes))
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", translate(err))
 	}

@@ -248,3 +248,77 @@ func TestHandleRegisteredElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// Two processes appending to one inbox under a quota, while a third
+// deletes and runs retention, store exactly what one would: the quota is
+// checked under the counter row's lock, and every delete keeps the usage.
+func TestTwoProcessesOneQuota(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	a, b := open(t, url), open(t, url)
+	register(t, a, "bob")
+	const senders, each, quota = 6, 40, 50
+	for w := range senders {
+		register(t, a, fmt.Sprintf("w%d", w))
+	}
+	q := store.Quota{Messages: quota, Bytes: quota * 8}
+	var mu sync.Mutex
+	stored, refused := 0, 0
+	var wg sync.WaitGroup
+	for _, db := range []*postgres.DB{a, b} {
+		for w := range senders {
+			wg.Go(func() {
+				for i := range each {
+					_, err := db.AppendMessage(t.Context(), store.NewMessage{From: fmt.Sprintf("w%d", w), To: "bob",
+						ID: fmt.Sprintf("%p-%d", db, i), Envelope: []byte(`"12345"`), Quota: q}) // 7 bytes
+					mu.Lock()
+					switch {
+					case err == nil:
+						stored++
+					case errors.Is(err, store.ErrInboxFull):
+						refused++
+					default:
+						t.Error(err)
+					}
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	// Deleting while they send: what is deleted makes room again.
+	deleted := int64(0)
+	wg.Go(func() {
+		for through := int64(10); through <= 30; through += 10 {
+			d, err := b.DeleteMessages(t.Context(), "bob", through)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			deleted += d.Count
+			mu.Unlock()
+		}
+	})
+	wg.Wait()
+	holds, err := a.ListMessages(t.Context(), "bob", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(stored)-deleted != int64(len(holds)) || len(holds) > quota {
+		t.Fatalf("%d stored, %d deleted, bob holds %d (quota %d)", stored, deleted, len(holds), quota)
+	}
+	if stored+refused != 2*senders*each {
+		t.Fatalf("%d stored + %d refused, want %d", stored, refused, 2*senders*each)
+	}
+	// The usage is exact: the inbox takes precisely what is left of it.
+	room := quota - len(holds)
+	for i := range room + 1 {
+		_, err := b.AppendMessage(t.Context(), store.NewMessage{From: "w0", To: "bob", ID: fmt.Sprint("fill", i), Envelope: []byte(`"12345"`), Quota: q})
+		if i < room && err != nil {
+			t.Fatalf("fill %d of %d: %v", i, room, err)
+		}
+		if i == room && !errors.Is(err, store.ErrInboxFull) {
+			t.Fatalf("append beyond the quota: %v", err)
+		}
+	}
+}

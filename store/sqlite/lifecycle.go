@@ -76,31 +76,6 @@ func (db *DB) DeleteHandle(ctx context.Context, handle, current string) (time.Ti
 	return at, nil
 }
 
-// DeleteMessages deletes the messages to `to` with seq <= through. Seqs are
-// never reused: the counter is untouched.
-func (db *DB) DeleteMessages(ctx context.Context, to string, through int64) (store.Deleted, error) {
-	d, err := inTx(ctx, db, func(tx *sql.Tx) (store.Deleted, error) {
-		res, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE recipient = ? AND seq <= ?`, to, through)
-		if err != nil {
-			return store.Deleted{}, wrapUnavailable(err)
-		}
-		var d store.Deleted
-		if d.Count, err = res.RowsAffected(); err != nil {
-			return store.Deleted{}, wrapUnavailable(err)
-		}
-		var oldest sql.NullInt64
-		if err := tx.QueryRowContext(ctx, `SELECT min(seq) FROM messages WHERE recipient = ?`, to).Scan(&oldest); err != nil {
-			return store.Deleted{}, wrapUnavailable(err)
-		}
-		d.Oldest = oldest.Int64
-		return d, nil
-	})
-	if err != nil {
-		return store.Deleted{}, fmt.Errorf("delete messages: %w", err)
-	}
-	return d, nil
-}
-
 // HandleAt returns handle with the keys it had at time at: those of its key
 // history valid then. A deleted handle, or a time before the handle
 // existed, is store.ErrNotFound.

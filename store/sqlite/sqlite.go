@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/url"
 	"runtime"
 	"sort"
@@ -227,7 +228,9 @@ func (db *DB) findHandle(ctx context.Context, where string, arg string) (store.H
 
 // AppendMessage stores m with the recipient's next seq. A message whose
 // (From, ID) is already stored is not stored again: the original comes back
-// with Duplicate set. An unknown recipient is store.ErrNotFound.
+// with Duplicate set. An unknown recipient is store.ErrNotFound; a message
+// that would take the inbox past m.Quota is store.ErrInboxFull, with nothing
+// stored.
 func (db *DB) AppendMessage(ctx context.Context, m store.NewMessage) (store.Appended, error) {
 	// Postgres cannot hold such text; refuse it here too, so both backends
 	// behave alike.
@@ -276,12 +279,21 @@ func (db *DB) appendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 		return store.Appended{}, wrapUnavailable(err)
 	}
 
-	var seq int64
-	err = tx.QueryRowContext(ctx,
-		`UPDATE inbox_counters SET last_seq = last_seq + 1 WHERE handle = ? RETURNING last_seq`, m.To).Scan(&seq)
+	var count, size int64
+	err = tx.QueryRowContext(ctx, `SELECT msg_count, msg_bytes FROM inbox_counters WHERE handle = ?`, m.To).Scan(&count, &size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Appended{}, store.ErrNotFound
 	}
+	if err != nil {
+		return store.Appended{}, wrapUnavailable(err)
+	}
+	if q := m.Quota; (q.Messages > 0 && count+1 > q.Messages) || (q.Bytes > 0 && size+int64(len(m.Envelope)) > q.Bytes) {
+		return store.Appended{}, store.ErrInboxFull
+	}
+	var seq int64
+	err = tx.QueryRowContext(ctx, `
+		UPDATE inbox_counters SET last_seq = last_seq + 1, msg_count = msg_count + 1, msg_bytes = msg_bytes + ?
+		WHERE handle = ? RETURNING last_seq`, len(m.Envelope), m.To).Scan(&seq)
 	if err != nil {
 		return store.Appended{}, wrapUnavailable(err)
 	}
@@ -305,9 +317,26 @@ func (db *DB) appendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 // ListMessages returns the messages to `to` with seq > since, ascending, at
 // most limit of them.
 func (db *DB) ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error) {
-	rows, err := db.read.QueryContext(ctx,
-		`SELECT seq, sender, recipient, client_id, envelope, sent_at FROM messages
-		 WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?`, to, since, limit)
+	return db.ListMessagesUpTo(ctx, to, since, limit, 0)
+}
+
+// ListMessagesUpTo is ListMessages that also stops before the message that
+// would take the envelopes returned past maxBytes, but always returns at
+// least one message when there is one. maxBytes <= 0 means no bound.
+func (db *DB) ListMessagesUpTo(ctx context.Context, to string, since int64, limit, maxBytes int) ([]store.Message, error) {
+	if maxBytes <= 0 {
+		maxBytes = math.MaxInt64
+	}
+	// The running sum reads only the envelopes' sizes (octet_length does
+	// not load a value); the envelopes past the bound are never read.
+	rows, err := db.read.QueryContext(ctx, `
+		SELECT m.seq, m.sender, m.recipient, m.client_id, m.envelope, m.sent_at FROM (
+			SELECT seq, octet_length(envelope) AS size,
+				sum(octet_length(envelope)) OVER (ORDER BY seq) AS upto
+			FROM messages WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3) p
+		JOIN messages m ON m.recipient = ?1 AND m.seq = p.seq
+		WHERE p.upto <= ?4 OR p.upto = p.size
+		ORDER BY m.seq`, to, since, limit, int64(maxBytes))
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", wrapUnavailable(err))
 	}
@@ -378,6 +407,9 @@ func translate(err error) error {
 // wrapUnavailable marks errors that mean the database could not be reached
 // or written (busy, full, I/O, closed) as store.ErrUnavailable.
 func wrapUnavailable(err error) error {
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}

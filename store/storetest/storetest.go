@@ -26,9 +26,11 @@ type Store interface {
 	HandleByKey(ctx context.Context, signingKey string) (store.Handle, error)
 	AppendMessage(ctx context.Context, m store.NewMessage) (store.Appended, error)
 	ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error)
+	ListMessagesUpTo(ctx context.Context, to string, since int64, limit, maxBytes int) ([]store.Message, error)
 	LatestSeq(ctx context.Context, to string) (int64, error)
 	ConfirmPublished(ctx context.Context, keys []store.MessageKey) error
 	SweepUnpublished(ctx context.Context, olderThan time.Duration, limit int, publish func([]store.Message) error) (int, error)
+	DeleteSentBefore(ctx context.Context, before time.Time, limit int) (int64, error)
 	Ping(ctx context.Context) error
 
 	RotateKeys(ctx context.Context, handle, current string, h store.Handle) (store.Handle, error)
@@ -68,6 +70,12 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"OutboxSweep", testOutboxSweep},
 		{"OutboxSweepFailureKeeps", testOutboxSweepFailure},
 		{"OutboxSweepLease", testOutboxSweepLease},
+		{"ListUpToBytes", testListUpTo},
+		{"QuotaMessages", testQuotaMessages},
+		{"QuotaBytes", testQuotaBytes},
+		{"QuotaConcurrent", testQuotaConcurrent},
+		{"QuotaDuplicateWhenFull", testQuotaDuplicateWhenFull},
+		{"DeleteSentBefore", testDeleteSentBefore},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

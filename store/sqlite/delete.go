@@ -1,0 +1,93 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/kez-chat/kezd/store"
+)
+
+// Deleting messages. Every delete takes the deleted messages off their
+// inbox's quota usage in its own transaction, on the one writer
+// connection: the usage is always what the inbox holds, whichever path
+// deletes.
+
+// DeleteMessages deletes the messages to `to` with seq <= through, and
+// returns how many it deleted and the seq of the oldest message kept (0 when
+// none is). Seqs are never reused: the counter keeps its place. An unknown
+// handle deletes nothing.
+func (db *DB) DeleteMessages(ctx context.Context, to string, through int64) (store.Deleted, error) {
+	d, err := inTx(ctx, db, func(tx *sql.Tx) (store.Deleted, error) {
+		var d store.Deleted
+		var size int64
+		if err := tx.QueryRowContext(ctx, `
+			SELECT count(*), coalesce(sum(octet_length(envelope)), 0) FROM messages
+			WHERE recipient = ? AND seq <= ?`, to, through).Scan(&d.Count, &size); err != nil {
+			return d, wrapUnavailable(err)
+		}
+		for _, q := range []string{
+			`DELETE FROM messages WHERE recipient = ?1 AND seq <= ?2`,
+			`UPDATE inbox_counters SET msg_count = msg_count - ?3, msg_bytes = msg_bytes - ?4 WHERE handle = ?1`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, to, through, d.Count, size); err != nil {
+				return d, wrapUnavailable(err)
+			}
+		}
+		err := tx.QueryRowContext(ctx, `SELECT coalesce(min(seq), 0) FROM messages WHERE recipient = ?`, to).Scan(&d.Oldest)
+		return d, wrapUnavailable(err)
+	})
+	if err != nil {
+		return store.Deleted{}, fmt.Errorf("delete messages: %w", err)
+	}
+	return d, nil
+}
+
+// DeleteSentBefore deletes up to limit of the store's messages sent before
+// `before`, oldest first, and returns how many it deleted. Retention calls
+// it in a loop, so that each transaction, which holds the one writer, stays
+// short and sends queue behind it only briefly.
+func (db *DB) DeleteSentBefore(ctx context.Context, before time.Time, limit int) (int64, error) {
+	n, err := inTx(ctx, db, func(tx *sql.Tx) (int64, error) {
+		rows, err := tx.QueryContext(ctx, `
+			DELETE FROM messages WHERE (recipient, seq) IN (
+				SELECT recipient, seq FROM messages WHERE sent_at < ? ORDER BY sent_at LIMIT ?)
+			RETURNING recipient, octet_length(envelope)`, before.UnixMicro(), limit)
+		if err != nil {
+			return 0, wrapUnavailable(err)
+		}
+		type usage struct{ count, size int64 }
+		freed := map[string]usage{}
+		var n int64
+		for rows.Next() {
+			var to string
+			var size int64
+			if err := rows.Scan(&to, &size); err != nil {
+				rows.Close()
+				return 0, wrapUnavailable(err)
+			}
+			u := freed[to]
+			freed[to] = usage{u.count + 1, u.size + size}
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			return 0, wrapUnavailable(err)
+		}
+		if err := rows.Close(); err != nil {
+			return 0, wrapUnavailable(err)
+		}
+		for to, u := range freed {
+			if _, err := tx.ExecContext(ctx, `
+				UPDATE inbox_counters SET msg_count = msg_count - ?, msg_bytes = msg_bytes - ? WHERE handle = ?`,
+				u.count, u.size, to); err != nil {
+				return 0, wrapUnavailable(err)
+			}
+		}
+		return n, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete expired: %w", err)
+	}
+	return n, nil
+}
