@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/kez-chat/kezd/faultlog"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/protocol"
@@ -28,7 +30,10 @@ type Store interface {
 	CreateHandle(ctx context.Context, h store.Handle) (store.Handle, error)
 	Handle(ctx context.Context, handle string) (store.Handle, error)
 	AppendMessage(ctx context.Context, m store.NewMessage) (store.Appended, error)
-	ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error)
+	// ListMessagesUpTo lists up to limit messages after since, stopping
+	// before the one that would take the envelopes past maxBytes (but
+	// returning at least one); maxBytes <= 0 bounds nothing.
+	ListMessagesUpTo(ctx context.Context, to string, since int64, limit, maxBytes int) ([]store.Message, error)
 	LatestSeq(ctx context.Context, to string) (int64, error)
 
 	RotateKeys(ctx context.Context, handle, current string, h store.Handle) (store.Handle, error)
@@ -40,6 +45,10 @@ type Store interface {
 	// The outbox (see package store).
 	ConfirmPublished(ctx context.Context, keys []store.MessageKey) error
 	SweepUnpublished(ctx context.Context, olderThan time.Duration, limit int, publish func([]store.Message) error) (int, error)
+
+	// DeleteSentBefore deletes up to limit messages sent before `before`,
+	// oldest first, keeping the inboxes' quota usage; it returns how many.
+	DeleteSentBefore(ctx context.Context, before time.Time, limit int) (int64, error)
 }
 
 // Publisher carries a stored message to live subscribers (the broker).
@@ -76,6 +85,25 @@ type Config struct {
 	// Limits are the rate limits of sends (per sender, per sender and
 	// recipient); nil admits every send.
 	Limits Limiter
+
+	// Quota bounds every inbox (messages, envelope bytes); a send beyond it
+	// is 429 inbox_full. The zero Quota bounds nothing.
+	Quota store.Quota
+	// Retention is how long a message is kept; 0 keeps messages forever.
+	// RunRetention deletes older ones every RetentionEvery (0 means
+	// DefaultRetentionEvery).
+	Retention      time.Duration
+	RetentionEvery time.Duration
+
+	// Streams: see the stream memory constants in live.go. Zero values
+	// take the defaults there.
+	StreamPageBytes int           // envelope bytes one stream holds at a time
+	CatchUpBudget   int64         // envelope bytes all streams' catch-up pages hold together
+	CatchUpWait     time.Duration // how long a stream waits for the budget before it ends
+	DrainTimeout    time.Duration // how long a stream may take to write one catch-up page
+	// PollPageBytes bounds the envelope bytes of one poll answer (at least
+	// one message is returned); 0 means DefaultPollPageBytes.
+	PollPageBytes int
 }
 
 // DefaultSkew is the accepted clock difference of signed requests.
@@ -96,9 +124,21 @@ type Service struct {
 	republishAfter        time.Duration
 	limits                Limiter
 
-	faults          *faultlog.Log
-	unconfirmed     unconfirmed
+	faults      *faultlog.Log
+	unconfirmed unconfirmed
+
+	quota                     store.Quota
+	retention, retentionEvery time.Duration
+
+	pageBytes     int
+	budget        *semaphore.Weighted
+	catchUpWait   time.Duration
+	drainTimeout  time.Duration
+	pollPageBytes int
+
 	publishFailures atomic.Int64
+	streamsBusy     atomic.Int64 // streams ended waiting for the catch-up budget
+	inboxFull       atomic.Int64 // sends refused by the quota
 
 	sessions    sessions
 	republished atomic.Int64
@@ -118,6 +158,30 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 	if s.republishAfter <= 0 {
 		s.republishAfter = DefaultRepublishAfter
 	}
+	s.quota, s.retention, s.retentionEvery = cfg.Quota, cfg.Retention, cfg.RetentionEvery
+	s.pageBytes, s.catchUpWait, s.drainTimeout, s.pollPageBytes = cfg.StreamPageBytes, cfg.CatchUpWait, cfg.DrainTimeout, cfg.PollPageBytes
+	if s.pageBytes <= 0 {
+		s.pageBytes = DefaultStreamPageBytes
+	}
+	// A page always has room for the largest message.
+	s.pageBytes = max(s.pageBytes, protocol.MaxEnvelope)
+	budget := cfg.CatchUpBudget
+	if budget <= 0 {
+		budget = DefaultCatchUpBudget
+	}
+	s.budget = semaphore.NewWeighted(max(budget, int64(s.pageBytes)))
+	if s.catchUpWait <= 0 {
+		s.catchUpWait = DefaultCatchUpWait
+	}
+	if s.drainTimeout <= 0 {
+		s.drainTimeout = DefaultDrainTimeout
+	}
+	if s.pollPageBytes <= 0 {
+		s.pollPageBytes = DefaultPollPageBytes
+	}
+	if s.retentionEvery <= 0 {
+		s.retentionEvery = DefaultRetentionEvery
+	}
 	if s.skew <= 0 {
 		s.skew = DefaultSkew
 	}
@@ -133,6 +197,14 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 
 // PublishFailures counts messages stored but not published since start.
 func (s *Service) PublishFailures() int64 { return s.publishFailures.Load() }
+
+// InboxFullRefusals counts sends refused since start because the
+// recipient's inbox held its quota.
+func (s *Service) InboxFullRefusals() int64 { return s.inboxFull.Load() }
+
+// StreamsBusy counts streams ended since start because the catch-up budget
+// stayed taken for CatchUpWait.
+func (s *Service) StreamsBusy() int64 { return s.streamsBusy.Load() }
 
 // ParseRegister parses a registration body. Every field is required; a
 // missing one is invalid_request, whatever its zero value would say.
@@ -327,9 +399,13 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (protocol.
 	// The stores honour ctx only until the append starts; once started it
 	// completes whatever becomes of the caller, so an error always means
 	// "nothing stored", and whatever is stored is published below.
-	a, err := s.store.AppendMessage(ctx, store.NewMessage{From: from, To: r.To, ID: r.ID, Envelope: r.Envelope})
+	a, err := s.store.AppendMessage(ctx, store.NewMessage{From: from, To: r.To, ID: r.ID, Envelope: r.Envelope, Quota: s.quota})
 	if errors.Is(err, store.ErrNotFound) {
 		return protocol.SendResult{}, Errorf(protocol.CodeUnknownHandle, "no handle %q", r.To)
+	}
+	if errors.Is(err, store.ErrInboxFull) {
+		s.inboxFull.Add(1)
+		return protocol.SendResult{}, Errorf(protocol.CodeInboxFull, "%s's inbox is full; it takes messages again once some are deleted or expire", r.To)
 	}
 	if err != nil {
 		return protocol.SendResult{}, s.storeError("append message", err)
@@ -364,14 +440,19 @@ func (s *Service) takeSend(ctx context.Context, from string, r protocol.SendRequ
 	return s.storeError("rate limits", err)
 }
 
-// List returns up to limit messages for handle with seq > since, ascending.
-// limit <= 0 means the default; larger than protocol.MaxPollLimit is clamped.
+// List returns up to limit messages for handle with seq > since, ascending,
+// and fewer when their envelopes would pass PollPageBytes (but at least
+// one). limit <= 0 means the default; larger than protocol.MaxPollLimit is clamped.
 func (s *Service) List(ctx context.Context, handle string, since int64, limit int) ([]store.Message, error) {
+	return s.list(ctx, handle, since, limit, s.pollPageBytes)
+}
+
+func (s *Service) list(ctx context.Context, handle string, since int64, limit, maxBytes int) ([]store.Message, error) {
 	if limit <= 0 {
 		limit = protocol.DefaultPollLimit
 	}
 	limit = min(limit, protocol.MaxPollLimit)
-	ms, err := s.store.ListMessages(ctx, handle, since, limit)
+	ms, err := s.store.ListMessagesUpTo(ctx, handle, since, limit, maxBytes)
 	if err != nil {
 		return nil, s.storeError("list messages", err)
 	}

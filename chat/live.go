@@ -26,23 +26,58 @@ type Live interface {
 	AnnounceRevocation(ctx context.Context, rev Revocation) error
 }
 
-// A slow reader never makes a stream buffer without bound, and never needs
-// to end it: past liveBuffer queued messages the stream drops its queue and
-// reads the store instead, a page at a time, which is what the client would
-// do on reconnecting. A reader whose connection stops taking writes is ended
-// by the writer (emit fails on its write deadline).
+// Stream memory.
+//
+// A slow reader never makes a stream buffer without bound. What a stream
+// holds is bounded by bytes of envelopes, not by a count of messages that
+// may each be 64 KiB: its live queue holds at most liveBuffer messages and
+// StreamPageBytes of envelopes (beyond either the stream drops the queue
+// and reads the store instead, which is what the client would do on
+// reconnecting), and it reads the store a page at a time, each page at most
+// StreamPageBytes (always at least one message).
+//
+// Catch-up pages also come out of one budget for the whole process
+// (CatchUpBudget): a stream takes a page's worth before it reads the store
+// and gives it back message by message as it writes them. A stream that
+// cannot get its page within CatchUpWait ends with ErrBusy; the client
+// resumes from its Last-Event-ID, so a burst of reconnecting clients
+// catches up in turns rather than all at once.
+//
+// A reader too slow to drain a page within DrainTimeout is ended: the
+// page's events carry that deadline, and the writer fails a write it cannot
+// finish by then. The client reconnects with Last-Event-ID and loses
+// nothing; meanwhile it holds no budget. A reader whose connection stops
+// taking writes altogether is ended by the writer's own write deadline.
 const (
+	// DefaultStreamPageBytes bounds one stream's page and live queue: 4
+	// of the largest envelopes, or a few thousand ordinary chat messages.
+	DefaultStreamPageBytes = 256 << 10
+	// DefaultCatchUpBudget lets 256 streams catch up at once with full
+	// pages, far more than a restart's reconnects need at a time (each
+	// page takes milliseconds to write to a reader that keeps up).
+	DefaultCatchUpBudget = 64 << 20
+	// DefaultCatchUpWait is how long a stream waits for budget.
+	DefaultCatchUpWait = 10 * time.Second
+	// DefaultDrainTimeout: a full page in 10 s is about 26 KB/s (200
+	// kbit/s). A slower reader still makes progress across reconnects.
+	DefaultDrainTimeout = 10 * time.Second
+	// DefaultPollPageBytes bounds one poll answer: 16 of the largest
+	// envelopes. The client polls again from next.
+	DefaultPollPageBytes = 1 << 20
+
 	// liveBuffer bounds the live messages a stream holds while its reader is
 	// busy. Beyond it the stream drops them and catches up from the store.
 	liveBuffer = 64
-	// catchUpPage is how many messages a stream reads from the store at a
-	// time; with liveBuffer it bounds a stream's memory (envelopes are at
-	// most protocol.MaxEnvelope each).
+	// catchUpPage is the most messages a stream reads from the store at a
+	// time, however small.
 	catchUpPage = 100
 	// fallbackPoll is how often a stream without a broker (Live is nil)
 	// looks at the store.
 	fallbackPoll = time.Second
 )
+
+// ErrBusy ends a stream that waited CatchUpWait for the catch-up budget.
+var ErrBusy = &Error{Code: protocol.CodeUnavailable, Message: "the server is busy catching streams up; resume later"}
 
 // DefaultRecheck and DefaultRecheckEvery schedule a stream's safety-net
 // reads of the store. In a NATS cluster a new subscription's interest
@@ -100,6 +135,10 @@ type Event struct {
 	Message protocol.Encoded // EventMessage: the stored message, encoded once for every stream
 	Latest  int64            // EventReady
 	Oldest  int64            // EventReset
+	// Deadline, when set, is when the event must have been written: the
+	// stream's reader is too slow otherwise, and the writer ends the
+	// stream (failing the write) rather than keep holding the page.
+	Deadline time.Time
 }
 
 // Cursor is where a stream starts: after Seq, or, when Now is set, after the
@@ -243,28 +282,64 @@ func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor,
 // naming the oldest message kept, before that message.
 func (s *Service) catchUp(ctx context.Context, handle string, last, seen int64, emit func(Event) error) (int64, error) {
 	for {
-		ms, err := s.List(ctx, handle, last, catchUpPage)
-		if err != nil {
+		more, err := s.catchUpPage(ctx, handle, &last, seen, emit)
+		if err != nil || !more {
 			return last, err
 		}
-		for _, m := range ms {
-			if m.Seq <= last {
-				continue
-			}
-			if m.Seq > max(last, seen)+1 {
-				if err := emit(Event{Kind: EventReset, Oldest: m.Seq}); err != nil {
-					return last, err
-				}
-			}
-			if err := emit(Event{Kind: EventMessage, Message: protocol.Encode(m)}); err != nil {
-				return last, err
-			}
-			last = m.Seq
-		}
-		if len(ms) < catchUpPage {
-			return last, nil
-		}
 	}
+}
+
+// catchUpPage emits one page of catch-up, held under the budget, and
+// reports whether there may be more after it.
+func (s *Service) catchUpPage(ctx context.Context, handle string, last *int64, seen int64, emit func(Event) error) (more bool, err error) {
+	wait, cancel := context.WithTimeout(ctx, s.catchUpWait)
+	err = s.budget.Acquire(wait, int64(s.pageBytes))
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		s.streamsBusy.Add(1)
+		return false, ErrBusy
+	}
+	held := int64(s.pageBytes)
+	defer func() { s.budget.Release(held) }()
+
+	ms, err := s.list(ctx, handle, *last, catchUpPage, s.pageBytes)
+	if err != nil {
+		return false, err
+	}
+	size := int64(0)
+	for _, m := range ms {
+		size += int64(len(m.Envelope))
+	}
+	s.budget.Release(held - size)
+	held = size
+	// The page is done when it stopped short of both bounds: any message
+	// after it would have fitted.
+	more = len(ms) == catchUpPage || size+protocol.MaxEnvelope > int64(s.pageBytes)
+
+	deadline := time.Now().Add(s.drainTimeout)
+	for i := range ms {
+		m := ms[i]
+		ms[i] = store.Message{} // written: the page no longer holds it
+		if m.Seq <= *last {
+			continue
+		}
+		if m.Seq > max(*last, seen)+1 {
+			if err := emit(Event{Kind: EventReset, Oldest: m.Seq, Deadline: deadline}); err != nil {
+				return false, err
+			}
+		}
+		if err := emit(Event{Kind: EventMessage, Message: protocol.Encode(m), Deadline: deadline}); err != nil {
+			return false, err
+		}
+		*last = m.Seq
+		n := int64(len(m.Envelope))
+		s.budget.Release(n)
+		held -= n
+	}
+	return more && len(ms) > 0, nil
 }
 
 // endErr turns a failure caused by the stream's own context ending into the
@@ -358,7 +433,7 @@ type watch struct {
 }
 
 func (s *Service) watch(ctx context.Context, handle string) (*watch, error) {
-	w := &watch{q: newLiveQueue(), rearm: func() {}}
+	w := &watch{q: newLiveQueue(s.pageBytes), rearm: func() {}}
 	if s.live == nil {
 		t := time.NewTicker(fallbackPoll)
 		w.tick, w.stop = t.C, t.Stop
@@ -380,22 +455,31 @@ func (s *Service) watch(ctx context.Context, handle string) (*watch, error) {
 type liveQueue struct {
 	wake chan struct{} // capacity 1: "look at the queue"
 
+	maxBytes int
+
 	mu         sync.Mutex
 	msgs       []protocol.Encoded
+	bytes      int // JSON bytes in msgs
 	needResync bool
 	lagged     bool
 }
 
-func newLiveQueue() *liveQueue { return &liveQueue{wake: make(chan struct{}, 1)} }
+func newLiveQueue(maxBytes int) *liveQueue {
+	return &liveQueue{wake: make(chan struct{}, 1), maxBytes: maxBytes}
+}
 
-// deliver queues m, or on overflow forgets the queue and marks the stream
-// lagged: it will read the store instead. It never blocks.
+// deliver queues m, or on overflow (liveBuffer messages, or maxBytes of
+// encoded messages, with at least one message queued) forgets the queue and marks
+// the stream lagged: it will read the store instead. It never blocks.
 func (q *liveQueue) deliver(m protocol.Encoded) {
 	q.mu.Lock()
-	if len(q.msgs) >= liveBuffer {
-		q.msgs, q.lagged = nil, true
-	} else if !q.lagged {
+	switch {
+	case q.lagged:
+	case len(q.msgs) >= liveBuffer || (len(q.msgs) > 0 && q.bytes+len(m.JSON) > q.maxBytes):
+		q.msgs, q.bytes, q.lagged = nil, 0, true
+	default:
 		q.msgs = append(q.msgs, m)
+		q.bytes += len(m.JSON)
 	}
 	q.mu.Unlock()
 	q.signal()
@@ -420,6 +504,6 @@ func (q *liveQueue) take() (msgs []protocol.Encoded, resync, lagged bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	msgs, resync, lagged = q.msgs, q.needResync, q.lagged
-	q.msgs, q.needResync, q.lagged = nil, false, false
+	q.msgs, q.bytes, q.needResync, q.lagged = nil, 0, false, false
 	return msgs, resync, lagged
 }

@@ -337,9 +337,9 @@ type listCounter struct {
 	lists atomic.Int64
 }
 
-func (c *listCounter) ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error) {
+func (c *listCounter) ListMessagesUpTo(ctx context.Context, to string, since int64, limit, maxBytes int) ([]store.Message, error) {
 	c.lists.Add(1)
-	return c.Store.ListMessages(ctx, to, since, limit)
+	return c.Store.ListMessagesUpTo(ctx, to, since, limit, maxBytes)
 }
 
 // A stream opened at "now" has no backlog to list: it reads the latest seq

@@ -26,6 +26,7 @@ const (
 	CodeKeyTaken       = protocol.CodeKeyTaken
 	CodeTooLarge       = protocol.CodeTooLarge
 	CodeRateLimited    = protocol.CodeRateLimited
+	CodeInboxFull      = protocol.CodeInboxFull
 	CodeUnavailable    = protocol.CodeUnavailable
 	CodeInternal       = protocol.CodeInternal
 )

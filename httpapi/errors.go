@@ -31,6 +31,7 @@ var statusOf = map[protocol.Code]int{
 	protocol.CodeKeyTaken:       http.StatusConflict,
 	protocol.CodeTooLarge:       http.StatusRequestEntityTooLarge,
 	protocol.CodeRateLimited:    http.StatusTooManyRequests,
+	protocol.CodeInboxFull:      http.StatusTooManyRequests,
 	protocol.CodeUnavailable:    http.StatusServiceUnavailable,
 	protocol.CodeInternal:       http.StatusInternalServerError,
 	codeNotFound:                http.StatusNotFound,

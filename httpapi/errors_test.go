@@ -26,7 +26,7 @@ func TestStatusOfEveryCode(t *testing.T) {
 		protocol.CodeBadSignature: 401, protocol.CodeStaleTimestamp: 401, protocol.CodeUnauthorized: 401,
 		protocol.CodeForbidden: 403, protocol.CodeUnknownHandle: 404,
 		protocol.CodeHandleTaken: 409, protocol.CodeKeyTaken: 409,
-		protocol.CodeTooLarge: 413, protocol.CodeRateLimited: 429,
+		protocol.CodeTooLarge: 413, protocol.CodeRateLimited: 429, protocol.CodeInboxFull: 429,
 		protocol.CodeUnavailable: 503, protocol.CodeInternal: 500,
 	}
 	for code, status := range want {

@@ -73,10 +73,15 @@ func (s *Server) poll(c echo.Context) error {
 	if len(ms) > 0 {
 		next = ms[len(ms)-1].Seq
 	}
+	res := protocol.Page{Messages: ms, Next: next}
 	if ms == nil {
-		ms = []store.Message{}
+		res.Messages = []store.Message{}
 	}
-	return writeJSON(c, http.StatusOK, protocol.Page{Messages: ms, Next: next})
+	// Seqs have no gaps but where messages were deleted.
+	if len(ms) > 0 && ms[0].Seq > since+1 {
+		res.Reset = &protocol.Reset{Oldest: ms[0].Seq}
+	}
+	return writeJSON(c, http.StatusOK, res)
 }
 
 // pollUntilClosing polls, cutting a wait short when the server starts

@@ -23,6 +23,7 @@ import (
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/protocol"
+	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
 	"github.com/kez-chat/kezd/store/sqlite"
@@ -33,6 +34,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // testStore is what the tests need from a backend.
 type testStore interface {
 	chat.Store
+	ListMessages(ctx context.Context, to string, since int64, limit int) ([]store.Message, error)
 	Ping(ctx context.Context) error
 }
 
@@ -99,12 +101,20 @@ func newEnv(t *testing.T, st testStore, configure ...func(*Config)) *env {
 // newEnvWithBroker is newEnv with live delivery through b (nil: none).
 func newEnvWithBroker(t *testing.T, st testStore, b *broker.Broker, configure ...func(*Config)) *env {
 	t.Helper()
+	return newEnvWithCore(t, st, b, chat.Config{}, configure...)
+}
+
+// newEnvWithCore is newEnvWithBroker with the core's settings.
+func newEnvWithCore(t *testing.T, st testStore, b *broker.Broker, core chat.Config, configure ...func(*Config)) *env {
+	t.Helper()
 	log := testLog(t)
-	svc := chat.New(chat.Config{Skew: 120 * time.Second}, st, nil, nil, log)
+	core.Skew = 120 * time.Second
+	svc := chat.New(core, st, nil, nil, log)
 	if b != nil {
 		// Safety-net store reads an hour away: what a test sees live came
 		// through the broker.
-		svc = chat.New(chat.Config{Skew: 120 * time.Second, Recheck: time.Hour, RecheckEvery: time.Hour}, st, b, b, log)
+		core.Recheck, core.RecheckEvery = time.Hour, time.Hour
+		svc = chat.New(core, st, b, b, log)
 	}
 	cfg := Config{
 		PublicURL: &url.URL{Scheme: "https", Host: testDomain},

@@ -256,6 +256,7 @@ type eventWriter struct {
 
 	frames  *sync.Pool // of *[]byte, the server's
 	pending *[]byte    // frames held back until the burst ends (under mu)
+	heldDue time.Time  // when the frames held back must be written by, if set (under mu)
 
 	pinger     *time.Timer   // nil until pings start
 	pingEvery  time.Duration // the longest silence
@@ -353,7 +354,7 @@ func (w *eventWriter) start() error {
 // memory.
 const maxHeld = 32 << 10
 
-// event writes one chat.Event: holds its frame back until Follow's
+// event writes one chat.Event (by its Deadline when it has one): holds its frame back until Follow's
 // EventFlush, which writes the burst. ready carries id: <latest>, so that a
 // client that has seen no message yet (a browser's EventSource reconnecting
 // by itself) resumes from where this stream was live rather than from
@@ -363,11 +364,13 @@ func (w *eventWriter) event(ev chat.Event) error {
 	case chat.EventMessage:
 		// The JSON was encoded once, by the publisher or when read from
 		// the store; it goes out as it is.
+		w.due(ev.Deadline)
 		return w.write(true, "id: ", strconv.FormatInt(ev.Message.Seq, 10), "\nevent: "+protocol.EventMessage+"\ndata: ", ev.Message.JSON, "\n\n")
 	case chat.EventReady:
 		latest := strconv.FormatInt(ev.Latest, 10)
 		return w.write(true, "id: "+latest+"\nevent: "+protocol.EventReady+"\ndata: {\"latest\":", latest, "}\n\n", nil, "")
 	case chat.EventReset:
+		w.due(ev.Deadline)
 		return w.write(true, "event: "+protocol.EventReset+"\ndata: {\"oldest\":", strconv.FormatInt(ev.Oldest, 10), "}\n\n", nil, "")
 	case chat.EventFlush:
 		return w.write(false, "", "", "", nil, "")
@@ -393,6 +396,17 @@ func (w *eventWriter) stopPings() {
 		w.pinger.Stop()
 	}
 	w.release()
+}
+
+// due makes the write of the frames held back fail at deadline, when that
+// is set and earlier than the write timeout: a reader that cannot take them
+// by then is too slow, and its stream ends (the client resumes).
+func (w *eventWriter) due(deadline time.Time) {
+	w.mu.Lock()
+	if !deadline.IsZero() && (w.heldDue.IsZero() || deadline.Before(w.heldDue)) {
+		w.heldDue = deadline
+	}
+	w.mu.Unlock()
 }
 
 // write appends a frame (the pieces in order) to the frames held back and,
@@ -428,8 +442,12 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 	if w.pinger != nil {
 		w.pinger.Reset(w.pingEvery)
 	}
+	by := time.Now().Add(w.timeout)
+	if !w.heldDue.IsZero() && w.heldDue.Before(by) {
+		by = w.heldDue
+	}
 	if w.conn != nil {
-		if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		if err := w.conn.SetWriteDeadline(by); err != nil {
 			return &writeError{err}
 		}
 		if _, err := w.conn.Write(*buf); err != nil {
@@ -437,7 +455,7 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 		}
 		return nil
 	}
-	if err := w.rc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+	if err := w.rc.SetWriteDeadline(by); err != nil {
 		return &writeError{err}
 	}
 	if _, err := w.res.Write(*buf); err != nil {
@@ -452,6 +470,7 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 // release gives the held-back buffer to the pool (under mu); a big one is
 // dropped, so the pool keeps only ordinary frames' worth.
 func (w *eventWriter) release() {
+	w.heldDue = time.Time{}
 	buf := w.pending
 	if buf == nil {
 		return

@@ -16,6 +16,7 @@ const (
 	CodeKeyTaken       Code = "key_taken"
 	CodeTooLarge       Code = "too_large"
 	CodeRateLimited    Code = "rate_limited"
+	CodeInboxFull      Code = "inbox_full"
 	CodeUnavailable    Code = "unavailable"
 	CodeInternal       Code = "internal"
 )

@@ -58,6 +58,9 @@ type Message struct {
 type Page struct {
 	Messages []Message `json:"messages"`
 	Next     int64     `json:"next"`
+	// Reset is set when messages after since were deleted (v1.1): its
+	// Oldest is the first message returned, as a stream's reset says.
+	Reset *Reset `json:"reset,omitempty"`
 }
 
 // Ready is the data of a stream's ready event: the backlog has been sent,

@@ -44,6 +44,15 @@ type config struct {
 	Limits         map[ratelimit.Name]ratelimit.Limit
 	TrustedProxies []netip.Prefix
 
+	// Inbox quotas, retention and stream memory (see chat.Config).
+	InboxMaxMessages   int64
+	InboxMaxBytes      int64
+	Retention          time.Duration
+	StreamPageBytes    int64
+	CatchUpBudget      int64
+	CatchUpWait        time.Duration
+	StreamDrainTimeout time.Duration
+
 	NATSListen        string // host:port, or "off"
 	NATSURL           string // external NATS; empty runs the embedded server
 	NATSCreds         string
@@ -145,6 +154,58 @@ func (e *envFlags) num(p *int, name, env string, def int, usage string) {
 	e.fs.IntVar(p, name, def, fmt.Sprintf("%s [%s]", usage, env))
 }
 
+// size registers a flag for a number of bytes, given as a whole number
+// with an optional KiB, MiB or GiB suffix.
+func (e *envFlags) size(p *int64, name, env string, def int64, usage string) {
+	*p = def
+	if v := e.getenv(env); v != "" {
+		n, err := parseSize(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("invalid --%s (from %s=%q): %v", name, env, v, err))
+		} else {
+			*p = n
+		}
+	}
+	e.fs.Func(name, fmt.Sprintf("%s (default %s) [%s]", usage, formatSize(*p), env), func(v string) error {
+		n, err := parseSize(v)
+		if err == nil {
+			*p = n
+		}
+		return err
+	})
+}
+
+var sizeUnits = []struct {
+	suffix string
+	n      int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// parseSize reads "512MiB", "256KiB", "1GiB" or a plain number of bytes.
+func parseSize(v string) (int64, error) {
+	unit := int64(1)
+	for _, u := range sizeUnits {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, unit = num, u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/unit {
+		return 0, errors.New("want a whole number of bytes, optionally with KiB, MiB or GiB")
+	}
+	return n * unit, nil
+}
+
+// formatSize writes n in the largest unit that divides it.
+func formatSize(n int64) string {
+	for _, u := range sizeUnits {
+		if n != 0 && n%u.n == 0 {
+			return strconv.FormatInt(n/u.n, 10) + u.suffix
+		}
+	}
+	return "0"
+}
+
 // parseServe parses the serve subcommand's arguments. The error is one line
 // naming the offending flag.
 func parseServe(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -176,6 +237,14 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 		limitFlags[lf.name] = v
 	}
 	e.dur(&c.DrainDelay, "drain-delay", "KEZ_DRAIN_DELAY", 0, "on shutdown, how long to report not ready (503 on /readyz) and close keep-alive connections while still serving, so a load balancer moves away before the listener closes")
+	inboxMessages := int(DefaultInboxMaxMessages)
+	e.num(&inboxMessages, "inbox-max-messages", "KEZ_INBOX_MAX_MESSAGES", inboxMessages, "messages an inbox holds at most (then 429 inbox_full); 0 for no limit")
+	e.size(&c.InboxMaxBytes, "inbox-max-bytes", "KEZ_INBOX_MAX_BYTES", DefaultInboxMaxBytes, "bytes of envelopes an inbox holds at most (then 429 inbox_full); 0 for no limit")
+	e.dur(&c.Retention, "retention", "KEZ_RETENTION", DefaultRetention, "how long messages are kept; 0 keeps them forever")
+	e.size(&c.StreamPageBytes, "stream-page-bytes", "KEZ_STREAM_PAGE_BYTES", chat.DefaultStreamPageBytes, "envelope bytes one SSE stream holds at a time (at least 64KiB)")
+	e.size(&c.CatchUpBudget, "catch-up-budget", "KEZ_CATCH_UP_BUDGET", chat.DefaultCatchUpBudget, "envelope bytes all SSE streams catching up hold together")
+	e.dur(&c.CatchUpWait, "catch-up-wait", "KEZ_CATCH_UP_WAIT", chat.DefaultCatchUpWait, "how long a stream waits for the catch-up budget before it ends (the client resumes)")
+	e.dur(&c.StreamDrainTimeout, "stream-drain-timeout", "KEZ_STREAM_DRAIN_TIMEOUT", chat.DefaultDrainTimeout, "how long a stream may take to write one catch-up page before it ends (the client resumes)")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "KEZ_SHUTDOWN_TIMEOUT", 20*time.Second, "how long in-flight requests may take to finish on shutdown")
 
 	e.str(&c.NATSListen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")
@@ -213,6 +282,10 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.InboxMaxMessages = int64(inboxMessages)
+	if err := checkLimits(c); err != nil {
+		return config{}, err
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return config{}, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", logLevel)
@@ -404,4 +477,38 @@ func derivePublicURL(raw, listen string) (*url.URL, error) {
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	return u, nil
+}
+
+// Defaults of the inbox quotas and retention (docs/protocol.md says why).
+const (
+	// DefaultInboxMaxMessages: a heavy user, in busy groups, receives a
+	// couple of thousand messages a day; 30 days of that is 60,000.
+	DefaultInboxMaxMessages = 100_000
+	// DefaultInboxMaxBytes: 60,000 chat messages of 2 KiB are 120 MiB;
+	// 512 MiB also holds 8,000 envelopes of the largest size.
+	DefaultInboxMaxBytes = 512 << 20
+	// DefaultRetention: a device offline for a month still finds its
+	// messages; clients keep their own history.
+	DefaultRetention = 30 * 24 * time.Hour
+)
+
+// checkLimits checks the quota, retention and stream memory settings.
+func checkLimits(c config) error {
+	switch {
+	case c.InboxMaxMessages < 0:
+		return fmt.Errorf("invalid --inbox-max-messages %d: must be 0 (no limit) or more", c.InboxMaxMessages)
+	case c.InboxMaxBytes > 0 && c.InboxMaxBytes < protocol.MaxEnvelope:
+		return fmt.Errorf("invalid --inbox-max-bytes %s: must be 0 (no limit) or at least %s, the largest envelope", formatSize(c.InboxMaxBytes), formatSize(protocol.MaxEnvelope))
+	case c.Retention < 0:
+		return fmt.Errorf("invalid --retention %s: must be 0 (keep forever) or positive", c.Retention)
+	case c.StreamPageBytes < protocol.MaxEnvelope:
+		return fmt.Errorf("invalid --stream-page-bytes %s: must be at least %s, the largest envelope", formatSize(c.StreamPageBytes), formatSize(protocol.MaxEnvelope))
+	case c.CatchUpBudget < c.StreamPageBytes:
+		return fmt.Errorf("invalid --catch-up-budget %s: must be at least --stream-page-bytes (%s)", formatSize(c.CatchUpBudget), formatSize(c.StreamPageBytes))
+	case c.CatchUpWait <= 0:
+		return fmt.Errorf("invalid --catch-up-wait %s: must be positive", c.CatchUpWait)
+	case c.StreamDrainTimeout <= 0:
+		return fmt.Errorf("invalid --stream-drain-timeout %s: must be positive", c.StreamDrainTimeout)
+	}
+	return nil
 }

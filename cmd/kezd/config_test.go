@@ -45,6 +45,32 @@ func TestParseServeEnvAndFlags(t *testing.T) {
 	}
 }
 
+func TestParseServeLimits(t *testing.T) {
+	t.Parallel()
+	c, err := parseServe(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.InboxMaxMessages != 100_000 || c.InboxMaxBytes != 512<<20 || c.Retention != 30*24*time.Hour ||
+		c.StreamPageBytes != 256<<10 || c.CatchUpBudget != 64<<20 || c.CatchUpWait != 10*time.Second || c.StreamDrainTimeout != 10*time.Second {
+		t.Fatalf("defaults = %+v", c)
+	}
+	c, err = parseServe([]string{"--inbox-max-bytes", "1GiB", "--retention", "0"}, env(map[string]string{
+		"KEZ_INBOX_MAX_MESSAGES":   "0",
+		"KEZ_INBOX_MAX_BYTES":      "64KiB", // the flag wins
+		"KEZ_STREAM_PAGE_BYTES":    "1MiB",
+		"KEZ_CATCH_UP_BUDGET":      "268435456",
+		"KEZ_STREAM_DRAIN_TIMEOUT": "30s",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.InboxMaxMessages != 0 || c.InboxMaxBytes != 1<<30 || c.Retention != 0 ||
+		c.StreamPageBytes != 1<<20 || c.CatchUpBudget != 256<<20 || c.StreamDrainTimeout != 30*time.Second {
+		t.Fatalf("config = %+v", c)
+	}
+}
+
 func TestParseServeRejects(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -72,6 +98,15 @@ func TestParseServeRejects(t *testing.T) {
 		{"max streams", []string{"--max-streams", "0"}, nil, "max-streams"},
 		{"per-handle cap below the protocol's floor", []string{"--max-streams-per-handle", "7"}, nil, "max-streams-per-handle"},
 		{"max streams env", nil, map[string]string{"KEZ_MAX_STREAMS": "lots"}, "max-streams"},
+		{"negative inbox messages", []string{"--inbox-max-messages", "-1"}, nil, "inbox-max-messages"},
+		{"inbox bytes below an envelope", []string{"--inbox-max-bytes", "1KiB"}, nil, "inbox-max-bytes"},
+		{"inbox bytes unit", []string{"--inbox-max-bytes", "5TB"}, nil, "inbox-max-bytes"},
+		{"inbox bytes env", nil, map[string]string{"KEZ_INBOX_MAX_BYTES": "lots"}, "inbox-max-bytes"},
+		{"negative retention", []string{"--retention", "-1h"}, nil, "retention"},
+		{"stream page below an envelope", []string{"--stream-page-bytes", "1000"}, nil, "stream-page-bytes"},
+		{"budget below a page", []string{"--catch-up-budget", "128KiB"}, nil, "catch-up-budget"},
+		{"catch-up wait", []string{"--catch-up-wait", "0s"}, nil, "catch-up-wait"},
+		{"drain timeout", []string{"--stream-drain-timeout", "0s"}, nil, "stream-drain-timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/natsapi"
 	"github.com/kez-chat/kezd/ratelimit"
+	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/postgres"
 	"github.com/kez-chat/kezd/store/sqlite"
 	"github.com/kez-chat/kezd/web"
@@ -137,7 +138,21 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	limitsDone := make(chan struct{})
 	go func() { defer close(limitsDone); limits.Run(limitsCtx) }()
 	defer func() { stopLimits(); <-limitsDone }()
-	svc := chat.New(chat.Config{Skew: cfg.AuthSkew, RepublishAfter: cfg.RepublishAfter, Limits: limits}, st, b, b, log.With("component", "chat"))
+	svc := chat.New(chat.Config{
+		Skew:            cfg.AuthSkew,
+		RepublishAfter:  cfg.RepublishAfter,
+		Limits:          limits,
+		Quota:           store.Quota{Messages: cfg.InboxMaxMessages, Bytes: cfg.InboxMaxBytes},
+		Retention:       cfg.Retention,
+		StreamPageBytes: int(cfg.StreamPageBytes),
+		CatchUpBudget:   cfg.CatchUpBudget,
+		CatchUpWait:     cfg.CatchUpWait,
+		DrainTimeout:    cfg.StreamDrainTimeout,
+	}, st, b, b, log.With("component", "chat"))
+	retentionDone := make(chan struct{})
+	retentionCtx, stopRetention := context.WithCancel(ctx)
+	go func() { svc.RunRetention(retentionCtx); close(retentionDone) }()
+	defer func() { stopRetention(); <-retentionDone }()
 	// The outbox confirms this instance's publishes and republishes what no
 	// instance confirmed; it stops after the HTTP server (the last sends
 	// are confirmed) and before NATS and the store close.
@@ -200,6 +215,10 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 				Value: func() float64 { return float64(svc.PublishFailures()) }},
 			{Name: "kezd_republished_total", Help: "Messages this instance's outbox sweep published again because no instance confirmed their publish in time.", Counter: true,
 				Value: func() float64 { return float64(svc.Republished()) }},
+			{Name: "kezd_inbox_full_total", Help: "Sends refused because the recipient's inbox held its quota.", Counter: true,
+				Value: func() float64 { return float64(svc.InboxFullRefusals()) }},
+			{Name: "kezd_streams_busy_total", Help: "Streams ended because the catch-up memory budget stayed taken (clients resume).", Counter: true,
+				Value: func() float64 { return float64(svc.StreamsBusy()) }},
 			{Name: "kezd_nats_logins_authorized_total", Help: "NATS logins the auth callout granted.", Counter: true,
 				Value: func() float64 { return float64(callout.Stats().Authorized) }},
 			{Name: "kezd_nats_logins_rejected_total", Help: "NATS logins the auth callout refused.", Counter: true,

@@ -1,0 +1,139 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/protocol"
+	"github.com/kez-chat/kezd/store"
+)
+
+// slowDialer dials with a small receive buffer, so that what the server
+// writes waits in its own buffers, not in the client's kernel.
+var slowDialer = net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 8192) })
+	return errors.Join(err, serr)
+}}
+
+// throttled reads at most chunk bytes every interval: a reader fast
+// enough for every single write's deadline, too slow to drain a backlog.
+type throttled struct {
+	r        io.Reader
+	chunk    int
+	interval time.Duration
+}
+
+func (t *throttled) Read(p []byte) (int, error) {
+	time.Sleep(t.interval) // the client's pace, not synchronisation
+	return t.r.Read(p[:min(len(p), t.chunk)])
+}
+
+// readSeqs reads an SSE body until it ends or ready comes, and returns the
+// seqs of the messages received whole (as an EventSource would count them
+// for Last-Event-ID) and whether ready came.
+func readSeqs(t *testing.T, r io.Reader) (seqs []int64, ready bool) {
+	t.Helper()
+	br := bufio.NewReaderSize(r, 1<<17)
+	pending := int64(0)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return seqs, false
+		}
+		switch {
+		case strings.HasPrefix(line, "id: "):
+			n, err := strconv.ParseInt(strings.TrimSpace(line[4:]), 10, 64)
+			if err != nil {
+				t.Errorf("id line %q", line)
+				return seqs, false
+			}
+			pending = n
+		case line == "\n" && pending != 0:
+			seqs, pending = append(seqs, pending), 0
+		case strings.HasPrefix(line, "event: ready"):
+			return seqs, true
+		}
+	}
+}
+
+// Defect 1 of issue 10: a reader that takes each write within its
+// deadline but drains a backlog of 64 KiB envelopes at 16 KiB/s kept its
+// stream (and 100 messages of store page) for as long as it liked. Now the
+// stream ends when a catch-up page is not written within DrainTimeout, and
+// the client, resuming from its Last-Event-ID, loses nothing.
+func TestStreamSlowDrainEnds(t *testing.T) {
+	st := openSQLite(t)
+	e := newEnvWithCore(t, st, nil, chat.Config{DrainTimeout: 500 * time.Millisecond})
+	alice, bob := newUser(t, "alice"), newUser(t, "bob")
+	e.register(alice)
+	e.register(bob)
+	envelope := []byte(`"` + strings.Repeat("x", protocol.MaxEnvelope-2) + `"`)
+	const total = 100
+	for i := range total {
+		if _, err := st.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: "bob", ID: fmt.Sprint("m", i), Envelope: envelope}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	conn, err := slowDialer.DialContext(t.Context(), "tcp", e.hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", streamPath(bob, "bob", "since=0"))
+	type result struct {
+		seqs  []int64
+		ready bool
+	}
+	// Draining all of it at this pace takes about 25 s.
+	body := bufio.NewReaderSize(&throttled{r: conn, chunk: 16 << 10, interval: 60 * time.Millisecond}, 16<<10)
+	// The status line means the stream is open.
+	if status, err := body.ReadString('\n'); err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("status line %q, err %v", status, err)
+	}
+	read := make(chan result, 1)
+	go func() {
+		seqs, ready := readSeqs(t, body)
+		read <- result{seqs, ready}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.WaitStreams(ctx); err != nil {
+		t.Fatalf("the slow reader's stream was not ended: %v", err)
+	}
+	conn.Close() // what the server wrote before the end is still in flight
+	r := <-read
+	switch {
+	case r.ready:
+		t.Fatalf("the slow reader drained all %d messages: its stream was never ended", len(r.seqs))
+	case len(r.seqs) == 0:
+		t.Fatal("the stream ended before any message")
+	}
+	got := r.seqs
+	for i, seq := range got {
+		if seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d", i, seq)
+		}
+	}
+
+	// The client resumes where it was and gets the rest, each once.
+	last := got[len(got)-1]
+	h := http.Header{"Last-Event-ID": {strconv.FormatInt(last, 10)}}
+	s := e.openStream(streamPath(bob, "bob", ""), h)
+	for seq := last + 1; seq <= total; seq++ {
+		s.wantMessage(seq)
+	}
+	s.wantReady(100)
+}
