@@ -108,7 +108,9 @@ func TestStreamSlowDrainEnds(t *testing.T) {
 		seqs, ready := readSeqs(t, body)
 		read <- result{seqs, ready}
 	}()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	// A stream that is never ended stays open once it has sent everything:
+	// waiting longer than the drain would take cannot pass by accident.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if err := e.srv.WaitStreams(ctx); err != nil {
 		t.Fatalf("the slow reader's stream was not ended: %v", err)
