@@ -6,6 +6,7 @@ package web
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -43,6 +44,9 @@ type file struct {
 	ctype   string
 	etag    string
 	caching string
+	// gz is body gzipped, with its own ETag, when that is smaller.
+	gz     []byte
+	gzETag string
 }
 
 // Handler serves the app: "/" is index.html, revalidated on every load;
@@ -72,6 +76,9 @@ func New(cfg Config) *Handler {
 		f := file{body: body, ctype: contentTypes[path.Ext(p)], etag: `"` + hex.EncodeToString(sum[:16]) + `"`}
 		if f.ctype == "" {
 			f.ctype = "application/octet-stream"
+		}
+		if gz := gzipped(body); len(gz) < len(body) {
+			f.gz, f.gzETag = gz, `"`+hex.EncodeToString(sum[:16])+`-gz"`
 		}
 		name := strings.TrimPrefix(p, "dist")
 		if strings.HasPrefix(name, "/assets/") {
@@ -134,9 +141,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", f.caching)
-	w.Header().Set("ETag", f.etag)
 	w.Header().Set("Content-Type", f.ctype)
+	body, etag := f.body, f.etag
+	if f.gz != nil {
+		w.Header().Set("Vary", "Accept-Encoding")
+		if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+			body, etag = f.gz, f.gzETag
+			w.Header().Set("Content-Encoding", "gzip")
+		}
+	}
+	w.Header().Set("ETag", etag)
 	// ServeContent answers If-None-Match with 304 (the ETag is set above),
 	// ranges and HEAD, and sets Last-Modified and Content-Length.
-	http.ServeContent(w, r, "", h.modified, bytes.NewReader(f.body))
+	http.ServeContent(w, r, "", h.modified, bytes.NewReader(body))
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression) // the level is valid
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+// acceptsGzip reports whether an Accept-Encoding value allows gzip.
+func acceptsGzip(v string) bool {
+	for _, part := range strings.Split(v, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+			continue
+		}
+		q := strings.ReplaceAll(strings.TrimSpace(params), " ", "")
+		return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"io"
 	"io/fs"
 	"net/http"
@@ -102,6 +103,54 @@ func TestServesTheApp(t *testing.T) {
 			t.Errorf("%s %s = %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
 		}
 		checkSecurityHeaders(t, resp.Header)
+	}
+}
+
+// TestGzip: a client that accepts gzip gets the files compressed, with
+// their own validators, and the same bytes once decompressed.
+func TestGzip(t *testing.T) {
+	srv := httptest.NewServer(web.New(web.Config{}))
+	t.Cleanup(srv.Close)
+	tr := &http.Transport{DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr}
+	fetch := func(enc, inm string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+		if enc != "" {
+			req.Header.Set("Accept-Encoding", enc)
+		}
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	plain, plainBody := fetch("", "")
+	zipped, zippedBody := fetch("br, gzip;q=0.8", "")
+	if plain.Header.Get("Content-Encoding") != "" || zipped.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding plain %q, accepting gzip %q", plain.Header.Get("Content-Encoding"), zipped.Header.Get("Content-Encoding"))
+	}
+	if zipped.Header.Get("Vary") != "Accept-Encoding" || zipped.Header.Get("ETag") == plain.Header.Get("ETag") {
+		t.Fatalf("Vary %q, ETags %q and %q: the encodings need their own validators", zipped.Header.Get("Vary"), zipped.Header.Get("ETag"), plain.Header.Get("ETag"))
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(zippedBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unzipped, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(unzipped, plainBody) || len(zippedBody) >= len(plainBody) {
+		t.Fatalf("gzip body: %v; %d bytes for %d", err, len(zippedBody), len(plainBody))
+	}
+	if r, _ := fetch("gzip", zipped.Header.Get("ETag")); r.StatusCode != http.StatusNotModified {
+		t.Fatalf("revalidating the gzip body = %d", r.StatusCode)
+	}
+	if r, _ := fetch("gzip;q=0", ""); r.Header.Get("Content-Encoding") != "" {
+		t.Fatal("gzip;q=0 got gzip")
 	}
 }
 

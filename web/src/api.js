@@ -9,14 +9,19 @@ const now = () => Math.floor(Date.now() / 1000);
 // ApiError is a failed request: code is the protocol's error code, or
 // "unreachable" when the server could not be reached at all.
 export class ApiError extends Error {
-  constructor(code, message, status, retryAfter) {
+  // own marks a message this client wrote for a person, which words()
+  // shows as it is.
+  constructor(code, message, status, retryAfter, own) {
     super(message);
     this.name = 'ApiError';
     this.code = code;
     this.status = status;
     this.retryAfter = retryAfter;
+    this.own = own;
   }
 }
+
+const mine = (code, message, status) => new ApiError(code, message, status, 0, true);
 
 // What a person is told for each error code the server sends.
 const WORDS = {
@@ -36,7 +41,7 @@ const WORDS = {
 
 export function words(err) {
   if (err instanceof ApiError) {
-    let w = WORDS[err.code] ?? err.message;
+    let w = err.own ? err.message : (WORDS[err.code] ?? err.message);
     if (err.retryAfter) w += ` Try again in ${err.retryAfter} s.`;
     return w;
   }
@@ -95,13 +100,13 @@ export async function resolve(address) {
   if (at < 0) {
     if (!validHandle(a)) throw new ApiError('invalid_handle', WORDS.invalid_handle, 400);
     const h = await lookup(a);
-    if (!h) throw new ApiError('unknown_handle', `There is no handle \u201c${a}\u201d on this server.`, 404);
+    if (!h) throw mine('unknown_handle', `There is no handle \u201c${a}\u201d on this server.`, 404);
     return h;
   }
   const handle = a.slice(0, at);
   const domain = a.slice(at + 1);
   if (!validHandle(handle)) throw new ApiError('invalid_handle', WORDS.invalid_handle, 400);
-  if (!/^[a-z0-9.-]+(:[0-9]+)?$/.test(domain)) throw new ApiError('invalid_request', `\u201c${domain}\u201d is not a domain.`, 400);
+  if (!/^[a-z0-9.-]+(:[0-9]+)?$/.test(domain)) throw mine('invalid_request', `\u201c${domain}\u201d is not a domain.`, 400);
   // WebFinger is asked of this server only: the page may talk to no other
   // origin (its Content-Security-Policy), and protocol v1 delivers messages
   // only between handles of one server.
@@ -110,14 +115,14 @@ export async function resolve(address) {
     jrd = await request('/.well-known/webfinger?resource=' + encodeURIComponent(`acct:${handle}@${domain}`));
   } catch (err) {
     if (err.status === 404) {
-      throw new ApiError('unknown_handle', `${handle}@${domain} is not known to this server. kez delivers messages only between handles of one server.`, 404);
+      throw mine('unknown_handle', `${handle}@${domain} is not known to this server. kez delivers messages only between handles of one server.`, 404);
     }
     throw err;
   }
   const p = jrd.properties ?? {};
   const h = { handle, signing_key: p['https://kez.chat/ns/signing-key'], encryption_key: p['https://kez.chat/ns/encryption-key'] };
   if (typeof h.signing_key !== 'string' || typeof h.encryption_key !== 'string') {
-    throw new ApiError('internal', `WebFinger did not give the keys of ${handle}@${domain}.`, 200);
+    throw mine('internal', `WebFinger did not give the keys of ${handle}@${domain}.`, 200);
   }
   return h;
 }
