@@ -248,6 +248,7 @@ type throughputResult struct {
 	rate       float64 // deliveries per second
 	cpuPerMsg  float64 // server CPU µs per delivery
 	sent, lost int64
+	batch      float64 // mean appends per group-commit batch (0: none)
 }
 
 // throughput sends from every sender, closed-loop, for dur, to the
@@ -283,6 +284,10 @@ func (l *load) throughput(ctx context.Context, p *serverProc, recipients []*user
 	if err != nil {
 		return throughputResult{}, err
 	}
+	b0, err := p.batches()
+	if err != nil {
+		return throughputResult{}, err
+	}
 	start := time.Now()
 	deadline := start.Add(dur)
 	err = l.each(ctx, p.addr, func(s int, snd *sender) error {
@@ -307,9 +312,18 @@ func (l *load) throughput(ctx context.Context, p *serverProc, recipients []*user
 	if err != nil {
 		return throughputResult{}, err
 	}
+	b1, err := p.batches()
+	if err != nil {
+		return throughputResult{}, err
+	}
+	var batch float64
+	if n := b1.Batches - b0.Batches; n > 0 {
+		batch = float64(b1.Appends-b0.Appends) / float64(n)
+	}
 	got := delivered.Load()
 	elapsed := time.Duration(last.Load() - start.UnixNano())
 	return throughputResult{
+		batch:     batch,
 		rate:      float64(got) / elapsed.Seconds(),
 		cpuPerMsg: µs(cpu1-cpu0) / float64(max(got, 1)),
 		sent:      sent,

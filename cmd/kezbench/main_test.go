@@ -45,7 +45,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("run: %v\n%s", err, errs.String())
 	}
 	t.Log(out.String())
-	for _, want := range []string{"deliveries/s, 1 stream", "deliveries/s, 3 stream", "POST→SSE p50", "POST→SSE p99", "server CPU per delivery", "stream opens/s, 20", "per idle stream (20)"} {
+	for _, want := range []string{"deliveries/s, 1 stream", "deliveries/s, 3 stream", "POST→SSE p50", "POST→SSE p99", "server CPU per delivery", "group-commit batch", "stream opens/s, 20", "per idle stream (20)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

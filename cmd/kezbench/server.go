@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kez-chat/kezd/store/postgres"
 )
 
 // Each server under load (kezd or the baseline) runs in a child process of
@@ -29,6 +31,7 @@ import (
 //	cpu-stop           stop it
 //	profile <name> <file>  write a runtime/pprof profile (allocs is cumulative since start)
 //	mem                "<heap+stacks> <stacks> <goroutines> <rss>", after a GC
+//	batches            "<batches> <appends>" of kezd's group commit (0 0 for the baseline)
 const serveCommand = "serve"
 
 // child runs a hidden child command of kezbench, if args name one.
@@ -86,6 +89,12 @@ func runServer(kind, dbURL string, conns int32, stdin io.Reader, stdout io.Write
 			name, file, _ := strings.Cut(arg, " ")
 			err = writeProfile(name, file)
 			reply = "ok"
+		case "batches":
+			var st postgres.BatchStats
+			if t.batches != nil {
+				st = t.batches()
+			}
+			reply = fmt.Sprintf("%d %d", st.Batches, st.Appends)
 		case "mem":
 			hs, st, g := serverMemory()
 			reply = fmt.Sprintf("%d %d %d %d", hs, st, g, vmRSS())
@@ -198,6 +207,17 @@ func (p *serverProc) cpu() (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(u+s) * clockTick, nil
+}
+
+// batches is the child's group-commit count so far.
+func (p *serverProc) batches() (postgres.BatchStats, error) {
+	var st postgres.BatchStats
+	line, err := p.do("batches")
+	if err != nil {
+		return st, err
+	}
+	_, err = fmt.Sscan(line, &st.Batches, &st.Appends)
+	return st, err
 }
 
 // memory is the child's live Go memory after a GC and its RSS.

@@ -32,6 +32,9 @@ import (
 type target struct {
 	addr  string
 	close func() error
+	// batches counts kezd's group-commit batches and the appends in
+	// them; nil for the baseline, which commits a row at a time.
+	batches func() postgres.BatchStats
 }
 
 // startKezd assembles kezd's real stack as `kezd serve` does (Postgres
@@ -67,7 +70,7 @@ func startKezd(ctx context.Context, dbURL string, log *slog.Logger) (*target, er
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	return &target{addr: ln.Addr().String(), close: func() error {
+	return &target{addr: ln.Addr().String(), batches: db.BatchStats, close: func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		err := srv.Shutdown(ctx)

@@ -145,6 +145,8 @@ func (db *DB) commit(reqs []*appendRequest) {
 	if len(live) == 0 {
 		return
 	}
+	db.batches.Add(1)
+	db.appends.Add(int64(len(live)))
 
 	// The same (sender, id) twice in one batch: the first is the leader,
 	// the rest are its duplicates.

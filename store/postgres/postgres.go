@@ -66,6 +66,20 @@ type DB struct {
 	queue   chan *appendRequest
 	closing chan struct{}
 	workers sync.WaitGroup
+	batches atomic.Int64 // transactions the committer ran for appends
+	appends atomic.Int64 // the appends in them
+}
+
+// BatchStats counts what the group committer has done since Open.
+type BatchStats struct {
+	Batches int64 // batches committed (or attempted)
+	Appends int64 // appends they carried; Appends/Batches is the mean batch size
+}
+
+// BatchStats says how many batches the group committer has run and how many
+// appends they carried, so that a bench can report batch sizes.
+func (db *DB) BatchStats() BatchStats {
+	return BatchStats{Batches: db.batches.Load(), Appends: db.appends.Load()}
 }
 
 // Open connects to Postgres, applies pending migrations, and starts the

@@ -137,6 +137,13 @@ func TestTwoProcessesOneRecipient(t *testing.T) {
 			t.Fatalf("seq %d holds %s/%s, acknowledged with seq %d", m.Seq, m.From, m.ID, seqOf[m.From+"/"+m.ID])
 		}
 	}
+	// Each process's committer carried every append it was given, in at
+	// most as many batches.
+	for _, db := range []*postgres.DB{a, b} {
+		if st := db.BatchStats(); st.Appends != writers*each || st.Batches < 1 || st.Batches > st.Appends {
+			t.Errorf("batch stats %+v, want %d appends in 1 to %d batches", st, writers*each, writers*each)
+		}
+	}
 }
 
 func TestUnreachableIsUnavailable(t *testing.T) {
