@@ -241,3 +241,37 @@ func browserEval(t *testing.T, p *person, js string) {
 		t.Fatalf("%s: %v", p.name, err)
 	}
 }
+
+// TestTwoTabs: two tabs of one identity each stay live and show every
+// message once, including what the other tab sent.
+func TestTwoTabs(t *testing.T) {
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := register(t, c, "bob")
+	one := newPerson(t, srv, "alice-1")
+	one.create("alice")
+	two := &person{Profile: one.NewTab("alice-2"), t: t, name: "alice-2"}
+	two.Do(chromedp.Navigate(srv.URL + "/"))
+	two.waitLive()
+	one.openConversation("bob", "bob")
+	two.openConversation("bob", "bob")
+
+	if _, err := c.Send(t.Context(), bob, "alice", []byte("to both tabs")); err != nil {
+		t.Fatal(err)
+	}
+	one.messages(1)
+	two.messages(1)
+	one.send("from tab one")
+	want := []shown{{Dir: "in", Text: "to both tabs"}, {Dir: "out", Text: "from tab one"}}
+	checkConversation(t, "tab one", one.messages(2), want)
+	checkConversation(t, "tab two", two.messages(2), want)
+	if _, err := c.Send(t.Context(), bob, "alice", []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, shown{Dir: "in", Text: "again"})
+	checkConversation(t, "tab one", one.messages(3), want)
+	checkConversation(t, "tab two", two.messages(3), want)
+}

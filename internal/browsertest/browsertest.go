@@ -107,6 +107,30 @@ func Start(t testing.TB, name string) *Profile {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("browsertest: start %s (%s): %v", name, path, err)
 	}
+	p.logConsole()
+	return p
+}
+
+// NewTab opens another tab in the same browser and profile (so sharing its
+// storage), as a person with two tabs open has.
+func (p *Profile) NewTab(name string) *Profile {
+	p.t.Helper()
+	ctx, cancel := chromedp.NewContext(p.Ctx)
+	tab := &Profile{Ctx: ctx, Dir: p.Dir, t: p.t, name: name}
+	p.t.Cleanup(func() {
+		cancel()
+		tab.wg.Wait()
+	})
+	if err := chromedp.Do(ctx); err != nil {
+		p.t.Fatalf("browsertest: open tab %s: %v", name, err)
+	}
+	tab.logConsole()
+	return tab
+}
+
+// logConsole logs the tab's console output and uncaught exceptions to t.
+func (p *Profile) logConsole() {
+	t, name, ctx := p.t, p.name, p.Ctx
 	console := chromedp.Console(ctx)
 	p.wg.Add(1)
 	go func() {
@@ -118,7 +142,6 @@ func Start(t testing.TB, name string) *Profile {
 			t.Logf("browser %s: %s", name, m)
 		}
 	}()
-	return p
 }
 
 // Do runs actions in the profile's tab within DefaultTimeout and fails the
