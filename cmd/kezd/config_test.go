@@ -132,6 +132,49 @@ func TestParseServeRouteErrorHidesPassword(t *testing.T) {
 	}
 }
 
+// TestURLCredentialsStayOutOfHelp: a URL from the environment may carry a
+// password (compose puts the database's in KEZ_DATABASE_URL); -h never
+// prints it, and the URL is still used.
+func TestURLCredentialsStayOutOfHelp(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr3tpw"
+	vars := map[string]string{
+		"KEZ_DATABASE_URL": "postgres://kez:" + secret + "@db:5432/kez",
+		"KEZ_NATS_URL":     "nats://kez:" + secret + "@nats:4222",
+		"KEZ_NATS_ROUTES":  "nats://route:" + secret + "@peer:6222",
+	}
+	for name, v := range vars {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			getenv := env(map[string]string{name: v})
+			var help strings.Builder
+			if _, err := parseServe([]string{"-h"}, getenv, &help); err == nil {
+				t.Fatal("-h parsed as a configuration")
+			}
+			if strings.Contains(help.String(), secret) {
+				t.Fatalf("help shows %s's password:\n%s", name, help.String())
+			}
+			if !strings.Contains(help.String(), name) {
+				t.Fatalf("help does not name %s:\n%s", name, help.String())
+			}
+		})
+	}
+	c, err := parseServe(nil, env(map[string]string{"KEZ_DATABASE_URL": vars["KEZ_DATABASE_URL"], "KEZ_NATS_URL": vars["KEZ_NATS_URL"]}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DatabaseURL != vars["KEZ_DATABASE_URL"] || c.NATSURL != vars["KEZ_NATS_URL"] {
+		t.Fatalf("URLs from the environment not applied: %q %q", c.DatabaseURL, c.NATSURL)
+	}
+	c, err = parseServe([]string{"--nats-cluster-listen", "127.0.0.1:6222"}, env(map[string]string{"KEZ_NATS_ROUTES": vars["KEZ_NATS_ROUTES"]}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.NATSRoutes) != 1 || c.NATSRoutes[0] != vars["KEZ_NATS_ROUTES"] {
+		t.Fatalf("routes from the environment not applied: %q", c.NATSRoutes)
+	}
+}
+
 // TestSecretsStayOutOfHelp: secrets from the environment are used, but -h
 // never prints them as defaults.
 func TestSecretsStayOutOfHelp(t *testing.T) {
