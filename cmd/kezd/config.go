@@ -101,7 +101,8 @@ type secretFlag struct {
 	name, env string
 }
 
-// secret registers a flag for a secret (a seed, a password, a token).
+// secret registers a flag for a secret (a seed, a password, a token, or a
+// URL that may hold a password).
 func (e *envFlags) secret(p *string, name, env, usage string) {
 	e.fs.StringVar(p, name, "", fmt.Sprintf("%s [%s]", usage, env))
 	e.secrets = append(e.secrets, secretFlag{p: p, name: name, env: env})
@@ -216,7 +217,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	var publicURL, logLevel, routes string
 	e.str(&c.Listen, "listen", "KEZ_LISTEN", ":8080", "HTTP listen address")
 	e.str(&publicURL, "public-url", "KEZ_PUBLIC_URL", "", "URL clients use; its host is the WebFinger domain (default derived from --listen)")
-	e.str(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "", "postgres:// URL; empty uses the embedded SQLite store in --data-dir")
+	e.secret(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "postgres:// URL; empty uses the embedded SQLite store in --data-dir")
 	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory for the embedded store and generated keys")
 	e.dur(&c.AuthSkew, "auth-skew", "KEZ_AUTH_SKEW", chat.DefaultSkew, "accepted clock difference for signed requests")
 	e.str(&logLevel, "log-level", "KEZ_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -248,7 +249,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "KEZ_SHUTDOWN_TIMEOUT", 20*time.Second, "how long in-flight requests may take to finish on shutdown")
 
 	e.str(&c.NATSListen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")
-	e.str(&c.NATSURL, "nats-url", "KEZ_NATS_URL", "", "external NATS URL(s), comma-separated; empty runs the embedded server")
+	e.secret(&c.NATSURL, "nats-url", "KEZ_NATS_URL", "external NATS URL(s), comma-separated; empty runs the embedded server")
 	e.str(&c.NATSCreds, "nats-creds", "KEZ_NATS_CREDS", "", "external NATS: user credentials file")
 	e.str(&c.NATSNKeySeedFile, "nats-nkey", "KEZ_NATS_NKEY", "", "external NATS: nkey seed file")
 	e.str(&c.NATSUser, "nats-user", "KEZ_NATS_USER", "", "external NATS: user name")
@@ -260,7 +261,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&c.NATSCert, "nats-cert", "KEZ_NATS_CERT", "", "external NATS: client certificate file")
 	e.str(&c.NATSKey, "nats-key", "KEZ_NATS_KEY", "", "external NATS: client key file")
 	e.str(&c.NATSClusterListen, "nats-cluster-listen", "KEZ_NATS_CLUSTER_LISTEN", "", "embedded NATS cluster (route) address")
-	e.str(&routes, "nats-routes", "KEZ_NATS_ROUTES", "", "embedded NATS: comma-separated route URLs of the other instances (nats://host:port)")
+	e.secret(&routes, "nats-routes", "KEZ_NATS_ROUTES", "embedded NATS: comma-separated route URLs of the other instances (nats://host:port)")
 	e.str(&c.NATSClusterName, "nats-cluster-name", "KEZ_NATS_CLUSTER_NAME", "kezd", "embedded NATS cluster name")
 	e.str(&c.NATSClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "embedded NATS: user the cluster's routes log in as (default kezd-route)")
 	e.secret(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "embedded NATS: route password (default derived from the NATS keys; prefer the environment)")
