@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +78,36 @@ type Service struct {
 	resp   *broker.Responder
 
 	authorized, rejected, dropped atomic.Int64
+	refusals                      refusalLog
+}
+
+// refusalEvery is the least time between two log lines about refused
+// logins: a flood of bad logins (anyone can try) writes one line per
+// interval, with the count, and the rest go at debug level.
+const refusalEvery = 10 * time.Second
+
+// refusalLog summarises refused logins in the log.
+type refusalLog struct {
+	mu         sync.Mutex
+	last       time.Time // of the last line at info
+	suppressed int64     // refusals since then, logged at debug only
+}
+
+func (r *refusalLog) log(log *slog.Logger, now time.Time, attrs []any) {
+	r.mu.Lock()
+	if !r.last.IsZero() && now.Sub(r.last) < refusalEvery {
+		r.suppressed++
+		r.mu.Unlock()
+		log.Debug("nats login refused", attrs...)
+		return
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	r.mu.Unlock()
+	if n > 0 {
+		attrs = append(attrs, "refused_before_this_unlogged", n)
+	}
+	log.Info("nats login refused", attrs...)
 }
 
 // Start subscribes to Subject on nc, which must be logged in as the callout
@@ -193,7 +224,7 @@ func (s *Service) refusal(req *jwt.AuthorizationRequestClaims, err error) string
 	}
 	var rj *rejection
 	if errors.As(err, &rj) && rj.err == nil {
-		s.log.Info("nats login refused", append(attrs, "reason", rj.reason)...)
+		s.refusals.log(s.log, s.cfg.Now(), append(attrs, "reason", rj.reason))
 		return rj.reason
 	}
 	s.log.Error("nats login failed", append(attrs, "err", err)...)

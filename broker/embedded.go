@@ -204,7 +204,14 @@ type serverLogger struct {
 }
 
 func (l serverLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
-func (l serverLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Warnf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "Auth callout service returned an error") {
+		l.log.Debug(msg) // a refusal the callout logs (summarised) itself
+		return
+	}
+	l.log.Warn(msg)
+}
 func (l serverLogger) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	l.log.Error(msg)
@@ -213,6 +220,15 @@ func (l serverLogger) Fatalf(format string, v ...any) {
 	default:
 	}
 }
-func (l serverLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, " - authentication error") {
+		// One per refused login: the callout logs refusals, summarised,
+		// so that a flood of bad logins cannot flood the log.
+		l.log.Debug(msg)
+		return
+	}
+	l.log.Error(msg)
+}
 func (l serverLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l serverLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }

@@ -241,7 +241,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	srv := api.HTTPServer(cfg.Listen)
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(api.AcceptLogger(ln)) }()
 	log.Info("kezd serving", "http", ln.Addr().String(), "public_url", publicURL.String(),
 		"nats", b.ClientURL(), "store", storeKind(cfg), "version", version())
 	if onStart != nil {

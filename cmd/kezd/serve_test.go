@@ -37,6 +37,19 @@ func startServe(t *testing.T, args ...string) started {
 // then does nothing more.
 func startServeStop(t *testing.T, args ...string) (started, func()) {
 	t.Helper()
+	s, stop, _ := startServeFull(t, args...)
+	return s, stop
+}
+
+// startServeLogs is startServe that also returns the server's log.
+func startServeLogs(t *testing.T, args ...string) (started, *syncBuffer) {
+	t.Helper()
+	s, _, logs := startServeFull(t, args...)
+	return s, logs
+}
+
+func startServeFull(t *testing.T, args ...string) (started, func(), *syncBuffer) {
+	t.Helper()
 	cfg, err := parseServe(append([]string{
 		"--listen", "127.0.0.1:0",
 		"--nats-listen", "127.0.0.1:-1",
@@ -68,7 +81,7 @@ func startServeStop(t *testing.T, args ...string) (started, func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return s, stop
+	return s, stop, logs
 }
 
 type syncBuffer struct {
