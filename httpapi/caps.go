@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"strings"
+
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/protocol"
 )
@@ -17,11 +19,21 @@ type caps struct {
 	open     int
 	byHandle map[string]int
 	byIP     map[string]int
+	refused  map[string]int64 // by cap: <what>_per_handle, _per_ip, _per_instance
 }
 
 func newCaps(what string, total, perHandle, perIP int) *caps {
-	return &caps{what: what, total: total, perHandle: perHandle, perIP: perIP,
-		byHandle: map[string]int{}, byIP: map[string]int{}}
+	k := &caps{what: what, total: total, perHandle: perHandle, perIP: perIP,
+		byHandle: map[string]int{}, byIP: map[string]int{}, refused: map[string]int64{}}
+	for _, c := range []string{"per_handle", "per_ip", "per_instance"} {
+		k.refused[k.metric(c)] = 0
+	}
+	return k
+}
+
+// metric names one of k's caps, as CapNames does.
+func (k *caps) metric(cap string) string {
+	return strings.ReplaceAll(k.what, "-", "_") + "_" + cap
 }
 
 // retryAfterCap is the Retry-After of a refusal at a cap, which lasts until
@@ -30,18 +42,19 @@ const retryAfterCap = 5e9 // 5 s
 
 // acquire counts one more for handle and ip, or says which cap refuses it.
 func (k *caps) acquire(handle, ip string) error {
-	refuse := func(format string, args ...any) error {
+	refuse := func(cap, format string, args ...any) error {
+		k.refused[k.metric(cap)]++
 		e := chat.Errorf(protocol.CodeRateLimited, format, args...)
 		e.RetryAfter = retryAfterCap
 		return e
 	}
 	switch {
 	case k.byHandle[handle] >= k.perHandle:
-		return refuse("handle %q has %d %s open here; close one first", handle, k.perHandle, k.what)
+		return refuse("per_handle", "handle %q has %d %s open here; close one first", handle, k.perHandle, k.what)
 	case k.byIP[ip] >= k.perIP:
-		return refuse("your address has %d %s open here, its limit; close one first", k.perIP, k.what)
+		return refuse("per_ip", "your address has %d %s open here, its limit; close one first", k.perIP, k.what)
 	case k.open >= k.total:
-		return refuse("this server has %d %s open, its limit; retry later", k.open, k.what)
+		return refuse("per_instance", "this server has %d %s open, its limit; retry later", k.open, k.what)
 	}
 	k.open++
 	k.byHandle[handle]++

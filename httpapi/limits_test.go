@@ -210,6 +210,9 @@ func TestLongPollCaps(t *testing.T) {
 	hold(users[0])
 	waitPolls(t, e.srv, "a1", 2)
 	e.poll(users[0], "a1", "wait=30", 0).wantRateLimited(t)
+	if n := e.srv.CapRefusals("long_polls_per_handle"); n != 1 {
+		t.Fatalf("long_polls_per_handle refusals = %d, want 1", n)
+	}
 	// A plain poll does not wait and is not counted.
 	e.poll(users[0], "a1", "", 0).want(t, http.StatusOK)
 
@@ -246,6 +249,9 @@ func TestStreamCapPerIP(t *testing.T) {
 			}
 			e.do(http.MethodGet, path, nil, nil).wantRateLimited(t)
 		}
+	}
+	if n := e.srv.CapRefusals("streams_per_ip"); n != 2 {
+		t.Fatalf("streams_per_ip refusals = %d, want 2", n)
 	}
 	victim := newUser(t, "victim")
 	e.register(victim)

@@ -1,45 +1,34 @@
 package httpapi
 
-import (
-	"bytes"
-	"net/http"
-	"strconv"
-
-	"github.com/labstack/echo/v4"
-)
-
-// Metric is one number GET /metrics reports, in the Prometheus text
-// format: a counter (only grows) or a gauge.
-type Metric struct {
-	Name    string // e.g. kezd_publish_failures_total
-	Help    string
-	Counter bool
-	Value   func() float64
-}
-
-// metrics serves GET /metrics: the configured metrics and this server's
-// open streams, in the Prometheus text exposition format.
-func (s *Server) metrics(c echo.Context) error {
-	all := append([]Metric{{
-		Name:  "kezd_streams_open",
-		Help:  "Open SSE streams on this instance.",
-		Value: func() float64 { return float64(s.openStreamsTotal()) },
-	}}, s.cfg.Metrics...)
-	var b bytes.Buffer
-	for _, m := range all {
-		kind := "gauge"
-		if m.Counter {
-			kind = "counter"
-		}
-		b.WriteString("# HELP " + m.Name + " " + m.Help + "\n")
-		b.WriteString("# TYPE " + m.Name + " " + kind + "\n")
-		b.WriteString(m.Name + " " + strconv.FormatFloat(m.Value(), 'g', -1, 64) + "\n")
-	}
-	return c.Blob(http.StatusOK, "text/plain; version=0.0.4; charset=utf-8", b.Bytes())
-}
-
-func (s *Server) openStreamsTotal() int {
+// OpenStreams is how many SSE streams are open on this instance.
+func (s *Server) OpenStreams() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.streams.open
+}
+
+// OpenPolls is how many long-polls are waiting on this instance.
+func (s *Server) OpenPolls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.polls.open
+}
+
+// CapNames are the stream and long-poll caps, as CapRefusals names them.
+var CapNames = []string{
+	"streams_per_handle", "streams_per_ip", "streams_per_instance",
+	"long_polls_per_handle", "long_polls_per_ip", "long_polls_per_instance",
+}
+
+// CapRefusals is how many streams or long-polls the cap called name (one
+// of CapNames) has refused since start.
+func (s *Server) CapRefusals(name string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range []*caps{s.streams, s.polls} {
+		if n, ok := k.refused[name]; ok {
+			return n
+		}
+	}
+	return 0
 }

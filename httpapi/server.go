@@ -110,9 +110,6 @@ type Config struct {
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
 
-	// Metrics are reported by GET /metrics, after the server's own.
-	Metrics []Metric
-
 	// Web, when set, serves the browser app at GET and HEAD of "/" and
 	// "/assets/*" (package web's Handler).
 	Web http.Handler
@@ -228,7 +225,6 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 	e.GET(protocol.PathWebFinger, s.webfinger, timed)
 	e.GET("/healthz", s.healthz, timed)
 	e.GET("/readyz", s.readyz, timed)
-	e.GET("/metrics", s.metrics, timed)
 	if cfg.Web != nil {
 		web := echo.WrapHandler(cfg.Web)
 		for _, p := range []string{"/", "/assets/*"} {

@@ -109,6 +109,7 @@ func launch(bin, dir string, cfg Config) (*Server, error) {
 	s.args = append([]string{bin, "serve",
 		"--listen", "127.0.0.1:" + strconv.Itoa(httpPort),
 		"--nats-listen", "127.0.0.1:" + strconv.Itoa(natsPort),
+		"--admin-listen", "off", // its default port would be shared by every test's server
 		"--data-dir", filepath.Join(dir, "data"),
 		"--database-url", cfg.DatabaseURL,
 		"--shutdown-timeout", "5s",

@@ -24,6 +24,7 @@ import (
 // defaults come from KEZ_* environment variables.
 type config struct {
 	Listen      string
+	AdminListen string // host:port, or "off"
 	PublicURL   *url.URL
 	DatabaseURL string
 	DataDir     string
@@ -216,6 +217,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e := &envFlags{fs: fs, getenv: getenv}
 	var publicURL, logLevel, routes string
 	e.str(&c.Listen, "listen", "KEZ_LISTEN", ":8080", "HTTP listen address")
+	e.str(&c.AdminListen, "admin-listen", "KEZ_ADMIN_LISTEN", DefaultAdminListen, "operator listener (GET /metrics), or off; keep it off the public network")
 	e.str(&publicURL, "public-url", "KEZ_PUBLIC_URL", "", "URL clients use; its host is the WebFinger domain (default derived from --listen)")
 	e.secret(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "postgres:// URL; empty uses the embedded SQLite store in --data-dir")
 	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory for the embedded store and generated keys")
@@ -293,6 +295,11 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return config{}, fmt.Errorf("invalid --listen %q: want host:port", c.Listen)
+	}
+	if c.AdminListen != "off" {
+		if _, port, err := net.SplitHostPort(c.AdminListen); err != nil || !validPort(port) || port == "-1" {
+			return config{}, fmt.Errorf("invalid --admin-listen %q: want host:port or off", c.AdminListen)
+		}
 	}
 	if c.AuthSkew <= 0 {
 		return config{}, fmt.Errorf("invalid --auth-skew %s: must be positive", c.AuthSkew)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/kez-chat/kezd/ratelimit"
 	"io"
 	"strings"
 	"testing"
@@ -18,7 +19,8 @@ func TestParseServeDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen != ":8080" || c.DataDir != "./kez-data" || c.AuthSkew != 120*time.Second ||
-		c.NATSListen != "127.0.0.1:4222" || c.DatabaseURL != "" || c.PingInterval != 15*time.Second {
+		c.NATSListen != "127.0.0.1:4222" || c.DatabaseURL != "" || c.PingInterval != 15*time.Second ||
+		c.AdminListen != "127.0.0.1:9090" || !c.RateLimits || c.Limits[ratelimit.Sends] != ratelimit.Defaults[ratelimit.Sends] {
 		t.Fatalf("defaults = %+v", c)
 	}
 	if got := c.PublicURL.String(); got != "http://localhost:8080" {
@@ -107,6 +109,12 @@ func TestParseServeRejects(t *testing.T) {
 		{"budget below a page", []string{"--catch-up-budget", "128KiB"}, nil, "catch-up-budget"},
 		{"catch-up wait", []string{"--catch-up-wait", "0s"}, nil, "catch-up-wait"},
 		{"drain timeout", []string{"--stream-drain-timeout", "0s"}, nil, "stream-drain-timeout"},
+		{"admin listen", []string{"--admin-listen", "9090"}, nil, "admin-listen"},
+		{"rate limits switch", nil, map[string]string{"KEZ_RATE_LIMITS": "maybe"}, "rate-limits"},
+		{"rate limit syntax", []string{"--rate-sends", "10"}, nil, "rate-sends"},
+		{"pair bytes below an envelope", []string{"--rate-pair-bytes", "1KiB/1s"}, nil, "rate-pair-bytes"},
+		{"trusted proxy", []string{"--trusted-proxies", "10.0.0.0/8,proxy.example"}, nil, "trusted-proxies"},
+		{"polls per ip", []string{"--max-polls-per-ip", "0"}, nil, "max-polls-per-ip"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

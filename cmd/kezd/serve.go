@@ -37,9 +37,10 @@ type backend interface {
 
 // started tells a caller (a test) where a serving kezd can be reached.
 type started struct {
-	HTTPURL string // base URL of the HTTP API
-	NATSURL string // client URL of the NATS kezd uses ("" when not exposed)
-	Broker  *broker.Broker
+	HTTPURL  string // base URL of the HTTP API
+	AdminURL string // base URL of the admin listener ("" when off)
+	NATSURL  string // client URL of the NATS kezd uses ("" when not exposed)
+	Broker   *broker.Broker
 }
 
 // serve runs kezd until ctx ends, then shuts down in order: stop accepting
@@ -210,22 +211,6 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		MaxPollsPerIP:       cfg.MaxPollsPerIP,
 		Limits:              limits,
 		TrustedProxies:      cfg.TrustedProxies,
-		Metrics: []httpapi.Metric{
-			{Name: "kezd_publish_failures_total", Help: "Messages stored but not published on NATS (streams recover them from the store; the outbox sweep publishes them again).", Counter: true,
-				Value: func() float64 { return float64(svc.PublishFailures()) }},
-			{Name: "kezd_republished_total", Help: "Messages this instance's outbox sweep published again because no instance confirmed their publish in time.", Counter: true,
-				Value: func() float64 { return float64(svc.Republished()) }},
-			{Name: "kezd_inbox_full_total", Help: "Sends refused because the recipient's inbox held its quota.", Counter: true,
-				Value: func() float64 { return float64(svc.InboxFullRefusals()) }},
-			{Name: "kezd_streams_busy_total", Help: "Streams ended because the catch-up memory budget stayed taken (clients resume).", Counter: true,
-				Value: func() float64 { return float64(svc.StreamsBusy()) }},
-			{Name: "kezd_nats_logins_authorized_total", Help: "NATS logins the auth callout granted.", Counter: true,
-				Value: func() float64 { return float64(callout.Stats().Authorized) }},
-			{Name: "kezd_nats_logins_rejected_total", Help: "NATS logins the auth callout refused.", Counter: true,
-				Value: func() float64 { return float64(callout.Stats().Rejected) }},
-			{Name: "kezd_nats_login_requests_dropped_total", Help: "Auth callout requests that could not be read or answered.", Counter: true,
-				Value: func() float64 { return float64(callout.Stats().Dropped) }},
-		},
 		Ready: []httpapi.Check{
 			{Name: "store", Fn: st.Ping},
 			{Name: "nats", Fn: b.Ping},
@@ -240,12 +225,28 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}, svc, log.With("component", "http"))
 	srv := api.HTTPServer(cfg.Listen)
 
-	serveErr := make(chan error, 1)
+	// The operator listener: metrics, off the public listener.
+	adminURL := ""
+	serveErr := make(chan error, 2)
+	if cfg.AdminListen != "off" {
+		aln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			return fmt.Errorf("listen on --admin-listen %s: %w", cfg.AdminListen, err)
+		}
+		admin := adminServer(newRegistry(metricSources{svc: svc, api: api, callout: callout, limits: limits}))
+		go func() {
+			if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("admin listener: %w", err)
+			}
+		}()
+		defer admin.Close() // it holds no request worth waiting for
+		adminURL = "http://" + aln.Addr().String()
+	}
 	go func() { serveErr <- srv.Serve(api.AcceptLogger(ln)) }()
-	log.Info("kezd serving", "http", ln.Addr().String(), "public_url", publicURL.String(),
+	log.Info("kezd serving", "http", ln.Addr().String(), "admin", adminURL, "public_url", publicURL.String(),
 		"nats", b.ClientURL(), "store", storeKind(cfg), "version", version())
 	if onStart != nil {
-		onStart(started{HTTPURL: "http://" + ln.Addr().String(), NATSURL: b.ClientURL(), Broker: b})
+		onStart(started{HTTPURL: "http://" + ln.Addr().String(), AdminURL: adminURL, NATSURL: b.ClientURL(), Broker: b})
 	}
 
 	select {

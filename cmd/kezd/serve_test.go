@@ -52,6 +52,7 @@ func startServeFull(t *testing.T, args ...string) (started, func(), *syncBuffer)
 	t.Helper()
 	cfg, err := parseServe(append([]string{
 		"--listen", "127.0.0.1:0",
+		"--admin-listen", "127.0.0.1:0",
 		"--nats-listen", "127.0.0.1:-1",
 		"--data-dir", t.TempDir(),
 		"--log-level", "warn",
@@ -192,7 +193,7 @@ var servingAddr = regexp.MustCompile(`msg="kezd serving" http=(\S+)`)
 func TestGracefulShutdownOnSignal(t *testing.T) {
 	t.Parallel()
 	bin := kezdtest.Binary(t, "github.com/kez-chat/kezd/cmd/kezd", "kezd")
-	p := startProcess(t, bin, "serve", "--listen", "127.0.0.1:0", "--nats-listen", "off",
+	p := startProcess(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "off", "--nats-listen", "off",
 		"--data-dir", t.TempDir(), "--shutdown-timeout", "30s")
 	cmd, waitLine := p.cmd, p.waitLine
 	addr := waitLine(servingAddr)[1]
