@@ -19,9 +19,6 @@ import (
 	"github.com/kez-chat/kezd/protocol"
 )
 
-// RetryAfterHeader is set on a rate_limited reply, as HTTP's Retry-After.
-const RetryAfterHeader = "Retry-After"
-
 // Defaults for SendConfig.
 const (
 	DefaultSendQueueGroup = "kezd.send"
@@ -104,7 +101,7 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 			reply = e.Body()
 			if e.Code == protocol.CodeRateLimited {
 				// As HTTP's header says it: whole seconds.
-				hdr.Set(RetryAfterHeader, strconv.FormatInt(e.RetryAfterSeconds(), 10))
+				hdr.Set(protocol.RetryAfterHeader, strconv.FormatInt(e.RetryAfterSeconds(), 10))
 			}
 		} else {
 			reply = res

@@ -164,8 +164,8 @@ func TestSendRateLimited(t *testing.T) {
 		if err := json.Unmarshal(msg.Data, &body); err != nil || body.Error != protocol.CodeRateLimited || body.Message == "" {
 			t.Fatalf("send beyond the limit: %s", msg.Data)
 		}
-		if n, err := strconv.Atoi(msg.Header.Get(natsapi.RetryAfterHeader)); err != nil || n < 1 {
-			t.Fatalf("Retry-After %q, want whole seconds", msg.Header.Get(natsapi.RetryAfterHeader))
+		if n, err := strconv.Atoi(msg.Header.Get(protocol.RetryAfterHeader)); err != nil || n < 1 {
+			t.Fatalf("Retry-After %q, want whole seconds", msg.Header.Get(protocol.RetryAfterHeader))
 		}
 	}
 }

@@ -16,6 +16,9 @@ const (
 	ReplyInboxRoot = "_INBOX."
 	// SeqHeader is the header of a live publish that carries its seq.
 	SeqHeader = "Kez-Seq"
+	// RetryAfterHeader is the header of a rate_limited NATS reply: whole
+	// seconds, as HTTP's Retry-After.
+	RetryAfterHeader = "Retry-After"
 )
 
 // InboxSubject is the subject handle's messages are published on.

@@ -305,6 +305,7 @@ func TestTopology(t *testing.T) {
 			natsURL:  fmt.Sprintf("nats://127.0.0.1:%d", natsPort[i]),
 			args: []string{bin, "serve",
 				"--listen", fmt.Sprintf("127.0.0.1:%d", httpPort[i]),
+				"--admin-listen", "off", // three instances on one host
 				"--database-url", dbURL,
 				"--data-dir", dataDir,
 				"--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort[i]),
