@@ -18,7 +18,7 @@ import (
 func TestDrainBeforeShutdown(t *testing.T) {
 	t.Parallel()
 	bin := kezdtest.Binary(t, "github.com/kez-chat/kezd/cmd/kezd", "kezd")
-	p := startProcess(t, bin, "serve", "--listen", "127.0.0.1:0", "--nats-listen", "off",
+	p := startProcess(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "off", "--nats-listen", "off",
 		"--data-dir", t.TempDir(), "--drain-delay", "3s")
 	base := "http://" + p.waitLine(servingAddr)[1]
 	get := func(path string) (*http.Response, string) {

@@ -39,6 +39,7 @@ type topoInstance struct {
 	name       string
 	args       []string
 	httpAddr   string
+	adminAddr  string // the admin listener, for metrics
 	natsURL    string
 	mu         sync.Mutex
 	cmd        *exec.Cmd
@@ -285,9 +286,10 @@ func TestTopology(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 3
-	var httpPort, natsPort, routePort [n]int
+	var httpPort, natsPort, routePort, adminPort [n]int
 	for i := range n {
 		httpPort[i], natsPort[i], routePort[i] = freeLoopbackPort(t), freeLoopbackPort(t), freeLoopbackPort(t)
+		adminPort[i] = freeLoopbackPort(t)
 	}
 	instances := make([]*topoInstance, n)
 	var upstreams, natsURLs []string
@@ -301,11 +303,12 @@ func TestTopology(t *testing.T) {
 			}
 		}
 		k := &topoInstance{t: t, name: fmt.Sprintf("kezd%d", i+1),
-			httpAddr: fmt.Sprintf("127.0.0.1:%d", httpPort[i]),
-			natsURL:  fmt.Sprintf("nats://127.0.0.1:%d", natsPort[i]),
+			httpAddr:  fmt.Sprintf("127.0.0.1:%d", httpPort[i]),
+			adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort[i]),
+			natsURL:   fmt.Sprintf("nats://127.0.0.1:%d", natsPort[i]),
 			args: []string{bin, "serve",
 				"--listen", fmt.Sprintf("127.0.0.1:%d", httpPort[i]),
-				"--admin-listen", "off", // three instances on one host
+				"--admin-listen", fmt.Sprintf("127.0.0.1:%d", adminPort[i]),
 				"--database-url", dbURL,
 				"--data-dir", dataDir,
 				"--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort[i]),
@@ -505,7 +508,7 @@ func TestTopology(t *testing.T) {
 	// (kezd_streams_open on kezd2 tells where a stream landed); only
 	// those are measured.
 	onKezd2 := func() float64 {
-		resp, err := http.Get("http://" + instances[1].httpAddr + "/metrics")
+		resp, err := http.Get("http://" + instances[1].adminAddr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
