@@ -255,3 +255,38 @@ func nkeyOption(kp nkeys.KeyPair) nats.Option {
 		return nats.Nkey(pub, kp.Sign)(o)
 	}
 }
+
+// GenerateKeys returns a fresh set of deployment keys, kept nowhere.
+func GenerateKeys() (Keys, error) {
+	var k Keys
+	for _, f := range keyFiles {
+		var kp nkeys.KeyPair
+		var err error
+		if f.prefix == nkeys.PrefixByteCurve {
+			kp, err = nkeys.CreateCurveKeys()
+		} else {
+			kp, err = nkeys.CreatePair(f.prefix)
+		}
+		if err != nil {
+			return Keys{}, fmt.Errorf("generate nats keys: %w", err)
+		}
+		*f.dst(&k) = kp
+	}
+	return k, nil
+}
+
+// Seeds returns the keys' secret halves as seed strings.
+func (k Keys) Seeds() (Seeds, error) {
+	var s Seeds
+	for _, f := range []struct {
+		kp  nkeys.KeyPair
+		dst *string
+	}{{k.Issuer, &s.Issuer}, {k.XKey, &s.XKey}, {k.Service, &s.Service}, {k.App, &s.App}} {
+		seed, err := f.kp.Seed()
+		if err != nil {
+			return Seeds{}, fmt.Errorf("nats keys: %w", err)
+		}
+		*f.dst = string(seed)
+	}
+	return s, nil
+}

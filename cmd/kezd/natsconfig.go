@@ -1,17 +1,21 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"time"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/store/postgres"
 )
 
 // natsConfig prints a nats-server configuration whose accounts, users and
-// auth_callout block match this deployment's keys (from --data-dir or the
-// seed flags, exactly as serve finds them), so no operator crafts keys by hand.
+// auth_callout block match this deployment's keys (from the seed flags, the
+// database or --data-dir, exactly as serve finds them), so no operator crafts keys by hand.
 // With --cluster-routes it prints instead the route authorization and routes
 // that each node of a cluster includes in its cluster {} block.
 func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -20,6 +24,7 @@ func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Wri
 	fs.SetOutput(stderr)
 	e := &envFlags{fs: fs, getenv: getenv}
 	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory holding the generated keys")
+	e.str(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "", "postgres:// URL of the deployment's database, which keeps its keys (as kezd serve does)")
 	e.secret(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "auth callout issuer account seed")
 	e.secret(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed")
 	e.secret(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed")
@@ -37,7 +42,7 @@ func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Wri
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	keys, err := loadKeys(c)
+	keys, err := natsConfigKeys(c, stderr)
 	if err != nil {
 		return err
 	}
@@ -56,4 +61,22 @@ func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Wri
 		return fmt.Errorf("nats keys: %w", err)
 	}
 	return authcallout.WriteNATSConfig(stdout, authcallout.NATSConfigOptions{Keys: pub})
+}
+
+// natsConfigKeys are the keys serve would use with the same settings: with
+// --database-url the deployment's, kept in (or, first, stored into) the
+// database.
+func natsConfigKeys(c config, stderr io.Writer) (authcallout.Keys, error) {
+	if c.DatabaseURL == "" || seedsGiven(c) {
+		return loadKeys(c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	db, err := postgres.Open(ctx, postgres.Config{URL: c.DatabaseURL}, log)
+	if err != nil {
+		return authcallout.Keys{}, fmt.Errorf("open postgres (--database-url): %w", err)
+	}
+	defer db.Close()
+	return deploymentKeys(ctx, c, db, log)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 type backend interface {
 	chat.Store
 	authcallout.HandleLookup
+	secretStore
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -59,7 +61,11 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		}
 	}()
 
-	keys, err := loadKeys(cfg)
+	var shared secretStore
+	if cfg.DatabaseURL != "" {
+		shared = st
+	}
+	keys, err := deploymentKeys(ctx, cfg, shared, log)
 	if err != nil {
 		return err
 	}
@@ -354,6 +360,70 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (backend, erro
 		return nil, fmt.Errorf("open embedded store in --data-dir %s: %w", cfg.DataDir, err)
 	}
 	return db, nil
+}
+
+// secretStore keeps secrets every instance sharing the database agrees on.
+type secretStore interface {
+	SharedSecret(ctx context.Context, name, candidate string) (string, error)
+}
+
+// natsKeysSecret names the deployment's NATS key seeds in the store.
+const natsKeysSecret = "nats-keys"
+
+// deploymentKeys are the deployment's NATS keys: from flags when given;
+// with Postgres (shared not nil), the ones kept in the database, which the
+// first instance to start stores (its data dir's keys if it has some, else
+// new ones), so that instances on one database agree without sharing a
+// folder; otherwise from (or newly into) the data dir.
+func deploymentKeys(ctx context.Context, cfg config, shared secretStore, log *slog.Logger) (authcallout.Keys, error) {
+	if shared == nil || seedsGiven(cfg) {
+		return loadKeys(cfg)
+	}
+	dir := filepath.Join(cfg.DataDir, "nats-keys")
+	var candidate authcallout.Keys
+	_, err := os.Stat(filepath.Join(dir, "nats-issuer.nk"))
+	fromDir := err == nil
+	if fromDir {
+		candidate, err = authcallout.LoadOrCreateKeys(dir)
+	} else {
+		candidate, err = authcallout.GenerateKeys()
+	}
+	if err != nil {
+		return authcallout.Keys{}, fmt.Errorf("nats keys: %w", err)
+	}
+	seeds, err := candidate.Seeds()
+	if err != nil {
+		return authcallout.Keys{}, err
+	}
+	raw, err := json.Marshal(seeds)
+	if err != nil {
+		return authcallout.Keys{}, err
+	}
+	stored, err := shared.SharedSecret(ctx, natsKeysSecret, string(raw))
+	if err != nil {
+		return authcallout.Keys{}, fmt.Errorf("nats keys in the database: %w", err)
+	}
+	var got authcallout.Seeds
+	if err := json.Unmarshal([]byte(stored), &got); err != nil {
+		return authcallout.Keys{}, errors.New("nats keys in the database: not a set of seeds")
+	}
+	keys, err := authcallout.KeysFromSeeds(got)
+	if err != nil {
+		return authcallout.Keys{}, fmt.Errorf("nats keys in the database: %w", err)
+	}
+	switch {
+	case got == seeds && fromDir:
+		log.Info("nats keys: the data dir's are the deployment's, kept in the database")
+	case got == seeds:
+		log.Info("nats keys: created for the deployment and kept in the database")
+	case fromDir:
+		log.Warn("nats keys: using the deployment's keys from the database; the ones in the data dir differ and are ignored", "dir", dir)
+	}
+	return keys, nil
+}
+
+func seedsGiven(cfg config) bool {
+	return cfg.CalloutIssuerSeed != "" || cfg.CalloutXKeySeed != "" || cfg.CalloutServiceSeed != "" || cfg.CalloutAppSeed != ""
 }
 
 // loadKeys takes the deployment's NATS keys from flags when given, else from

@@ -18,7 +18,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/envelope"
@@ -280,11 +279,6 @@ func TestTopology(t *testing.T) {
 	}
 
 	bin := kezdtest.Binary(t, "github.com/kez-chat/kezd/cmd/kezd", "kezd")
-	// One deployment, one set of NATS keys, copied into each data dir.
-	keysDir := filepath.Join(t.TempDir(), "nats-keys")
-	if _, err := authcallout.LoadOrCreateKeys(keysDir); err != nil {
-		t.Fatal(err)
-	}
 	const n = 3
 	var httpPort, natsPort, routePort, adminPort [n]int
 	for i := range n {
@@ -294,8 +288,9 @@ func TestTopology(t *testing.T) {
 	instances := make([]*topoInstance, n)
 	var upstreams, natsURLs []string
 	for i := range n {
+		// Each its own data dir: the instances agree on the deployment's
+		// NATS keys through Postgres, or their routes would be refused.
 		dataDir := t.TempDir()
-		copyDir(t, keysDir, filepath.Join(dataDir, "nats-keys"))
 		var routes []string
 		for j := range n {
 			if j != i {
@@ -705,26 +700,6 @@ func TestTopology(t *testing.T) {
 		}
 	}
 	t.Logf("topology test took %s", time.Since(testStart).Round(time.Second))
-}
-
-func copyDir(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.MkdirAll(to, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	entries, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 func tail(s string, n int) string {

@@ -31,6 +31,7 @@ type Store interface {
 	ConfirmPublished(ctx context.Context, keys []store.MessageKey) error
 	SweepUnpublished(ctx context.Context, olderThan time.Duration, limit int, publish func([]store.Message) error) (int, error)
 	DeleteSentBefore(ctx context.Context, before time.Time, limit int) (int64, error)
+	SharedSecret(ctx context.Context, name, candidate string) (string, error)
 	Ping(ctx context.Context) error
 
 	RotateKeys(ctx context.Context, handle, current string, h store.Handle) (store.Handle, error)
@@ -76,6 +77,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"QuotaConcurrent", testQuotaConcurrent},
 		{"QuotaDuplicateWhenFull", testQuotaDuplicateWhenFull},
 		{"DeleteSentBefore", testDeleteSentBefore},
+		{"SharedSecretFirstWins", testSharedSecret},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -634,5 +636,32 @@ func testOutboxSweepLease(t *testing.T, s Store) {
 	rest := sweep(t, s, 0, 10)
 	if n := len(inner) + len(rest); n != 1 {
 		t.Errorf("bob/2 was swept %d times after the first sweep (inner %v, then %v), want once", n, keysOf(inner), keysOf(rest))
+	}
+}
+
+// testSharedSecret: the first candidate stored is every caller's value,
+// however many ask at once.
+func testSharedSecret(t *testing.T, s Store) {
+	const callers = 8
+	got := make([]string, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() { got[i], errs[i] = s.SharedSecret(ctx(t), "nats-keys", fmt.Sprintf("candidate-%d", i)) })
+	}
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if got[i] != got[0] || !strings.HasPrefix(got[0], "candidate-") {
+			t.Fatalf("callers got %q, want one stored candidate for all", got)
+		}
+	}
+	if v, err := s.SharedSecret(ctx(t), "nats-keys", "late"); err != nil || v != got[0] {
+		t.Errorf("a later caller got %q, %v; want %q", v, err, got[0])
+	}
+	if v, err := s.SharedSecret(ctx(t), "other", "its own"); err != nil || v != "its own" {
+		t.Errorf("another name got %q, %v; want its own candidate", v, err)
 	}
 }
