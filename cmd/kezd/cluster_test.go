@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
+	"github.com/kez-chat/kezd/store/postgres"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -92,7 +94,7 @@ func freeLoopbackPort(t *testing.T) int {
 func TestClusteredInstances(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
-	keys := t.TempDir() // one deployment: both instances share the NATS keys
+	keys := t.TempDir()
 	routeA := freeLoopbackPort(t)
 	a := startServe(t, "--database-url", db, "--data-dir", keys,
 		"--nats-cluster-listen", fmt.Sprintf("127.0.0.1:%d", routeA))
@@ -116,7 +118,13 @@ func TestClusteredInstances(t *testing.T) {
 	// A message sent via A is carried to B by the NATS cluster itself (the
 	// streams would also get it from the store a second later, so look at
 	// NATS directly), and reaches the stream on B.
-	deployment, err := loadKeys(config{DataDir: keys})
+	// The deployment's keys are the ones the instances keep in Postgres.
+	pg, err := postgres.Open(ctx, postgres.Config{URL: db}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	deployment, err := deploymentKeys(ctx, config{DataDir: keys, DatabaseURL: db}, pg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
