@@ -88,7 +88,14 @@ func benchDatabase(b *testing.B, conns int32) (string, *pgxpool.Pool) {
 
 // benchServer starts the API on a fresh database with senders users that
 // can sign, and returns its address.
-func benchServer(b *testing.B, senders int, limited ...bool) (string, []user) {
+// benchOptions turn on what the send path may check besides the send: the
+// rate limits, the inbox quota.
+type benchOptions struct {
+	limits bool
+	quota  store.Quota
+}
+
+func benchServer(b *testing.B, senders int, opts ...benchOptions) (string, []user) {
 	b.Helper()
 	ctx := context.Background()
 	dbURL, _ := benchDatabase(b, 1)
@@ -115,14 +122,18 @@ func benchServer(b *testing.B, senders int, limited ...bool) (string, []user) {
 		br.Close(cctx)
 	})
 	var limits *ratelimit.Limiter
-	if len(limited) > 0 && limited[0] {
+	var opt benchOptions
+	if len(opts) > 0 {
+		opt = opts[0]
+	}
+	if opt.limits {
 		limits = benchLimits(db)
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { limits.Run(lctx); close(done) }()
 		b.Cleanup(func() { cancel(); <-done })
 	}
-	svc := chat.New(chat.Config{Limits: limits}, db, br, br, log)
+	svc := chat.New(chat.Config{Limits: limits, Quota: opt.quota}, db, br, br, log)
 	outboxCtx, stopOutbox := context.WithCancel(ctx)
 	outboxDone := make(chan struct{})
 	go func() { defer close(outboxDone); svc.RunOutbox(outboxCtx) }()
@@ -144,8 +155,8 @@ func signedSend(u user, to, id string, ts int64) []byte {
 
 // benchSend sends b.N messages from senders concurrent senders, each on its
 // own keep-alive connection, waiting for each reply before the next send.
-func benchSend(b *testing.B, senders int, recipient func(i int64) string, limited ...bool) {
-	addr, users := benchServer(b, senders, limited...)
+func benchSend(b *testing.B, senders int, recipient func(i int64) string, opts ...benchOptions) {
+	addr, users := benchServer(b, senders, opts...)
 	ts := time.Now().Unix()
 	reqs := make([][]byte, b.N)
 	for i := range reqs {
@@ -259,8 +270,17 @@ func benchLimits(db *postgres.DB) *ratelimit.Limiter {
 // BenchmarkSendLimits: BenchmarkSend with the rate limits off and on, in
 // one run, for their cost.
 func BenchmarkSendLimits(b *testing.B) {
-	b.Run("off", func(b *testing.B) { benchSend(b, benchSenders, benchRecipient, false) })
-	b.Run("on", func(b *testing.B) { benchSend(b, benchSenders, benchRecipient, true) })
+	b.Run("off", func(b *testing.B) { benchSend(b, benchSenders, benchRecipient, benchOptions{}) })
+	b.Run("on", func(b *testing.B) { benchSend(b, benchSenders, benchRecipient, benchOptions{limits: true}) })
+}
+
+// BenchmarkSendQuota is BenchmarkSend without and with kezd's default inbox
+// quota (the usage counts are kept either way; "on" adds the check).
+func BenchmarkSendQuota(b *testing.B) {
+	b.Run("off", func(b *testing.B) { benchSend(b, benchSenders, benchRecipient, benchOptions{}) })
+	b.Run("on", func(b *testing.B) {
+		benchSend(b, benchSenders, benchRecipient, benchOptions{quota: store.Quota{Messages: 100_000, Bytes: 512 << 20}})
+	})
 }
 
 // BenchmarkSendHotRecipient: 16 concurrent senders to one recipient.
