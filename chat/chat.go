@@ -219,18 +219,29 @@ func ParseRegister(body []byte) (protocol.RegisterRequest, error) {
 	if err := unmarshalObject(body, &raw); err != nil {
 		return protocol.RegisterRequest{}, err
 	}
-	for _, f := range []struct {
-		name    string
-		missing bool
-	}{
-		{"handle", raw.Handle == nil}, {"signing_key", raw.SigningKey == nil},
-		{"encryption_key", raw.EncryptionKey == nil}, {"ts", raw.TS == nil}, {"sig", raw.Sig == nil},
-	} {
-		if f.missing {
-			return protocol.RegisterRequest{}, Errorf(protocol.CodeInvalidRequest, "%s is required", f.name)
-		}
+	if err := requireFields(
+		field{"handle", raw.Handle != nil}, field{"signing_key", raw.SigningKey != nil},
+		field{"encryption_key", raw.EncryptionKey != nil}, field{"ts", raw.TS != nil}, field{"sig", raw.Sig != nil},
+	); err != nil {
+		return protocol.RegisterRequest{}, err
 	}
 	return protocol.RegisterRequest{Handle: *raw.Handle, SigningKey: *raw.SigningKey, EncryptionKey: *raw.EncryptionKey, TS: *raw.TS, Sig: *raw.Sig}, nil
+}
+
+// field is a required field of a request body, and whether it was given.
+type field struct {
+	name  string
+	given bool
+}
+
+// requireFields is invalid_request naming the first field not given.
+func requireFields(fields ...field) error {
+	for _, f := range fields {
+		if !f.given {
+			return Errorf(protocol.CodeInvalidRequest, "%s is required", f.name)
+		}
+	}
+	return nil
 }
 
 // unmarshalObject decodes a JSON object body into v, with errors that name

@@ -100,6 +100,30 @@ func TestParseRegister(t *testing.T) {
 	}
 }
 
+func TestParseRotate(t *testing.T) {
+	t.Parallel()
+	r, err := ParseRotate([]byte(`{"signing_key":"s","encryption_key":"e","ts":1,"sig":"x","new_sig":"y"}`))
+	if err != nil || r.SigningKey != "s" || r.NewSig != "y" || r.TS != 1 {
+		t.Fatalf("ParseRotate = %+v, %v", r, err)
+	}
+	tests := []struct{ name, body, msg string }{
+		{"no new_sig", `{"signing_key":"s","encryption_key":"e","ts":1,"sig":"x"}`, "new_sig is required"},
+		{"null signing_key", `{"signing_key":null,"encryption_key":"e","ts":1,"sig":"x","new_sig":"y"}`, "signing_key is required"},
+		{"no ts", `{"signing_key":"s","encryption_key":"e","sig":"x","new_sig":"y"}`, "ts is required"},
+		{"ts as string", `{"signing_key":"s","encryption_key":"e","ts":"1","sig":"x","new_sig":"y"}`, "field ts must be a JSON number"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseRotate([]byte(tt.body))
+			var e *Error
+			if !errors.As(err, &e) || e.Code != protocol.CodeInvalidRequest || !strings.Contains(e.Message, tt.msg) {
+				t.Fatalf("ParseRotate = %v, want invalid_request %q", err, tt.msg)
+			}
+		})
+	}
+}
+
 func TestMarshalKeepsEnvelopeBytes(t *testing.T) {
 	t.Parallel()
 	b, err := protocol.Marshal(struct {

@@ -22,16 +22,11 @@ func ParseRotate(body []byte) (protocol.RotateRequest, error) {
 	if err := unmarshalObject(body, &raw); err != nil {
 		return protocol.RotateRequest{}, err
 	}
-	for _, f := range []struct {
-		name    string
-		missing bool
-	}{
-		{"signing_key", raw.SigningKey == nil}, {"encryption_key", raw.EncryptionKey == nil},
-		{"ts", raw.TS == nil}, {"sig", raw.Sig == nil}, {"new_sig", raw.NewSig == nil},
-	} {
-		if f.missing {
-			return protocol.RotateRequest{}, Errorf(protocol.CodeInvalidRequest, "%s is required", f.name)
-		}
+	if err := requireFields(
+		field{"signing_key", raw.SigningKey != nil}, field{"encryption_key", raw.EncryptionKey != nil},
+		field{"ts", raw.TS != nil}, field{"sig", raw.Sig != nil}, field{"new_sig", raw.NewSig != nil},
+	); err != nil {
+		return protocol.RotateRequest{}, err
 	}
 	return protocol.RotateRequest{SigningKey: *raw.SigningKey, EncryptionKey: *raw.EncryptionKey, TS: *raw.TS, Sig: *raw.Sig, NewSig: *raw.NewSig}, nil
 }
