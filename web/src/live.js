@@ -28,6 +28,9 @@ export class Live {
     this.status = '';
     this.hiddenAt = 0;
     this.onOnline = () => this.reconnectNow();
+    // A connection may hang for minutes after the network went away; the
+    // browser knows sooner, so say so and stop trusting the stream.
+    this.onOffline = () => this.fail(this.gen, null);
     this.onVisible = () => {
       if (document.visibilityState === 'hidden') {
         this.hiddenAt = Date.now();
@@ -39,6 +42,7 @@ export class Live {
 
   start() {
     addEventListener('online', this.onOnline);
+    addEventListener('offline', this.onOffline);
     document.addEventListener('visibilitychange', this.onVisible);
     this.setStatus('connecting', '');
     this.connect();
@@ -46,6 +50,7 @@ export class Live {
 
   stop() {
     removeEventListener('online', this.onOnline);
+    removeEventListener('offline', this.onOffline);
     document.removeEventListener('visibilitychange', this.onVisible);
     clearTimeout(this.timer);
     this.close();
