@@ -235,6 +235,30 @@ func (k Keys) RoutePassword() (string, error) {
 	return hex.EncodeToString(mac.Sum(nil)), nil
 }
 
+// LiveMACKey is the key of the MAC on kezd's live publishes (broker's
+// MACKey): derived from the issuer seed, so every instance that shares the
+// deployment's keys has it and nobody else does.
+func (k Keys) LiveMACKey() ([]byte, error) {
+	if k.Issuer == nil {
+		return nil, errors.New("nats keys: missing issuer key")
+	}
+	seed, err := k.Issuer.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("nats keys: %w", err)
+	}
+	_, raw, err := nkeys.DecodeSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("nats keys: %w", err)
+	}
+	mac := hmac.New(sha256.New, raw)
+	mac.Write([]byte(liveMACLabel))
+	return mac.Sum(nil), nil
+}
+
+// liveMACLabel separates the live MAC key from other keys derived from the
+// issuer seed.
+const liveMACLabel = "kezd live publish mac v1"
+
 // ServiceUser is the nats.Option that logs a connection in as the callout
 // service user (in the auth account).
 func (k Keys) ServiceUser() nats.Option { return nkeyOption(k.Service) }

@@ -73,6 +73,11 @@ type Config struct {
 	// credentials the caller holds as keys rather than files (the
 	// deployment's app user, in either mode).
 	Options []nats.Option
+
+	// MACKey, when set, is the deployment's key for the MAC on live
+	// publishes: Publish adds it, and the live path drops what lacks it
+	// (see mac.go). Every instance must use the same key.
+	MACKey []byte
 }
 
 // Accounts of the embedded server when Auth is set.
@@ -127,9 +132,14 @@ type Broker struct {
 	sys      *nats.Conn // external mode with a system-account user, else nil
 	ws       bool       // the embedded server has a WebSocket listener
 	hub      *hub
+	macKey   []byte
 	closed   chan struct{} // closed by the connection's ClosedHandler
 	closeOne sync.Once
 }
+
+// LiveRejected counts live messages dropped because kezd did not publish
+// them (no valid MAC, or not the stored message JSON).
+func (b *Broker) LiveRejected() int64 { return b.hub.rejected.Load() }
 
 // ErrNotConnected reports that the broker connection is not up.
 var ErrNotConnected = errors.New("broker: not connected")
@@ -138,8 +148,8 @@ var ErrNotConnected = errors.New("broker: not connected")
 // or to the external NATS. In external mode an unreachable server does not
 // fail Start: kezd keeps retrying and Ping reports it.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
-	b := &Broker{log: log, closed: make(chan struct{})}
-	b.hub = newHub(log)
+	b := &Broker{log: log, closed: make(chan struct{}), macKey: cfg.MACKey}
+	b.hub = newHub(log, cfg.MACKey)
 	opts := []nats.Option{
 		nats.Name("kezd"),
 		nats.MaxReconnects(-1),

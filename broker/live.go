@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/kez-chat/kezd/faultlog"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/nats-io/nats.go"
@@ -47,9 +49,13 @@ const dispatchBuffer = 8192
 
 // hub fans messages of the broker's per-handle subscriptions out to listeners.
 type hub struct {
-	log *slog.Logger
-	nc  *nats.Conn
-	ch  chan *nats.Msg
+	log    *slog.Logger
+	nc     *nats.Conn
+	ch     chan *nats.Msg
+	macKey []byte // nil: no MAC is checked
+
+	faults   *faultlog.Log
+	rejected atomic.Int64
 
 	mu      sync.Mutex
 	handles map[string]*handleSub
@@ -73,9 +79,11 @@ type listener struct {
 	resync  func()
 }
 
-func newHub(log *slog.Logger) *hub {
+func newHub(log *slog.Logger, macKey []byte) *hub {
 	return &hub{
 		log:     log,
+		macKey:  macKey,
+		faults:  faultlog.New(log, 0),
 		ch:      make(chan *nats.Msg, dispatchBuffer),
 		handles: make(map[string]*handleSub),
 		done:    make(chan struct{}),
@@ -200,10 +208,16 @@ func (h *hub) dispatch() {
 func (h *hub) deliver(msg *nats.Msg) {
 	handle := strings.TrimPrefix(msg.Subject, protocol.InboxPrefix)
 	m, err := decodeMessage(handle, msg)
+	if err == nil && h.macKey != nil {
+		err = checkMAC(h.macKey, msg.Subject, m.Seq, msg.Data, msg.Header.Get(protocol.MACHeader))
+	}
 	if err != nil {
 		// Whoever published this is not kezd (or not this version); streams
-		// never see it. A real message behind it is caught by the next gap fill.
-		h.log.Warn("dropped a malformed inbox message", "subject", msg.Subject, "err", err)
+		// never see it, so it cannot stand in for the real message of its
+		// seq either. A real message behind it is caught by the next gap
+		// fill. A flood of them is logged as one fault with counts.
+		h.rejected.Add(1)
+		h.faults.Fail("live inbox messages not from kezd", fmt.Errorf("%s: %w", msg.Subject, err))
 		return
 	}
 	h.mu.Lock()

@@ -13,7 +13,8 @@ import (
 )
 
 // Publish sends a stored message to its recipient's inbox subject: data is
-// the stored message JSON, the Kez-Seq header its seq. It does not wait for
+// the stored message JSON, the Kez-Seq header its seq, the Kez-Mac header
+// its MAC (see mac.go). It does not wait for
 // the server: while the connection is down the message is buffered (bounded;
 // an error once the buffer is full) and flushed on reconnect, and streams
 // resync from the store anyway.
@@ -29,6 +30,9 @@ func (b *Broker) Publish(ctx context.Context, m store.Message) error {
 		Subject: protocol.InboxSubject(m.To),
 		Data:    data,
 		Header:  nats.Header{protocol.SeqHeader: []string{strconv.FormatInt(m.Seq, 10)}},
+	}
+	if b.macKey != nil {
+		msg.Header.Set(protocol.MACHeader, macOf(b.macKey, msg.Subject, m.Seq, data))
 	}
 	if err := b.nc.PublishMsg(msg); err != nil {
 		return fmt.Errorf("publish %s: %w", msg.Subject, err)

@@ -16,6 +16,11 @@ const (
 	ReplyInboxRoot = "_INBOX."
 	// SeqHeader is the header of a live publish that carries its seq.
 	SeqHeader = "Kez-Seq"
+	// MACHeader is the header of a live publish that proves kezd published
+	// it: an HMAC-SHA256 under a key of the deployment's (server-side only;
+	// clients need not check it, their permissions keep others off inbox
+	// subjects).
+	MACHeader = "Kez-Mac"
 	// RetryAfterHeader is the header of a rate_limited NATS reply: whole
 	// seconds, as HTTP's Retry-After.
 	RetryAfterHeader = "Retry-After"

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/ratelimit"
@@ -25,6 +26,7 @@ type metricSources struct {
 	api     *httpapi.Server
 	callout *authcallout.Service
 	limits  *ratelimit.Limiter
+	broker  *broker.Broker
 }
 
 // newRegistry builds the Prometheus registry of GET /metrics on the admin
@@ -48,6 +50,8 @@ func newRegistry(m metricSources) *prometheus.Registry {
 		func() float64 { return float64(m.svc.InboxFullRefusals()) }, nil)
 	counter("kezd_streams_busy_total", "Streams ended because the catch-up memory budget stayed taken (clients resume).",
 		func() float64 { return float64(m.svc.StreamsBusy()) }, nil)
+	counter("kezd_live_rejected_total", "Live inbox messages dropped because kezd did not publish them (no valid MAC).",
+		func() float64 { return float64(m.broker.LiveRejected()) }, nil)
 	counter("kezd_nats_logins_authorized_total", "NATS logins the auth callout granted.",
 		func() float64 { return float64(m.callout.Stats().Authorized) }, nil)
 	counter("kezd_nats_logins_rejected_total", "NATS logins the auth callout refused.",

@@ -53,6 +53,7 @@ func TestAdminListenerServesMetrics(t *testing.T) {
 		`kezd_rate_limited_total{limit="streams_per_ip"} 0` + "\n",
 		"# TYPE kezd_nats_logins_authorized_total counter\n",
 		"# TYPE kezd_publish_failures_total counter\n",
+		"kezd_live_rejected_total 0\n",
 		"go_goroutines ",
 	} {
 		if !strings.Contains(body, want) {

@@ -99,6 +99,9 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 			AppUser:     pub.App,
 		},
 	}
+	if bcfg.MACKey, err = keys.LiveMACKey(); err != nil {
+		return err
+	}
 	if cfg.NATSClusterListen != "" {
 		if bcfg.ClusterUser, bcfg.ClusterPassword, err = routeCredentials(cfg.NATSClusterUser, cfg.NATSClusterPassword, keys); err != nil {
 			return err
@@ -239,7 +242,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		if err != nil {
 			return fmt.Errorf("listen on --admin-listen %s: %w", cfg.AdminListen, err)
 		}
-		admin := adminServer(newRegistry(metricSources{svc: svc, api: api, callout: callout, limits: limits}))
+		admin := adminServer(newRegistry(metricSources{svc: svc, api: api, callout: callout, limits: limits, broker: b}))
 		go func() {
 			if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("admin listener: %w", err)
