@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,65 +14,11 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
-	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
 	"golang.org/x/sync/errgroup"
 )
-
-// rawStream opens an SSE stream for id at base and sends the id of every
-// message event to the returned channel, exactly as the server sent them
-// (the client package's Stream would hide a duplicate).
-func rawStream(t *testing.T, base string, id *envelope.Identity) <-chan int64 {
-	t.Helper()
-	ts := time.Now().Unix()
-	sig := identity.Sign(id.Signing, identity.StreamString(id.Handle, ts))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
-		fmt.Sprintf("%s/v1/inbox/%s/stream?auth=%d:%s", base, id.Handle, ts, sig), nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("stream: %s", resp.Status)
-	}
-	ids := make(chan int64, 10000)
-	ready := make(chan struct{})
-	go func() {
-		defer resp.Body.Close()
-		defer close(ids)
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		var eventID, event string
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if event == "ready" {
-					close(ready)
-				}
-				if event == "message" {
-					n, _ := strconv.ParseInt(eventID, 10, 64)
-					ids <- n
-				}
-				eventID, event = "", ""
-			case strings.HasPrefix(line, "id: "):
-				eventID = strings.TrimPrefix(line, "id: ")
-			case strings.HasPrefix(line, "event: "):
-				event = strings.TrimPrefix(line, "event: ")
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(15 * time.Second):
-		t.Fatal("stream never became ready")
-	}
-	return ids
-}
 
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
@@ -113,7 +55,8 @@ func TestClusteredInstances(t *testing.T) {
 	}
 	alice := newUser(t, ctx, ca, "alice")
 	senders := []*envelope.Identity{newUser(t, ctx, ca, "s1"), newUser(t, ctx, cb, "s2"), newUser(t, ctx, ca, "s3"), newUser(t, ctx, cb, "s4")}
-	onA, onB := rawStream(t, a.HTTPURL, alice), rawStream(t, b.HTTPURL, alice)
+	onA, _ := streamFrom(t, "stream on A", a.HTTPURL, alice, -1)
+	onB, _ := streamFrom(t, "stream on B", b.HTTPURL, alice, -1)
 
 	// A message sent via A is carried to B by the NATS cluster itself (the
 	// streams would also get it from the store a second later, so look at

@@ -42,7 +42,8 @@ func (s session) wait(t *testing.T, from time.Time) time.Duration {
 
 // streamFrom opens an SSE stream for id at base from cursor since (-1: now)
 // and sends the seq of every message event to ids, exactly as the server
-// sent them. end reports when the server ends the stream.
+// sent them (the client package's Stream would hide a duplicate). end
+// reports when the server ends the stream.
 func streamFrom(t *testing.T, name, base string, id *envelope.Identity, since int64) (ids <-chan int64, end session) {
 	t.Helper()
 	ts := time.Now().Unix()
@@ -61,7 +62,7 @@ func streamFrom(t *testing.T, name, base string, id *envelope.Identity, since in
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("stream %s: %s", name, resp.Status)
 	}
-	out := make(chan int64, 1000)
+	out := make(chan int64, 10000)
 	end = session{name: name, ended: make(chan time.Time, 1)}
 	ready := make(chan struct{})
 	go func() {
