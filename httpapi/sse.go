@@ -68,6 +68,10 @@ func (s *Server) stream(c echo.Context) error {
 	return nil
 }
 
+// streamSendBuffer is a detached stream's socket send buffer: room for two
+// of the largest frames, and 1 MB/s per stream at a 128 ms round trip.
+const streamSendBuffer = 128 << 10
+
 // errNotDetachable says a stream's connection cannot be taken over.
 var errNotDetachable = errors.New("the connection cannot be detached")
 
@@ -95,6 +99,13 @@ func (s *Server) detach(c echo.Context) (net.Conn, error) {
 	conn, _, err := http.NewResponseController(c.Response()).Hijack()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNotDetachable, err)
+	}
+	// A fixed send buffer (not the kernel's autotuned one, which grows to
+	// megabytes) keeps what a slow reader leaves queued in the kernel small,
+	// and makes it meet its catch-up pages' drain deadline (chat.Event's
+	// Deadline) rather than have the kernel take the whole backlog.
+	if tc, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
+		_ = tc.SetWriteBuffer(streamSendBuffer)
 	}
 
 	h := c.Response().Header() // with whatever middleware set
