@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -206,79 +205,19 @@ func (s *Service) InboxFullRefusals() int64 { return s.inboxFull.Load() }
 // stayed taken for CatchUpWait.
 func (s *Service) StreamsBusy() int64 { return s.streamsBusy.Load() }
 
-// ParseRegister parses a registration body. Every field is required; a
-// missing one is invalid_request, whatever its zero value would say.
+// ParseRegister parses a registration body strictly (see DecodeObject).
+// Every field is required; a missing one is invalid_request, whatever its
+// zero value would say.
 func ParseRegister(body []byte) (protocol.RegisterRequest, error) {
-	var raw struct {
-		Handle        *string `json:"handle"`
-		SigningKey    *string `json:"signing_key"`
-		EncryptionKey *string `json:"encryption_key"`
-		TS            *int64  `json:"ts"`
-		Sig           *string `json:"sig"`
-	}
-	if err := unmarshalObject(body, &raw); err != nil {
-		return protocol.RegisterRequest{}, err
-	}
-	if err := requireFields(
-		field{"handle", raw.Handle != nil}, field{"signing_key", raw.SigningKey != nil},
-		field{"encryption_key", raw.EncryptionKey != nil}, field{"ts", raw.TS != nil}, field{"sig", raw.Sig != nil},
-	); err != nil {
-		return protocol.RegisterRequest{}, err
-	}
-	return protocol.RegisterRequest{Handle: *raw.Handle, SigningKey: *raw.SigningKey, EncryptionKey: *raw.EncryptionKey, TS: *raw.TS, Sig: *raw.Sig}, nil
-}
-
-// field is a required field of a request body, and whether it was given.
-type field struct {
-	name  string
-	given bool
-}
-
-// requireFields is invalid_request naming the first field not given.
-func requireFields(fields ...field) error {
-	for _, f := range fields {
-		if !f.given {
-			return Errorf(protocol.CodeInvalidRequest, "%s is required", f.name)
-		}
-	}
-	return nil
-}
-
-// unmarshalObject decodes a JSON object body into v, with errors that name
-// the field at fault rather than Go types.
-func unmarshalObject(body []byte, v any) error {
-	err := json.Unmarshal(body, v)
-	if err == nil {
-		return nil
-	}
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return Errorf(protocol.CodeInvalidRequest, "field %s must be a JSON %s", typeErr.Field, jsonKind(typeErr.Type))
-	case errors.As(err, &typeErr):
-		return Errorf(protocol.CodeInvalidRequest, "body must be a JSON object")
-	case errors.As(err, &syntaxErr):
-		return Errorf(protocol.CodeInvalidRequest, "body is not valid JSON (at byte %d)", syntaxErr.Offset)
-	default:
-		return Errorf(protocol.CodeInvalidRequest, "body is not valid JSON")
-	}
-}
-
-// jsonKind names a Go type the way a JSON client thinks of it.
-func jsonKind(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "string"
-	case reflect.Bool:
-		return "boolean"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
-		reflect.Float32, reflect.Float64:
-		return "number"
-	default:
-		return "value of the expected type"
-	}
+	var r protocol.RegisterRequest
+	err := DecodeObject(body,
+		Member{Name: "handle", Dst: &r.Handle, Required: true},
+		Member{Name: "signing_key", Dst: &r.SigningKey, Required: true},
+		Member{Name: "encryption_key", Dst: &r.EncryptionKey, Required: true},
+		Member{Name: "ts", Dst: &r.TS, Required: true},
+		Member{Name: "sig", Dst: &r.Sig, Required: true},
+	)
+	return r, err
 }
 
 // Register validates a registration, checks its proof of possession, and stores it.
@@ -357,7 +296,11 @@ func (s *Service) Authenticate(ctx context.Context, c identity.Credentials, msg 
 // text that was sent, with only insignificant whitespace removed.
 func ParseSend(body []byte) (protocol.SendRequest, error) {
 	var r protocol.SendRequest
-	if err := unmarshalObject(body, &r); err != nil {
+	if err := DecodeObject(body,
+		Member{Name: "to", Dst: &r.To, Required: true},
+		Member{Name: "id", Dst: &r.ID},
+		Member{Name: "envelope", Dst: &r.Envelope},
+	); err != nil {
 		return protocol.SendRequest{}, err
 	}
 	if r.To == "" {
@@ -387,6 +330,9 @@ func ParseSend(body []byte) (protocol.SendRequest, error) {
 	}
 	if len(r.Envelope) > protocol.MaxEnvelope {
 		return protocol.SendRequest{}, Errorf(protocol.CodeTooLarge, "envelope is %d bytes of JSON; the limit is %d", len(r.Envelope), protocol.MaxEnvelope)
+	}
+	if d := jsonDepth(r.Envelope, protocol.MaxEnvelopeDepth); d > protocol.MaxEnvelopeDepth {
+		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "envelope nests arrays and objects more than %d deep", protocol.MaxEnvelopeDepth)
 	}
 	return r, nil
 }

@@ -170,3 +170,69 @@ func TestFirstRecheck(t *testing.T) {
 		}
 	}
 }
+
+// TestStrictBodies: one signed body means one thing. encoding/json alone
+// matches member names case-insensitively and keeps the last duplicate.
+func TestStrictBodies(t *testing.T) {
+	t.Parallel()
+	reg := func(extra string) string {
+		return `{"handle":"alice","signing_key":"s","encryption_key":"e","ts":1,"sig":"x"` + extra + `}`
+	}
+	tests := []struct {
+		name  string
+		parse func([]byte) error
+		body  string
+		msg   string
+	}{
+		{"send: to and TO", parseSend, `{"to":"bob","TO":"carol","id":"m1","envelope":{}}`, `unknown member "TO"`},
+		{"send: two to", parseSend, `{"to":"bob","to":"carol","id":"m1","envelope":{}}`, `"to" appears more than once`},
+		{"send: To only", parseSend, `{"To":"bob","id":"m1","envelope":{}}`, `unknown member "To"`},
+		{"send: two envelopes", parseSend, `{"to":"bob","id":"m1","envelope":1,"envelope":2}`, "more than once"},
+		{"send: unknown member", parseSend, `{"to":"bob","id":"m1","envelope":{},"cc":"carol"}`, `unknown member "cc"`},
+		{"send: trailing data", parseSend, `{"to":"bob","id":"m1","envelope":{}} {}`, "data after"},
+		{"send: leading zero in a number", parseSend, `{"to":"bob","id":"m1","envelope":007}`, "not valid JSON"},
+		{"send: envelope too deep", parseSend, `{"to":"bob","id":"m1","envelope":` + strings.Repeat("[", protocol.MaxEnvelopeDepth+1) + strings.Repeat("]", protocol.MaxEnvelopeDepth+1) + `}`, "deep"},
+		{"send: envelope 9999 deep", parseSend, `{"to":"bob","id":"m1","envelope":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}`, "deep"},
+		{"register: ts twice", parseRegister, reg(`,"ts":2`), "more than once"},
+		{"register: Handle", parseRegister, reg(`,"Handle":"mallory"`), `unknown member "Handle"`},
+		{"register: leading zero ts", parseRegister, `{"handle":"alice","signing_key":"s","encryption_key":"e","ts":01,"sig":"x"}`, "not valid JSON"},
+		{"register: fractional ts", parseRegister, `{"handle":"alice","signing_key":"s","encryption_key":"e","ts":1.5,"sig":"x"}`, "field ts must be a JSON number"},
+		{"register: null ts", parseRegister, `{"handle":"alice","signing_key":"s","encryption_key":"e","ts":null,"sig":"x"}`, "ts is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.parse([]byte(tt.body))
+			var e *Error
+			if !errors.As(err, &e) || e.Code != protocol.CodeInvalidRequest || !strings.Contains(e.Message, tt.msg) {
+				t.Fatalf("parse(%.80s) = %v, want invalid_request %q", tt.body, err, tt.msg)
+			}
+		})
+	}
+	// At the limit is fine.
+	deep := strings.Repeat("[", protocol.MaxEnvelopeDepth) + strings.Repeat("]", protocol.MaxEnvelopeDepth)
+	if err := parseSend([]byte(`{"to":"bob","id":"m1","envelope":` + deep + `}`)); err != nil {
+		t.Fatalf("envelope %d deep: %v", protocol.MaxEnvelopeDepth, err)
+	}
+	// Brackets inside strings are not nesting.
+	if err := parseSend([]byte(`{"to":"bob","id":"m1","envelope":"` + strings.Repeat(`[\"{`, 100) + `"}`)); err != nil {
+		t.Fatalf("brackets in a string: %v", err)
+	}
+}
+
+func parseSend(b []byte) error     { _, err := ParseSend(b); return err }
+func parseRegister(b []byte) error { _, err := ParseRegister(b); return err }
+
+func TestJSONDepth(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		v    string
+		want int
+	}{
+		{`1`, 0}, {`"[[["`, 0}, {`[]`, 1}, {`{"a":[{}]}`, 3}, {`["\"[",[]]`, 2}, {`[{"\\":[1]}]`, 3},
+	} {
+		if got := jsonDepth([]byte(tt.v), 100); got != tt.want {
+			t.Errorf("jsonDepth(%s) = %d, want %d", tt.v, got, tt.want)
+		}
+	}
+}

@@ -10,25 +10,18 @@ import (
 	"github.com/kez-chat/kezd/store"
 )
 
-// ParseRotate parses a rotation body; every field is required.
+// ParseRotate parses a rotation body strictly (see DecodeObject); every
+// field is required.
 func ParseRotate(body []byte) (protocol.RotateRequest, error) {
-	var raw struct {
-		SigningKey    *string `json:"signing_key"`
-		EncryptionKey *string `json:"encryption_key"`
-		TS            *int64  `json:"ts"`
-		Sig           *string `json:"sig"`
-		NewSig        *string `json:"new_sig"`
-	}
-	if err := unmarshalObject(body, &raw); err != nil {
-		return protocol.RotateRequest{}, err
-	}
-	if err := requireFields(
-		field{"signing_key", raw.SigningKey != nil}, field{"encryption_key", raw.EncryptionKey != nil},
-		field{"ts", raw.TS != nil}, field{"sig", raw.Sig != nil}, field{"new_sig", raw.NewSig != nil},
-	); err != nil {
-		return protocol.RotateRequest{}, err
-	}
-	return protocol.RotateRequest{SigningKey: *raw.SigningKey, EncryptionKey: *raw.EncryptionKey, TS: *raw.TS, Sig: *raw.Sig, NewSig: *raw.NewSig}, nil
+	var r protocol.RotateRequest
+	err := DecodeObject(body,
+		Member{Name: "signing_key", Dst: &r.SigningKey, Required: true},
+		Member{Name: "encryption_key", Dst: &r.EncryptionKey, Required: true},
+		Member{Name: "ts", Dst: &r.TS, Required: true},
+		Member{Name: "sig", Dst: &r.Sig, Required: true},
+		Member{Name: "new_sig", Dst: &r.NewSig, Required: true},
+	)
+	return r, err
 }
 
 // Revocation tells every instance that a handle's keys changed or that it

@@ -171,3 +171,44 @@ func TestSendHugeBodyIsNotRead(t *testing.T) {
 		})
 	}
 }
+
+// TestSendStrictBody: a body that could mean two things, or holds an
+// envelope deeper than any client can decode, is refused and stores nothing.
+func TestSendStrictBody(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	alice, bob, carol := newUser(t, "alice"), newUser(t, "bob"), newUser(t, "carol")
+	for _, u := range []user{alice, bob, carol} {
+		e.register(u)
+	}
+	deep := strings.Repeat("[", 9999) + strings.Repeat("]", 9999)
+	for name, body := range map[string]string{
+		"to and TO":     `{"to":"bob","TO":"carol","id":"m1","envelope":{}}`,
+		"to twice":      `{"to":"bob","to":"carol","id":"m2","envelope":{}}`,
+		"unknown":       `{"to":"bob","id":"m3","envelope":{},"extra":1}`,
+		"deep envelope": `{"to":"bob","id":"m4","envelope":` + deep + `}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e.send(alice, []byte(body)).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+		})
+	}
+	if n, m := e.messageCount("bob"), e.messageCount("carol"); n+m != 0 {
+		t.Fatalf("stored %d for bob and %d for carol", n, m)
+	}
+}
+
+// TestRegisterStrictBody: the same strictness on registration.
+func TestRegisterStrictBody(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	bob := newUser(t, "bob")
+	body := bob.registerBody(now())
+	for name, b := range map[string][]byte{
+		"handle twice":  bytes.Replace(body, []byte(`{`), []byte(`{"handle":"mallory",`), 1),
+		"Handle":        bytes.Replace(body, []byte(`{`), []byte(`{"Handle":"mallory",`), 1),
+		"trailing data": append(append([]byte{}, body...), []byte(`{}`)...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			e.do(http.MethodPost, "/v1/handles", b, nil).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
+		})
+	}
+	e.register(bob)
+}

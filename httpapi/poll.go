@@ -102,10 +102,14 @@ func (s *Server) pollUntilClosing(ctx context.Context, owner store.Handle, since
 }
 
 // queryInt parses an optional non-negative decimal query value; absent
-// means def, anything else that is not digits is 400 invalid_request.
+// means def, anything else that is not digits, or has a leading zero (a
+// signed since has one spelling), is 400 invalid_request.
 func queryInt(v, name string, def int64) (int64, error) {
 	if v == "" {
 		return def, nil
+	}
+	if len(v) > 1 && v[0] == '0' {
+		return 0, chat.Errorf(protocol.CodeInvalidRequest, "%s must be a non-negative integer without leading zeros", name)
 	}
 	n, err := strconv.ParseUint(v, 10, 63) // digits only: no sign, no spaces
 	if err != nil {

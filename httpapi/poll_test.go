@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -95,6 +96,8 @@ func TestPollErrors(t *testing.T) {
 		{"another handle's inbox", "/v1/inbox/bob", header(alice.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusForbidden, protocol.CodeForbidden},
 		{"unknown handle's inbox", "/v1/inbox/carol", header(alice.authHeader(identity.PollString("carol", 0, ts), ts)), http.StatusForbidden, protocol.CodeForbidden},
 		{"negative since", "/v1/inbox/bob?since=-1", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"leading zero since", "/v1/inbox/bob?since=07", header(bob.authHeader(identity.PollString("bob", 7, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},
+		{"leading zero ts", "/v1/inbox/bob", header(fmt.Sprintf("Kez bob:0%d:%s", ts, identity.Sign(bob.priv, identity.PollString("bob", 0, ts)))), http.StatusBadRequest, protocol.CodeInvalidRequest},
 		{"since not a number", "/v1/inbox/bob?since=x", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},
 		{"limit zero", "/v1/inbox/bob?limit=0", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},
 		{"wait not a number", "/v1/inbox/bob?wait=1.5", header(bob.authHeader(identity.PollString("bob", 0, ts), ts)), http.StatusBadRequest, protocol.CodeInvalidRequest},

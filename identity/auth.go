@@ -67,10 +67,14 @@ func parseTSSig(s string) (int64, []byte, error) {
 	return ts, sig, nil
 }
 
-// ParseTimestamp parses a decimal Unix-seconds timestamp: digits only, no sign.
+// ParseTimestamp parses a decimal Unix-seconds timestamp: digits only, no
+// sign, and no leading zero, so that a signed timestamp has one spelling.
 func ParseTimestamp(s string) (int64, error) {
 	if s == "" || len(s) > maxTSDigits {
 		return 0, fmt.Errorf("%w: timestamp must be 1 to %d decimal digits", ErrMalformed, maxTSDigits)
+	}
+	if len(s) > 1 && s[0] == '0' {
+		return 0, fmt.Errorf("%w: timestamp must not have a leading zero", ErrMalformed)
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {

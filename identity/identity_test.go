@@ -156,6 +156,8 @@ func TestParseAuthorization(t *testing.T) {
 		{"no colon", "Kez alice", "", 0, false},
 		{"bad handle", "Kez Alice:1:" + sig, "", 0, false},
 		{"negative ts", "Kez alice:-1:" + sig, "", 0, false},
+		{"leading zero ts", "Kez alice:01700000000:" + sig, "", 0, false},
+		{"zero ts", "Kez alice:0:" + sig, "alice", 0, true},
 		{"huge ts", "Kez alice:99999999999999999999:" + sig, "", 0, false},
 		{"short sig", "Kez alice:1:abcd", "", 0, false},
 		{"extra field", "Kez alice:1:" + sig + ":x", "", 0, false},
@@ -184,7 +186,7 @@ func TestParseStreamAuth(t *testing.T) {
 	if err != nil || c.Handle != "bob" || c.TS != 12 {
 		t.Fatalf("ParseStreamAuth = %+v, %v", c, err)
 	}
-	for _, bad := range []string{"", "12", ":" + sig, "12:", "x:" + sig, "12:" + sig + "00"} {
+	for _, bad := range []string{"", "12", ":" + sig, "12:", "x:" + sig, "12:" + sig + "00", "012:" + sig, "00:" + sig} {
 		if _, err := ParseStreamAuth("bob", bad); !errors.Is(err, ErrMalformed) {
 			t.Errorf("ParseStreamAuth(%q) = %v, want ErrMalformed", bad, err)
 		}

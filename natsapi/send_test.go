@@ -89,6 +89,9 @@ func TestSendReplies(t *testing.T) {
 		{"bad json", "kez.chat.send.alice", `{`, `{"error":"invalid_request","message":`},
 		{"bad recipient", "kez.chat.send.alice", `{"to":"Bob","id":"m3","envelope":1}`, `{"error":"invalid_handle",`},
 		{"too large", "kez.chat.send.alice", `{"to":"bob","id":"m4","envelope":"` + strings.Repeat("a", protocol.MaxEnvelope) + `"}`, `{"error":"too_large",`},
+		{"to and TO", "kez.chat.send.alice", `{"to":"bob","TO":"alice","id":"m6","envelope":1}`, `{"error":"invalid_request","message":"unknown member \"TO\"`},
+		{"to twice", "kez.chat.send.alice", `{"to":"alice","to":"bob","id":"m7","envelope":1}`, `{"error":"invalid_request",`},
+		{"envelope too deep", "kez.chat.send.alice", `{"to":"bob","id":"m8","envelope":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}`, `{"error":"invalid_request",`},
 		{"bad sender", "kez.chat.send.Alice", `{"to":"bob","id":"m5","envelope":1}`, `{"error":"invalid_handle",`},
 	}
 	for _, tt := range tests {

@@ -38,6 +38,14 @@ func StreamPath(handle string) string { return InboxPath(handle) + "/stream" }
 // message may carry.
 const MaxEnvelope = 64 << 10
 
+// MaxEnvelopeDepth is the deepest an envelope may nest arrays and objects
+// (kezd's decision; docs/protocol.md). kez envelopes are a few levels deep;
+// a poll page and an SSE event wrap the envelope in three more, and every
+// client's JSON decoder has a depth limit of its own (Go's is 10,000), so
+// one absurdly deep envelope would otherwise make a recipient's whole inbox
+// page undecodable.
+const MaxEnvelopeDepth = 64
+
 // MaxSendBody bounds a whole send request: the envelope plus room for the
 // rest of the body (to, id, and whitespace a client may add).
 const MaxSendBody = MaxEnvelope + 16<<10
