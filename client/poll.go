@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -28,8 +30,88 @@ type PollOptions struct {
 }
 
 // Page is one answer of Poll. Next is the seq of the last message
-// returned, or Since: pass it as the next Since.
-type Page = protocol.Page
+// returned, or Since: pass it as the next Since. It is past Skipped
+// messages too.
+type Page struct {
+	protocol.Page
+	// Skipped lists the messages of the page that could not be decoded.
+	// Each message is decoded on its own, so one bad message (from a
+	// hostile or older server) never hides the others.
+	Skipped []SkippedMessage
+}
+
+// SkippedMessage is a message of a poll page that could not be decoded.
+type SkippedMessage struct {
+	// Seq is the message's seq, or 0 when not even that could be read.
+	Seq int64
+	Err error
+}
+
+// decodePage reads a poll answer one message at a time. encoding/json
+// checks a whole document's nesting depth at once, so decoding the page in
+// one call would let one deep envelope fail all of it.
+func decodePage(r io.Reader) (*Page, error) {
+	dec := json.NewDecoder(r)
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, err
+	}
+	var p Page
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch key {
+		case "messages":
+			if err := expectDelim(dec, '['); err != nil {
+				return nil, err
+			}
+			for dec.More() {
+				var raw json.RawMessage
+				if err := dec.Decode(&raw); err != nil {
+					return nil, err
+				}
+				var m Message
+				if err := json.Unmarshal(raw, &m); err != nil {
+					var seq struct {
+						Seq int64 `json:"seq"`
+					}
+					_ = json.Unmarshal(raw, &seq) // best effort: 0 when unreadable
+					p.Skipped = append(p.Skipped, SkippedMessage{Seq: seq.Seq, Err: fmt.Errorf("message %d: %w", seq.Seq, err)})
+					continue
+				}
+				p.Messages = append(p.Messages, m)
+			}
+			if err := expectDelim(dec, ']'); err != nil {
+				return nil, err
+			}
+		case "next":
+			if err := dec.Decode(&p.Next); err != nil {
+				return nil, err
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("want %q, got %v", want, tok)
+	}
+	return nil
+}
 
 // Poll reads as's inbox after opts.Since.
 func (c *Client) Poll(ctx context.Context, as *envelope.Identity, opts PollOptions) (*Page, error) {
@@ -44,17 +126,24 @@ func (c *Client) Poll(ctx context.Context, as *envelope.Identity, opts PollOptio
 		q.Set("wait", strconv.FormatInt(int64((opts.Wait+time.Second-1)/time.Second), 10))
 	}
 	ts := c.now().Unix()
-	var p Page
-	err := c.do(ctx, http.MethodGet, protocol.InboxPath(as.Handle), q, nil, authHeader(as, ts, identity.PollString(as.Handle, opts.Since, ts)), &p)
+	resp, err := c.send(ctx, http.MethodGet, protocol.InboxPath(as.Handle), q, nil, authHeader(as, ts, identity.PollString(as.Handle, opts.Since, ts)), nil)
 	if err != nil {
 		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, readError(resp)
+	}
+	p, err := decodePage(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, fmt.Errorf("decode %s answer: %w", resp.Request.URL.Path, err)
 	}
 	for _, m := range p.Messages {
 		if m.Seq <= opts.Since || m.To != as.Handle {
 			return nil, fmt.Errorf("poll: server returned message %d for %q after since=%d", m.Seq, m.To, opts.Since)
 		}
 	}
-	return &p, nil
+	return p, nil
 }
 
 // Open verifies and decrypts m, a message delivered to me. The sender's

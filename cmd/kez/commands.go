@@ -376,7 +376,10 @@ func (e *env) inbox(args []string) error {
 			return err
 		}
 	}
-	if !c.json && len(p.Messages) == 0 {
+	for _, s := range p.Skipped {
+		fmt.Fprintf(e.stderr, "skipped a message that could not be read: %v\n", s.Err)
+	}
+	if !c.json && len(p.Messages) == 0 && len(p.Skipped) == 0 {
 		fmt.Fprintln(e.stderr, "no new messages")
 	}
 	return nil
