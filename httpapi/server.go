@@ -75,6 +75,10 @@ type Config struct {
 	// WebFinger domain and it prefixes the links WebFinger returns. Nil means
 	// http://localhost, which suits tests only.
 	PublicURL *url.URL
+	// WebFingerAliases are further domains WebFinger answers for (with the
+	// links still under PublicURL), such as the bare domain when the API is
+	// served from a subdomain. No other domain is ever ours.
+	WebFingerAliases []string
 	// NATSURL, when set, is advertised by WebFinger as the
 	// https://kez.chat/rel/nats link.
 	NATSURL string

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -15,8 +14,9 @@ import (
 )
 
 // webfinger serves GET /.well-known/webfinger?resource=acct:<handle>@<domain>.
-// The domain is PublicURL's host; any other domain is 404, as is an
-// unknown handle. rel, which may repeat, keeps only the links with those
+// The domain is PublicURL's host or one of WebFingerAliases; any other
+// domain is 404, whatever the request's Host header says, as is an unknown
+// handle. rel, which may repeat, keeps only the links with those
 // relations (RFC 7033 §4.3); it never filters the rest of the document.
 func (s *Server) webfinger(c echo.Context) error {
 	// Browsers on other origins resolve addresses, and errors must be
@@ -31,7 +31,8 @@ func (s *Server) webfinger(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if !s.isOurDomain(domain) && !sameHost(domain, c.Request().Host) {
+	// The Host header is the client's to choose: it names no domain of ours.
+	if !s.isOurDomain(domain) {
 		return chat.Errorf(protocol.CodeUnknownHandle, "%q is not a domain this server answers for", domain)
 	}
 	if err := identity.ValidateHandle(local); err != nil {
@@ -89,24 +90,13 @@ func parseAcct(resource string) (user, host string, err error) {
 // the URL names one.
 func (s *Server) domain() string { return strings.ToLower(s.cfg.PublicURL.Host) }
 
-// isOurDomain accepts the domain with or without PublicURL's port, since a
-// client may name the host alone; host names are case-insensitive.
+// isOurDomain accepts the public URL's domain, with or without its port
+// since a client may name the host alone, and the configured aliases; host
+// names are case-insensitive.
 func (s *Server) isOurDomain(d string) bool {
 	d = strings.ToLower(d)
-	return d == s.domain() || d == strings.ToLower(s.cfg.PublicURL.Hostname())
-}
-
-// sameHost reports whether the asked-for domain is the host the request was
-// sent to (with or without its port): a name by which the client reached
-// this server, such as 127.0.0.1 when the public URL says localhost.
-func sameHost(domain, requestHost string) bool {
-	if requestHost == "" {
-		return false
-	}
-	domain, requestHost = strings.ToLower(domain), strings.ToLower(requestHost)
-	if domain == requestHost {
+	if d == s.domain() || d == strings.ToLower(s.cfg.PublicURL.Hostname()) {
 		return true
 	}
-	host, _, err := net.SplitHostPort(requestHost)
-	return err == nil && domain == host
+	return slices.ContainsFunc(s.cfg.WebFingerAliases, func(a string) bool { return strings.EqualFold(a, d) })
 }

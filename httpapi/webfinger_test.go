@@ -147,18 +147,37 @@ func TestWebFingerSubjectEchoesDomain(t *testing.T) {
 	}
 }
 
-// TestWebFingerRequestHost: the host a client reached the server by is one
-// of its names (127.0.0.1 for a server whose public URL says localhost);
-// any other domain is still unknown.
-func TestWebFingerRequestHost(t *testing.T) {
-	e := newEnv(t, openSQLite(t), func(c *Config) { c.PublicURL = &url.URL{Scheme: "http", Host: "localhost:8080"} })
+// TestWebFingerOnlyOwnDomains: the domains are the public URL's and the
+// configured aliases. The Host header a client sends names none: asking
+// for acct:alice@evil.example with Host: evil.example is 404.
+func TestWebFingerOnlyOwnDomains(t *testing.T) {
+	e := newEnv(t, openSQLite(t), func(c *Config) {
+		c.PublicURL = &url.URL{Scheme: "https", Host: "api.kez.example"}
+		c.WebFingerAliases = []string{"kez.example"}
+	})
 	e.register(newUser(t, "alice"))
-	host := strings.TrimPrefix(e.url, "http://") // 127.0.0.1:<port>
-	hostOnly, _, _ := strings.Cut(host, ":")
-	for _, asked := range []string{host, hostOnly} {
-		r := e.do(http.MethodGet, "/.well-known/webfinger?resource="+url.QueryEscape("acct:alice@"+asked), nil, nil)
-		r.want(t, http.StatusOK)
+	ask := func(domain, host string) response {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url+"/.well-known/webfinger?resource="+url.QueryEscape("acct:alice@"+domain), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		return doRequest(t, req)
 	}
-	r := e.do(http.MethodGet, "/.well-known/webfinger?resource="+url.QueryEscape("acct:alice@elsewhere.example"), nil, nil)
-	r.want(t, http.StatusNotFound)
+	for _, domain := range []string{"api.kez.example", "kez.example", "KEZ.example"} {
+		ask(domain, "").want(t, http.StatusOK)
+	}
+	reached := strings.TrimPrefix(e.url, "http://") // 127.0.0.1:<port>
+	hostOnly, _, _ := strings.Cut(reached, ":")
+	for _, tt := range []struct{ domain, host string }{
+		{"evil.example", "evil.example"},
+		{reached, ""},
+		{hostOnly, ""},
+		{"sub.kez.example", "sub.kez.example"},
+	} {
+		ask(tt.domain, tt.host).wantError(t, http.StatusNotFound, protocol.CodeUnknownHandle)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"time"
 
@@ -49,8 +48,7 @@ func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 	}
 	store := "sqlite in " + cfg.DataDir
 	if cfg.DatabaseURL != "" {
-		u, _ := url.Parse(cfg.DatabaseURL)
-		store = "postgres at " + u.Redacted()
+		store = "postgres at " + redactURLs(cfg.DatabaseURL)
 	}
 	nats := "embedded, client " + cfg.NATSListen
 	if cfg.NATSURL != "" {
@@ -61,21 +59,6 @@ func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 	fmt.Fprintf(stdout, "configuration OK\n  http:   %s (public %s)\n  store:  %s\n  nats:   %s\n  keys:   %s\n  drain:  %s, then shutdown within %s\n",
 		cfg.Listen, cfg.PublicURL, store, nats, keys, cfg.DrainDelay, cfg.ShutdownTimeout)
 	return nil
-}
-
-func redactURLs(list string) string {
-	out := ""
-	for i, s := range splitList(list) {
-		if i > 0 {
-			out += ","
-		}
-		if u, err := url.Parse(s); err == nil {
-			out += u.Redacted()
-		} else {
-			out += "(invalid URL)"
-		}
-	}
-	return out
 }
 
 // healthcheck is `kezd healthcheck [--url URL]`: for a container's health

@@ -30,6 +30,8 @@ type config struct {
 	DataDir     string
 	AuthSkew    time.Duration
 	LogLevel    slog.Level
+	// WebFingerAliases are further domains WebFinger answers for.
+	WebFingerAliases []string
 
 	PingInterval        time.Duration
 	ShutdownTimeout     time.Duration
@@ -125,6 +127,42 @@ func (e *envFlags) parse(args []string, stderr io.Writer) error {
 	return nil
 }
 
+// redactURLs hides the user information (a password, or a user name alone,
+// which NATS reads as a token) and credential-like query values of every
+// URL in the comma-separated list s. What does not parse is hidden whole.
+func redactURLs(s string) string {
+	if s == "" {
+		return ""
+	}
+	const hidden = "xxxxx"
+	parts := strings.Split(s, ",")
+	for i, part := range parts {
+		u, err := url.Parse(strings.TrimSpace(part))
+		if err != nil {
+			parts[i] = hidden
+			continue
+		}
+		if u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				u.User = url.UserPassword(u.User.Username(), hidden)
+			} else {
+				u.User = url.User(hidden)
+			}
+		}
+		if q := u.Query(); len(q) > 0 {
+			for k := range q {
+				if lk := strings.ToLower(k); strings.Contains(lk, "pass") || strings.Contains(lk, "secret") ||
+					strings.Contains(lk, "token") || strings.Contains(lk, "key") {
+					q.Set(k, hidden)
+				}
+			}
+			u.RawQuery = q.Encode()
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}
+
 func (e *envFlags) str(p *string, name, env, def, usage string) {
 	if v := e.getenv(env); v != "" {
 		def = v
@@ -215,10 +253,11 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("kezd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	e := &envFlags{fs: fs, getenv: getenv}
-	var publicURL, logLevel, routes string
+	var publicURL, logLevel, routes, aliases string
 	e.str(&c.Listen, "listen", "KEZ_LISTEN", ":8080", "HTTP listen address")
 	e.str(&c.AdminListen, "admin-listen", "KEZ_ADMIN_LISTEN", DefaultAdminListen, "operator listener (GET /metrics), or off; keep it off the public network")
 	e.str(&publicURL, "public-url", "KEZ_PUBLIC_URL", "", "URL clients use; its host is the WebFinger domain (default derived from --listen)")
+	e.str(&aliases, "webfinger-aliases", "KEZ_WEBFINGER_ALIASES", "", "comma-separated further domains WebFinger answers for (besides the public URL's)")
 	e.secret(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "postgres:// URL; empty uses the embedded SQLite store in --data-dir")
 	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory for the embedded store and generated keys")
 	e.dur(&c.AuthSkew, "auth-skew", "KEZ_AUTH_SKEW", chat.DefaultSkew, "accepted clock difference for signed requests")
@@ -412,6 +451,12 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if (c.NATSCert == "") != (c.NATSKey == "") {
 		return config{}, errors.New("invalid --nats-cert/--nats-key: give both or neither")
+	}
+	for _, a := range splitList(aliases) {
+		if strings.ContainsAny(a, "/@ ") || strings.Contains(a, "://") {
+			return config{}, fmt.Errorf("invalid --webfinger-aliases entry %q: want a domain such as example.org", a)
+		}
+		c.WebFingerAliases = append(c.WebFingerAliases, strings.ToLower(a))
 	}
 	c.PublicURLSet = publicURL != ""
 	pu, err := derivePublicURL(publicURL, c.Listen)

@@ -115,6 +115,8 @@ func TestParseServeRejects(t *testing.T) {
 		{"pair bytes below an envelope", []string{"--rate-pair-bytes", "1KiB/1s"}, nil, "rate-pair-bytes"},
 		{"trusted proxy", []string{"--trusted-proxies", "10.0.0.0/8,proxy.example"}, nil, "trusted-proxies"},
 		{"polls per ip", []string{"--max-polls-per-ip", "0"}, nil, "max-polls-per-ip"},
+		{"webfinger alias with a scheme", []string{"--webfinger-aliases", "https://example.org"}, nil, "webfinger-aliases"},
+		{"webfinger alias with a user", []string{"--webfinger-aliases", "a@example.org"}, nil, "webfinger-aliases"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -209,3 +211,15 @@ func TestSecretsStayOutOfHelp(t *testing.T) {
 		t.Fatalf("flag did not win: %v %q", err, c.NATSPassword)
 	}
 }
+
+func TestParseServeWebFingerAliases(t *testing.T) {
+	t.Parallel()
+	c, err := parseServe(nil, env(map[string]string{"KEZ_WEBFINGER_ALIASES": "Example.org, kez.example:8443,"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.WebFingerAliases, " ") != "example.org kez.example:8443" {
+		t.Fatalf("aliases = %q", c.WebFingerAliases)
+	}
+}
+

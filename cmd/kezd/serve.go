@@ -210,6 +210,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 	api := httpapi.New(httpapi.Config{
 		PublicURL:           &publicURL,
+		WebFingerAliases:    cfg.WebFingerAliases,
 		NATSURL:             natsURL,
 		PingInterval:        cfg.PingInterval,
 		MaxStreams:          cfg.MaxStreams,
