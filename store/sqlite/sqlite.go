@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"math"
 	"net/url"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -55,6 +56,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		q.Set("_txlock", "immediate")
 		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	}
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
 	write, err := sql.Open("sqlite", dsn())
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -80,6 +84,24 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	read.SetMaxIdleConns(n)
 	db.read = read
 	return db, nil
+}
+
+// createPrivate creates the database file and the WAL files SQLite would
+// create beside it, readable by kezd's user only (they hold every message
+// and key), whatever the directory's mode. SQLite's own default is 0644,
+// and it keeps the mode of files that exist. Files that exist already are
+// left as the operator made them.
+func createPrivate(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close closes the database.

@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -58,5 +59,30 @@ func TestClosedIsUnavailable(t *testing.T) {
 	_, err = db.AppendMessage(t.Context(), store.NewMessage{From: "a", To: "b", ID: "1", Envelope: []byte(`{}`)})
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("append on a closed store error = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestFilesArePrivate: the database and its WAL files are 0600 even in a
+// data directory the operator made 0755 (they hold every message and key).
+func TestFilesArePrivate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "kez.db")
+	db := open(t, path)
+	// A write, so that the WAL and shared-memory files exist.
+	if _, err := db.CreateHandle(t.Context(), store.Handle{Handle: "alice", SigningKey: "aa", EncryptionKey: "bb"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode := fi.Mode().Perm(); mode != 0o600 {
+			t.Errorf("%s is %#o, want 0600", filepath.Base(p), mode)
+		}
 	}
 }
