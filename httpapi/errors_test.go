@@ -61,3 +61,34 @@ func TestInternalErrorIsNotSent(t *testing.T) {
 		t.Fatalf("the cause was not logged: %s", logs.Bytes())
 	}
 }
+
+// TestResponseHeaders: every answer, success or error, tells browsers not
+// to sniff its type and caches not to store it; the stream says no-cache,
+// as PROTOCOL.md has it, and nosniff too.
+func TestResponseHeaders(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	bob := newUser(t, "bob")
+	answers := map[string]response{
+		"register":         e.do(http.MethodPost, "/v1/handles", bob.registerBody(now()), nil),
+		"lookup":           e.do(http.MethodGet, "/v1/handles/bob", nil, nil),
+		"unknown handle":   e.do(http.MethodGet, "/v1/handles/nobody", nil, nil),
+		"no such endpoint": e.do(http.MethodGet, "/nowhere", nil, nil),
+		"wrong method":     e.do(http.MethodDelete, "/v1/messages", nil, nil),
+		"unsigned send":    e.do(http.MethodPost, "/v1/messages", sendBody("bob", "m1", "{}"), nil),
+		"poll":             e.poll(bob, "bob", "", 0),
+		"webfinger":        e.do(http.MethodGet, "/.well-known/webfinger?resource=acct:bob@"+testDomain, nil, nil),
+		"healthz":          e.do(http.MethodGet, "/healthz", nil, nil),
+	}
+	for name, r := range answers {
+		if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s (%d): X-Content-Type-Options %q, want nosniff", name, r.status, got)
+		}
+		if got := r.header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("%s (%d): Cache-Control %q, want no-store", name, r.status, got)
+		}
+	}
+	s := e.openStream(streamPath(bob, "bob", ""), nil)
+	if s.res.StatusCode != http.StatusOK || s.res.Header.Get("Cache-Control") != "no-cache" || s.res.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("stream: %d with headers %v", s.res.StatusCode, s.res.Header)
+	}
+}

@@ -215,7 +215,7 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
-	e.Use(s.recoverPanic)
+	e.Use(s.recoverPanic, responseHeaders)
 
 	timed := s.writeDeadline
 	e.POST(protocol.PathHandles, s.register, timed, s.limitPerIP(ratelimit.Registrations))
@@ -293,6 +293,21 @@ func (s *Server) writeDeadline(next echo.HandlerFunc) echo.HandlerFunc {
 		// Not every ResponseWriter supports deadlines (httptest recorders);
 		// then the server's own timeouts are all there is.
 		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		return next(c)
+	}
+}
+
+// responseHeaders sets what every answer carries unless its handler says
+// otherwise: nosniff, so that a browser never reads an answer (an error
+// echoing input, an envelope) as something other than its Content-Type;
+// and no-store, since API answers are per-request and keys change. A
+// handler whose answer may be cached (static files) sets its own
+// Cache-Control; the stream sets no-cache, as PROTOCOL.md says.
+func responseHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set(echo.HeaderCacheControl, "no-store")
 		return next(c)
 	}
 }
