@@ -65,6 +65,11 @@ type Config struct {
 	// WebSocketListen, when set, opens a NATS WebSocket listener for
 	// browsers ("host:port"). It speaks plain ws://: put TLS in front of it.
 	WebSocketListen string
+	// WebSocketAllowedOrigins are the origins ("https://chat.example") whose
+	// pages may open the WebSocket; a request with another Origin header is
+	// refused, one without (a native client) accepted. Empty accepts any
+	// origin: kezd passes the public URL's unless told otherwise.
+	WebSocketAllowedOrigins []string
 	// Auth, when set, configures the embedded server for the auth callout
 	// (see Auth). Nil runs an open server with one account (tests, loopback).
 	Auth *Auth

@@ -108,6 +108,7 @@ func serverOptions(cfg Config) (*server.Options, []nats.Option, error) {
 		}
 		opts.Websocket.Host, opts.Websocket.Port = host, port
 		opts.Websocket.NoTLS = true
+		opts.Websocket.AllowedOrigins = cfg.WebSocketAllowedOrigins
 	}
 	if cfg.Auth == nil {
 		return opts, nil, nil

@@ -76,7 +76,11 @@ type config struct {
 	NATSClusterUser     string
 	NATSClusterPassword string
 	NATSWebSocket       string
-	NATSPublicURL       string
+	// NATSWebSocketOrigins are the page origins the WebSocket accepts;
+	// empty means the public URL's, nil after "*" means any.
+	NATSWebSocketOrigins   []string
+	NATSWebSocketAnyOrigin bool
+	NATSPublicURL          string
 
 	CalloutIssuerSeed  string
 	CalloutXKeySeed    string
@@ -253,7 +257,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("kezd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	e := &envFlags{fs: fs, getenv: getenv}
-	var publicURL, logLevel, routes, aliases string
+	var publicURL, logLevel, routes, aliases, wsOrigins string
 	e.str(&c.Listen, "listen", "KEZ_LISTEN", ":8080", "HTTP listen address")
 	e.str(&c.AdminListen, "admin-listen", "KEZ_ADMIN_LISTEN", DefaultAdminListen, "operator listener (GET /metrics), or off; keep it off the public network")
 	e.str(&publicURL, "public-url", "KEZ_PUBLIC_URL", "", "URL clients use; its host is the WebFinger domain (default derived from --listen)")
@@ -307,6 +311,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&c.NATSClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "embedded NATS: user the cluster's routes log in as (default kezd-route)")
 	e.secret(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "embedded NATS: route password (default derived from the NATS keys; prefer the environment)")
 	e.str(&c.NATSWebSocket, "nats-websocket-listen", "KEZ_NATS_WEBSOCKET_LISTEN", "", "embedded NATS WebSocket address for browsers (off when empty)")
+	e.str(&wsOrigins, "nats-websocket-origins", "KEZ_NATS_WEBSOCKET_ORIGINS", "", "comma-separated origins (https://host[:port]) whose pages may use the NATS WebSocket, or * for any (default: the public URL's origin)")
 	e.str(&c.NATSPublicURL, "nats-public-url", "KEZ_NATS_PUBLIC_URL", "", "NATS URL advertised to clients in WebFinger (default derived from --nats-listen)")
 
 	e.secret(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "auth callout issuer account seed (default: generated in --data-dir)")
@@ -457,6 +462,20 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 			return config{}, fmt.Errorf("invalid --webfinger-aliases entry %q: want a domain such as example.org", a)
 		}
 		c.WebFingerAliases = append(c.WebFingerAliases, strings.ToLower(a))
+	}
+	for _, o := range splitList(wsOrigins) {
+		if o == "*" {
+			c.NATSWebSocketAnyOrigin = true
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return config{}, fmt.Errorf("invalid --nats-websocket-origins entry %q: want http(s)://host[:port] or *", o)
+		}
+		c.NATSWebSocketOrigins = append(c.NATSWebSocketOrigins, u.Scheme+"://"+u.Host)
+	}
+	if c.NATSWebSocketAnyOrigin && len(c.NATSWebSocketOrigins) > 0 {
+		return config{}, errors.New("invalid --nats-websocket-origins: * cannot be combined with origins")
 	}
 	c.PublicURLSet = publicURL != ""
 	pu, err := derivePublicURL(publicURL, c.Listen)

@@ -115,6 +115,9 @@ func TestParseServeRejects(t *testing.T) {
 		{"pair bytes below an envelope", []string{"--rate-pair-bytes", "1KiB/1s"}, nil, "rate-pair-bytes"},
 		{"trusted proxy", []string{"--trusted-proxies", "10.0.0.0/8,proxy.example"}, nil, "trusted-proxies"},
 		{"polls per ip", []string{"--max-polls-per-ip", "0"}, nil, "max-polls-per-ip"},
+		{"websocket origin with a path", []string{"--nats-websocket-origins", "https://a.example/app"}, nil, "nats-websocket-origins"},
+		{"websocket origin without a scheme", []string{"--nats-websocket-origins", "a.example"}, nil, "nats-websocket-origins"},
+		{"websocket origins: * and more", []string{"--nats-websocket-origins", "*,https://a.example"}, nil, "nats-websocket-origins"},
 		{"webfinger alias with a scheme", []string{"--webfinger-aliases", "https://example.org"}, nil, "webfinger-aliases"},
 		{"webfinger alias with a user", []string{"--webfinger-aliases", "a@example.org"}, nil, "webfinger-aliases"},
 	}

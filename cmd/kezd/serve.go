@@ -74,6 +74,23 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		return fmt.Errorf("nats keys: %w", err)
 	}
 
+	// Listen first: the public URL, derived from --listen, needs the port
+	// actually bound (":0" in tests), and the NATS WebSocket's default
+	// allowed origin is the public URL's.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on --listen %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close() // Serve closes it too; this covers returning before Serve
+	publicURL := *cfg.PublicURL
+	if !cfg.PublicURLSet {
+		publicURL.Host = net.JoinHostPort(publicURL.Hostname(), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	}
+	wsOrigins := cfg.NATSWebSocketOrigins
+	if len(wsOrigins) == 0 && !cfg.NATSWebSocketAnyOrigin {
+		wsOrigins = []string{publicURL.Scheme + "://" + publicURL.Host}
+	}
+
 	bcfg := broker.Config{
 		URL:            cfg.NATSURL,
 		CredsFile:      cfg.NATSCreds,
@@ -87,11 +104,12 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		TLSCert:        cfg.NATSCert,
 		TLSKey:         cfg.NATSKey,
 
-		Listen:          cfg.NATSListen,
-		ClusterListen:   cfg.NATSClusterListen,
-		Routes:          cfg.NATSRoutes,
-		ClusterName:     cfg.NATSClusterName,
-		WebSocketListen: cfg.NATSWebSocket,
+		Listen:                  cfg.NATSListen,
+		ClusterListen:           cfg.NATSClusterListen,
+		Routes:                  cfg.NATSRoutes,
+		ClusterName:             cfg.NATSClusterName,
+		WebSocketListen:         cfg.NATSWebSocket,
+		WebSocketAllowedOrigins: wsOrigins,
 		Auth: &broker.Auth{
 			Issuer:      pub.Issuer,
 			XKey:        pub.XKey,
@@ -195,15 +213,6 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 	defer sender.Stop()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on --listen %s: %w", cfg.Listen, err)
-	}
-	publicURL := *cfg.PublicURL
-	if !cfg.PublicURLSet {
-		// Derived from --listen: use the port actually bound (":0" in tests).
-		publicURL.Host = net.JoinHostPort(publicURL.Hostname(), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-	}
 	natsURL := cfg.NATSPublicURL
 	if natsURL == "" {
 		natsURL = b.ClientURL()

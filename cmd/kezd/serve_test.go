@@ -266,3 +266,45 @@ func TestGracefulShutdownOnSignal(t *testing.T) {
 }
 
 func sha256Hex(b []byte) string { return identity.BodySHA256(b) }
+
+// TestServeWebSocketOrigins: by default only pages of the public URL's
+// origin may use the NATS WebSocket; --nats-websocket-origins '*' lets any.
+func TestServeWebSocketOrigins(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args     []string
+		evilGets int
+	}{
+		{nil, http.StatusForbidden},
+		{[]string{"--nats-websocket-origins", "*"}, http.StatusSwitchingProtocols},
+	} {
+		s := startServe(t, append([]string{"--nats-websocket-listen", "127.0.0.1:-1"}, tt.args...)...)
+		ws := "http" + strings.TrimPrefix(s.Broker.WebSocketURL(), "ws")
+		if got := wsUpgrade(t, ws, s.HTTPURL); got != http.StatusSwitchingProtocols {
+			t.Errorf("%v: the public URL's origin gets %d", tt.args, got)
+		}
+		if got := wsUpgrade(t, ws, "https://evil.example"); got != tt.evilGets {
+			t.Errorf("%v: another origin gets %d, want %d", tt.args, got, tt.evilGets)
+		}
+	}
+}
+
+// wsUpgrade asks url for a WebSocket upgrade from a page of origin and
+// returns the status.
+func wsUpgrade(t *testing.T, url, origin string) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+		"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": origin} {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
