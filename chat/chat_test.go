@@ -193,6 +193,8 @@ func TestStrictBodies(t *testing.T) {
 		{"send: leading zero in a number", parseSend, `{"to":"bob","id":"m1","envelope":007}`, "not valid JSON"},
 		{"send: envelope too deep", parseSend, `{"to":"bob","id":"m1","envelope":` + strings.Repeat("[", protocol.MaxEnvelopeDepth+1) + strings.Repeat("]", protocol.MaxEnvelopeDepth+1) + `}`, "deep"},
 		{"send: envelope 9999 deep", parseSend, `{"to":"bob","id":"m1","envelope":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}`, "deep"},
+		{"rotate: new_sig twice", parseRotate, `{"signing_key":"s","encryption_key":"e","ts":1,"sig":"x","new_sig":"y","new_sig":"z"}`, "more than once"},
+		{"rotate: Signing_Key", parseRotate, `{"signing_key":"s","Signing_Key":"t","encryption_key":"e","ts":1,"sig":"x","new_sig":"y"}`, `unknown member "Signing_Key"`},
 		{"register: ts twice", parseRegister, reg(`,"ts":2`), "more than once"},
 		{"register: Handle", parseRegister, reg(`,"Handle":"mallory"`), `unknown member "Handle"`},
 		{"register: leading zero ts", parseRegister, `{"handle":"alice","signing_key":"s","encryption_key":"e","ts":01,"sig":"x"}`, "not valid JSON"},
@@ -222,6 +224,7 @@ func TestStrictBodies(t *testing.T) {
 
 func parseSend(b []byte) error     { _, err := ParseSend(b); return err }
 func parseRegister(b []byte) error { _, err := ParseRegister(b); return err }
+func parseRotate(b []byte) error   { _, err := ParseRotate(b); return err }
 
 func TestJSONDepth(t *testing.T) {
 	t.Parallel()
