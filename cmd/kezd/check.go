@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/kez-chat/kezd/authcallout"
@@ -59,6 +61,42 @@ func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 	fmt.Fprintf(stdout, "configuration OK\n  http:   %s (public %s)\n  store:  %s\n  nats:   %s\n  keys:   %s\n  drain:  %s, then shutdown within %s\n",
 		cfg.Listen, cfg.PublicURL, store, nats, keys, cfg.DrainDelay, cfg.ShutdownTimeout)
 	return nil
+}
+
+// redactURLs hides the user information (a password, or a user name alone,
+// which NATS reads as a token) and credential-like query values of every
+// URL in the comma-separated list s. What does not parse is hidden whole.
+func redactURLs(s string) string {
+	if s == "" {
+		return ""
+	}
+	const hidden = "xxxxx"
+	parts := strings.Split(s, ",")
+	for i, part := range parts {
+		u, err := url.Parse(strings.TrimSpace(part))
+		if err != nil {
+			parts[i] = hidden
+			continue
+		}
+		if u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				u.User = url.UserPassword(u.User.Username(), hidden)
+			} else {
+				u.User = url.User(hidden)
+			}
+		}
+		if q := u.Query(); len(q) > 0 {
+			for k := range q {
+				if lk := strings.ToLower(k); strings.Contains(lk, "pass") || strings.Contains(lk, "secret") ||
+					strings.Contains(lk, "token") || strings.Contains(lk, "key") {
+					q.Set(k, hidden)
+				}
+			}
+			u.RawQuery = q.Encode()
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 // healthcheck is `kezd healthcheck [--url URL]`: for a container's health

@@ -131,42 +131,6 @@ func (e *envFlags) parse(args []string, stderr io.Writer) error {
 	return nil
 }
 
-// redactURLs hides the user information (a password, or a user name alone,
-// which NATS reads as a token) and credential-like query values of every
-// URL in the comma-separated list s. What does not parse is hidden whole.
-func redactURLs(s string) string {
-	if s == "" {
-		return ""
-	}
-	const hidden = "xxxxx"
-	parts := strings.Split(s, ",")
-	for i, part := range parts {
-		u, err := url.Parse(strings.TrimSpace(part))
-		if err != nil {
-			parts[i] = hidden
-			continue
-		}
-		if u.User != nil {
-			if _, ok := u.User.Password(); ok {
-				u.User = url.UserPassword(u.User.Username(), hidden)
-			} else {
-				u.User = url.User(hidden)
-			}
-		}
-		if q := u.Query(); len(q) > 0 {
-			for k := range q {
-				if lk := strings.ToLower(k); strings.Contains(lk, "pass") || strings.Contains(lk, "secret") ||
-					strings.Contains(lk, "token") || strings.Contains(lk, "key") {
-					q.Set(k, hidden)
-				}
-			}
-			u.RawQuery = q.Encode()
-		}
-		parts[i] = u.String()
-	}
-	return strings.Join(parts, ",")
-}
-
 func (e *envFlags) str(p *string, name, env, def, usage string) {
 	if v := e.getenv(env); v != "" {
 		def = v

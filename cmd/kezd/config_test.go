@@ -225,4 +225,3 @@ func TestParseServeWebFingerAliases(t *testing.T) {
 		t.Fatalf("aliases = %q", c.WebFingerAliases)
 	}
 }
-

@@ -197,6 +197,8 @@ func TestCheckConfig(t *testing.T) {
 	}{
 		{"defaults", nil, true, "sqlite in ./kez-data"},
 		{"postgres hides the password", []string{"--database-url", "postgres://kez:s3cret@db/kez"}, true, "postgres://kez:xxxxx@db/kez"},
+		{"nats token hidden", []string{"--nats-url", "nats://s3cret@n1:4222"}, true, "nats://xxxxx@n1:4222"},
+		{"postgres query password hidden", []string{"--database-url", "postgres://kez@db/kez?password=s3cret"}, true, "postgres://xxxxx@db/kez?password=xxxxx"},
 		{"bad flag value", []string{"--drain-delay", "-1s"}, false, ""},
 		{"unknown flag", []string{"--no-such-flag"}, false, ""},
 		{"missing creds file", []string{"--nats-url", "nats://x:4222", "--nats-creds", "/nonexistent/kezd.creds"}, false, ""},
