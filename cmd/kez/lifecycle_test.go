@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,4 +99,46 @@ func readKey(t *testing.T, path string) keyFile {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestRotateKeepsKeysWhenTheAnswerIsLost: when the rotation's answer never
+// arrives (the server may have applied it), the new keys stay in the
+// .rotating file beside the key file, and the error says where they are;
+// removing them could lock the handle out for good.
+func TestRotateKeepsKeysWhenTheAnswerIsLost(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // the request arrived; its answer is lost
+		}
+	}))
+	t.Cleanup(srv.Close)
+	home := t.TempDir()
+	if _, _, err := runKez(t, home, "", "keygen", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(home, ".config", "kez", "alice.json")
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = runKez(t, home, "", "rotate", "--as", "alice", "--server", srv.URL)
+	if err == nil {
+		t.Fatal("rotate succeeded without an answer")
+	}
+	pending, rerr := readKeyFile(path + ".rotating")
+	if rerr != nil {
+		t.Fatalf("the new keys are gone (%v); rotate said: %v", rerr, err)
+	}
+	if len(pending.Previous) != 1 || pending.SigningKey == "" || strings.Contains(string(before), pending.SigningKey) {
+		t.Fatalf(".rotating holds %+v, want new keys with the old ones kept", pending)
+	}
+	if !strings.Contains(err.Error(), path+".rotating") {
+		t.Fatalf("the error does not say where the new keys are: %v", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
+		t.Fatal("the key file changed without a confirmed rotation")
+	}
 }
