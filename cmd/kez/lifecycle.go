@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/envelope"
 )
 
@@ -77,9 +78,16 @@ func (e *env) rotate(args []string) error {
 		return fmt.Errorf("keys not rotated: %w", err)
 	}
 	h, err := cl.Rotate(e.ctx, id, next)
-	if err != nil {
+	var refused *client.Error
+	switch {
+	case errors.As(err, &refused) && refused.Status < 500:
+		// The server answered and did not rotate: the new keys are nobody's.
 		os.Remove(pending)
 		return err
+	case err != nil:
+		// No answer, or a server failure: it may have rotated, and then
+		// only the new keys open the handle.
+		return fmt.Errorf("the server may or may not have rotated the keys: the new ones are in %s (if the old key is refused, move it over %s): %w", pending, path, err)
 	}
 	if err := os.Rename(pending, path); err != nil {
 		return fmt.Errorf("keys rotated at the server, but the key file was not updated: the new keys are in %s: %w", pending, err)
