@@ -130,6 +130,7 @@ type Auth struct {
 type Broker struct {
 	log      *slog.Logger
 	srv      *server.Server // nil in external mode
+	routes   *routeWatch    // the embedded server's route health; nil in external mode
 	nc       *nats.Conn
 	url      string // external URL, redacted
 	rawURL   string // external URL as configured, for Connect
@@ -203,7 +204,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 			b.sys = sys
 		}
 	} else {
-		srv, internal, err := startEmbedded(cfg, log)
+		b.routes = newRouteWatch(log)
+		srv, internal, err := startEmbedded(cfg, log, b.routes)
 		if err != nil {
 			return nil, err
 		}

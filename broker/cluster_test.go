@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -275,5 +277,67 @@ func TestInterestImmediate(t *testing.T) {
 		if got := startBroker(t, c.cfg).InterestImmediate(); got != c.want {
 			t.Errorf("%s: InterestImmediate = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestRefusedRouteReported: instances whose route credentials differ (they
+// do not share the deployment's keys) say so in one kezd log line, however
+// often the route is retried, and in their readiness.
+func TestRefusedRouteReported(t *testing.T) {
+	t.Parallel()
+	a, aLog := startLogged(t, clusterConfig())
+	if err := a.RoutesRefused(t.Context()); err != nil {
+		t.Fatalf("a lone server reports %v", err)
+	}
+	cfg := clusterConfig(a.ClusterURL())
+	cfg.ClusterPassword = "another-deployments-password"
+	b, bLog := startLogged(t, cfg)
+	bLog.wait(t, `msg="nats route failing"`)
+	// The route is retried; wait for a second refusal.
+	for strings.Count(bLog.String(), "Authorization Violation") < 2 {
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		}
+	}
+	if n := strings.Count(bLog.String(), `level=WARN msg="nats route failing"`); n != 1 {
+		t.Errorf("%d warnings for repeated refusals, want 1:\n%s", n, bLog)
+	}
+	if !strings.Contains(bLog.String(), "do not share the deployment's NATS keys") {
+		t.Errorf("the warning does not say what is wrong:\n%s", bLog)
+	}
+	for name, br := range map[string]*Broker{"refused": b, "refusing": a} {
+		if err := br.RoutesRefused(t.Context()); !errors.Is(err, ErrRoutesRefused) {
+			t.Errorf("%s side: RoutesRefused = %v, want ErrRoutesRefused", name, err)
+		}
+	}
+	if strings.Contains(aLog.String(), `level=ERROR`) && strings.Contains(aLog.String(), "rid:") {
+		t.Errorf("the refusing side logged route errors at error level:\n%s", aLog)
+	}
+}
+
+// TestRouteDialErrorsSummarised: a peer that is down is dialled again
+// every second; kezd says so once (then in summaries), not every time.
+func TestRouteDialErrorsSummarised(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "nats://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	b, log := startLogged(t, clusterConfig(down))
+	_ = b
+	log.wait(t, `msg="nats route dial failing"`)
+	for strings.Count(log.String(), "Error trying to connect to route") < 3 {
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		}
+	}
+	if n := strings.Count(log.String(), "level=WARN") + strings.Count(log.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d warnings and errors for three failed dials of one peer, want 1:\n%s", n, log)
 	}
 }

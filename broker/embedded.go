@@ -19,7 +19,7 @@ import (
 
 // startEmbedded builds the server options from cfg, starts the server and
 // returns it with the options kezd's own connection needs to log in.
-func startEmbedded(cfg Config, log *slog.Logger) (*server.Server, []nats.Option, error) {
+func startEmbedded(cfg Config, log *slog.Logger, routes *routeWatch) (*server.Server, []nats.Option, error) {
 	opts, internal, err := serverOptions(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -29,7 +29,7 @@ func startEmbedded(cfg Config, log *slog.Logger) (*server.Server, []nats.Option,
 		return nil, nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	fatal := make(chan string, 1)
-	srv.SetLogger(serverLogger{log: log.With("nats_server", true), fatal: fatal}, false, false)
+	srv.SetLogger(serverLogger{log: log.With("nats_server", true), fatal: fatal, routes: routes}, false, false)
 	srv.Start()
 	// A server that cannot start (its port is taken) says so in a fatal
 	// log line and never becomes ready: report that at once, not a timeout.
@@ -200,11 +200,18 @@ func splitHostPort(s string) (string, int, error) {
 // serverLogger sends the embedded server's log to slog. The server logs why
 // a callout refused a client; that reason never reaches the client.
 type serverLogger struct {
-	log   *slog.Logger
-	fatal chan<- string // the first fatal message, if anyone listens
+	log    *slog.Logger
+	fatal  chan<- string // the first fatal message, if anyone listens
+	routes *routeWatch
 }
 
-func (l serverLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Noticef(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "Route connection created") {
+		l.routes.connected()
+	}
+	l.log.Info(msg)
+}
 func (l serverLogger) Warnf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	if strings.HasPrefix(msg, "Auth callout service returned an error") {
@@ -223,6 +230,19 @@ func (l serverLogger) Fatalf(format string, v ...any) {
 }
 func (l serverLogger) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
+	switch {
+	case l.routes == nil:
+		// No watch to summarise route trouble: log it as it comes.
+	case strings.Contains(msg, "rid:") && (strings.Contains(msg, "Authorization Violation") || strings.Contains(msg, "authentication error")):
+		l.routes.refused()
+		l.log.Debug(msg)
+		return
+	case strings.Contains(msg, "Error trying to connect to route"):
+		// About once a second per peer while one is down: summarised.
+		l.routes.dialFailed(msg)
+		l.log.Debug(msg)
+		return
+	}
 	if strings.Contains(msg, " - authentication error") {
 		// One per refused login: the callout logs refusals, summarised,
 		// so that a flood of bad logins cannot flood the log.

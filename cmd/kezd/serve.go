@@ -233,6 +233,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		Ready: []httpapi.Check{
 			{Name: "store", Fn: st.Ping},
 			{Name: "nats", Fn: b.Ping},
+			{Name: "nats_routes", Fn: b.RoutesRefused},
 			{Name: "draining", Fn: func(context.Context) error {
 				if draining.Load() {
 					return errDraining
