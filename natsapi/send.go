@@ -99,8 +99,9 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 				r.log.Error("nats send failed", "from", from, "code", string(e.Code), "err", err)
 			}
 			reply = e.Body()
-			if e.Code == protocol.CodeRateLimited {
-				// As HTTP's header says it: whole seconds.
+			if e.Code == protocol.CodeRateLimited || e.Code == protocol.CodeInboxFull {
+				// Every refusal HTTP answers 429 carries it there; here as
+				// HTTP's header says it: whole seconds.
 				hdr.Set(protocol.RetryAfterHeader, strconv.FormatInt(e.RetryAfterSeconds(), 10))
 			}
 		} else {

@@ -172,3 +172,30 @@ func TestSendRateLimited(t *testing.T) {
 		}
 	}
 }
+
+// TestSendInboxFull: a NATS send beyond the recipient's quota gets the same
+// error object as HTTP's 429 inbox_full, with its Retry-After header.
+func TestSendInboxFull(t *testing.T) {
+	t.Parallel()
+	s := setup(t, natsapi.SendConfig{}, chat.Config{Quota: store.Quota{Messages: 1}})
+	nc := connect(t, s, "alice")
+	for i := range 2 {
+		msg, err := nc.Request("kez.chat.send.alice", []byte(`{"to":"bob","id":"q`+strconv.Itoa(i)+`","envelope":1}`), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if !strings.HasPrefix(string(msg.Data), `{"seq":`) {
+				t.Fatalf("send within the quota: %s", msg.Data)
+			}
+			continue
+		}
+		var body protocol.ErrorBody
+		if err := json.Unmarshal(msg.Data, &body); err != nil || body.Error != protocol.CodeInboxFull {
+			t.Fatalf("send beyond the quota: %s", msg.Data)
+		}
+		if n, err := strconv.Atoi(msg.Header.Get(protocol.RetryAfterHeader)); err != nil || n < 1 {
+			t.Fatalf("Retry-After %q, want whole seconds", msg.Header.Get(protocol.RetryAfterHeader))
+		}
+	}
+}

@@ -21,7 +21,7 @@ const (
 	// clients need not check it, their permissions keep others off inbox
 	// subjects).
 	MACHeader = "Kez-Mac"
-	// RetryAfterHeader is the header of a rate_limited NATS reply: whole
+	// RetryAfterHeader is the header of a rate_limited or inbox_full NATS reply: whole
 	// seconds, as HTTP's Retry-After.
 	RetryAfterHeader = "Retry-After"
 )
