@@ -135,7 +135,12 @@ func BenchmarkSlowStreamMemory(b *testing.B) {
 		}
 	}
 	peak := int64(0)
-	time.Sleep(2 * time.Second) // the streams open
+	// Sampling starts once every stream is open.
+	for tick := time.NewTicker(10 * time.Millisecond); srv.OpenStreams() < inboxes*perInbox; <-tick.C {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d streams opened", srv.OpenStreams(), inboxes*perInbox)
+		}
+	}
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Second) // sampling, not synchronisation
 		if time.Until(deadline) < time.Second {
