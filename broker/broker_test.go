@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -362,5 +363,31 @@ func TestStartPortTaken(t *testing.T) {
 	}
 	if waited := time.Since(started); waited > 5*time.Second {
 		t.Fatalf("took %s to fail", waited)
+	}
+}
+
+// The embedded server refuses a message larger than anything kezd or a
+// client needs (a send request, a stored message), so that no login can
+// make the server hold megabytes per message.
+func TestEmbeddedMaxPayload(t *testing.T) {
+	b, err := Start(t.Context(), Config{Listen: "127.0.0.1:-1"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b.Close(ctx)
+	})
+	nc, err := nats.Connect(b.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish("kez.chat.send.alice", make([]byte, protocol.MaxSendBody)); err != nil {
+		t.Fatalf("a send request of the largest size: %v", err)
+	}
+	if err := nc.Publish("kez.chat.send.alice", make([]byte, 200<<10)); !errors.Is(err, nats.ErrMaxPayload) {
+		t.Fatalf("a 200 KiB publish: %v, want ErrMaxPayload", err)
 	}
 }

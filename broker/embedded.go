@@ -59,7 +59,11 @@ func serverOptions(cfg Config) (*server.Options, []nats.Option, error) {
 	opts := &server.Options{
 		ServerName: cfg.ServerName,
 		NoSigs:     true, // kezd's main owns the signals
-		MaxPayload: 1 << 20,
+		// The largest message anyone needs: a send request (clients) or a
+		// stored message (kezd's publishes), both under MaxSendBody. The
+		// callout's user JWTs cannot carry a per-user payload limit:
+		// nats-server does not apply a callout JWT's limits.
+		MaxPayload: maxPayload,
 	}
 	if cfg.Listen == "" || cfg.Listen == "off" {
 		opts.DontListen = true
@@ -196,6 +200,9 @@ func splitHostPort(s string) (string, int, error) {
 	}
 	return host, port, nil
 }
+
+// maxPayload is the embedded server's max_payload.
+const maxPayload = 128 << 10
 
 // serverLogger sends the embedded server's log to slog. The server logs why
 // a callout refused a client; that reason never reaches the client.
