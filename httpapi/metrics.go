@@ -14,6 +14,11 @@ func (s *Server) OpenPolls() int {
 	return s.polls.open
 }
 
+// SlowStreams is how many streams this instance has ended since start
+// because their readers did not take a catch-up page by its drain deadline
+// (the clients resume from their Last-Event-ID).
+func (s *Server) SlowStreams() int64 { return s.slowStreams.Load() }
+
 // CapNames are the stream and long-poll caps, as CapRefusals names them.
 var CapNames = []string{
 	"streams_per_handle", "streams_per_ip", "streams_per_instance",

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -180,6 +181,8 @@ type Server struct {
 	wg       sync.WaitGroup                          // open streams, detached ones included
 
 	frames sync.Pool // *[]byte buffers of stream writes, between bursts
+
+	slowStreams atomic.Int64 // streams ended for missing a catch-up page's drain deadline
 }
 
 // detachedStream is what the server knows of a stream running on a

@@ -116,6 +116,9 @@ func TestStreamSlowDrainEnds(t *testing.T) {
 		t.Fatalf("the slow reader's stream was not ended: %v", err)
 	}
 	conn.Close() // what the server wrote before the end is still in flight
+	if n := e.srv.SlowStreams(); n != 1 {
+		t.Errorf("SlowStreams = %d, want 1", n)
+	}
 	r := <-read
 	switch {
 	case r.ready:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -196,7 +197,10 @@ func (s *Server) follow(ctx context.Context, cancel context.CancelFunc, w *event
 	err := s.svc.Follow(ctx, owner, cursor, w.event)
 	ended := ctx.Err() != nil // by the client, a failed ping or shutdown
 	cancel()
-	w.stopPings()
+	w.stopPings() // no write after it: missedDue is settled
+	if w.missedDue {
+		s.slowStreams.Add(1)
+	}
 	stopAbort()
 	w.finish()
 	var werr *writeError
@@ -268,6 +272,9 @@ type eventWriter struct {
 	frames  *sync.Pool // of *[]byte, the server's
 	pending *[]byte    // frames held back until the burst ends (under mu)
 	heldDue time.Time  // when the frames held back must be written by, if set (under mu)
+	// missedDue says a write failed at heldDue: the reader is too slow
+	// (under mu; read once stopPings has returned).
+	missedDue bool
 
 	pinger     *time.Timer   // nil until pings start
 	pingEvery  time.Duration // the longest silence
@@ -454,7 +461,8 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 		w.pinger.Reset(w.pingEvery)
 	}
 	by := time.Now().Add(w.timeout)
-	if !w.heldDue.IsZero() && w.heldDue.Before(by) {
+	due := !w.heldDue.IsZero() && w.heldDue.Before(by)
+	if due {
 		by = w.heldDue
 	}
 	if w.conn != nil {
@@ -462,6 +470,7 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 			return &writeError{err}
 		}
 		if _, err := w.conn.Write(*buf); err != nil {
+			w.missedDue = due && errors.Is(err, os.ErrDeadlineExceeded) && !w.ended.Load()
 			return &writeError{err}
 		}
 		return nil
@@ -470,9 +479,11 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 		return &writeError{err}
 	}
 	if _, err := w.res.Write(*buf); err != nil {
+		w.missedDue = due && errors.Is(err, os.ErrDeadlineExceeded) && !w.ended.Load()
 		return &writeError{err}
 	}
 	if err := w.rc.Flush(); err != nil {
+		w.missedDue = due && errors.Is(err, os.ErrDeadlineExceeded) && !w.ended.Load()
 		return &writeError{err}
 	}
 	return nil

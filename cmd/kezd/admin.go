@@ -50,6 +50,8 @@ func newRegistry(m metricSources) *prometheus.Registry {
 		func() float64 { return float64(m.svc.InboxFullRefusals()) }, nil)
 	counter("kezd_streams_busy_total", "Streams ended because the catch-up memory budget stayed taken (clients resume).",
 		func() float64 { return float64(m.svc.StreamsBusy()) }, nil)
+	counter("kezd_streams_slow_total", "Streams ended because their readers did not take a catch-up page within --stream-drain-timeout (clients resume).",
+		func() float64 { return float64(m.api.SlowStreams()) }, nil)
 	counter("kezd_live_rejected_total", "Live inbox messages dropped because kezd did not publish them (no valid MAC).",
 		func() float64 { return float64(m.broker.LiveRejected()) }, nil)
 	counter("kezd_nats_logins_authorized_total", "NATS logins the auth callout granted.",
