@@ -33,6 +33,7 @@ const WORDS = {
   stale_timestamp: "This device's clock is too far from the server's. Set the clock right and try again.",
   bad_signature: 'The server did not accept this identity\u2019s signature.',
   unauthorized: 'This identity is not registered on this server.',
+  forbidden: 'The server does not allow this.',
   too_large: 'The message is too long.',
   rate_limited: 'Too many requests: slow down a little.',
   inbox_full: "The recipient's inbox is full; try again later.",
@@ -89,6 +90,34 @@ export async function lookup(handle) {
     if (err.code === 'unknown_handle') return null;
     throw err;
   }
+}
+
+// lookupAt returns the keys a handle had at time at (a message's sent_at,
+// RFC 3339), or null when it had none then.
+export async function lookupAt(handle, at) {
+  try {
+    return await request('/v1/handles/' + encodeURIComponent(handle) + '?at=' + encodeURIComponent(at));
+  } catch (err) {
+    if (err.code === 'unknown_handle') return null;
+    throw err;
+  }
+}
+
+// rotate replaces cur's keys at the server with next's; both sign it.
+export async function rotate(cur, next) {
+  const ts = now();
+  const path = `/v1/handles/${cur.handle}/keys`;
+  const text = ['POST', path, next.signingKey, next.encryptionKey, ts].join('\n');
+  const [sig, newSig] = await Promise.all([sign(cur, text), sign(next, text)]);
+  return request(path, json(JSON.stringify({ signing_key: next.signingKey, encryption_key: next.encryptionKey, ts, sig, new_sig: newSig })));
+}
+
+// deleteAccount deletes id's handle and its inbox at the server, for good.
+export async function deleteAccount(id) {
+  const ts = now();
+  const path = `/v1/handles/${id.handle}`;
+  const sig = await sign(id, ['DELETE', path, ts].join('\n'));
+  return request(path, { method: 'DELETE', headers: { Authorization: `Kez ${id.handle}:${ts}:${sig}` } });
 }
 
 // resolve finds the keys of an address: a handle on this server, or

@@ -4,7 +4,7 @@
 import * as api from './api.js';
 import { openDB } from './db.js';
 import { Live } from './live.js';
-import { EnvelopeError, fingerprint, keyFile, newIdentity, openStored, parseKeyFile, seal, validHandle, hex } from './envelope.js';
+import { EnvelopeError, exportable, fingerprint, keyFile, newIdentity, openStored, parseKeyFile, rotated, seal, validHandle, hex } from './envelope.js';
 
 // The envelope code, for the browser tests that check it against the Go
 // package's vectors.
@@ -30,6 +30,7 @@ const state = {
   current: '', // the open conversation's handle
   keys: new Map(), // handle -> {signing_key, at}: registry answers, briefly cached
   channel: null,
+  pending: null, // new keys of a rotation the server may not have taken yet
 };
 
 const KEY_TTL = 60000;
@@ -88,9 +89,129 @@ function exportKeyFile() {
   setTimeout(() => URL.revokeObjectURL(a.href), 60000);
 }
 
+// notice tells the person something that went right (e.g. the account was
+// deleted), where the error would be.
+function showNotice(text) {
+  const p = $('notice');
+  p.textContent = text ?? '';
+  p.hidden = !text;
+}
+
 function showBackup(text) {
   $('backup-text').textContent = text;
   $('export').hidden = !state.me.secrets;
+}
+
+// ---- rotation and deletion
+
+// rotateKeys replaces this identity's keys with new ones made here. The new
+// keys are kept (as pending) before the server hears of them, so a crash or
+// a lost answer never loses keys the server already has; the rotated
+// identity, which keeps the old keys so messages sealed to them still open,
+// then replaces the stored one in one write.
+async function rotateKeys() {
+  const cur = state.me;
+  // An earlier rotation whose answer was lost may have happened: settle it
+  // first (its new keys are still in memory, or at least stored).
+  const earlier = state.pending ?? (await state.db.identity())?.pending;
+  let next = earlier;
+  if (!next) {
+    next = await newIdentity(cur.handle);
+    await state.db.saveIdentity({ ...cur, pending: next });
+  }
+  state.pending = next;
+  let err;
+  try {
+    if (!earlier) await api.rotate(cur, next);
+  } catch (e) {
+    err = e;
+  }
+  const id = await settle({ ...cur, pending: next });
+  if (id.pending) throw err ?? new Error('An earlier rotation is not finished: the server cannot be reached. Try again.');
+  state.pending = null;
+  if (id.signingKey === cur.signingKey && id.encryptionKey === cur.encryptionKey) {
+    throw err ?? new Error('The keys were not rotated. Try again.');
+  }
+  switchIdentity(id, rotatedText(id));
+  state.channel?.postMessage({ identity: true });
+}
+
+// settle finishes or drops a rotation that was kept as pending: the server's
+// registered keys say whether it happened. It returns the identity to use
+// (still pending when the server cannot be asked).
+async function settle(id) {
+  if (!id.pending) return id;
+  const { pending, ...cur } = id;
+  let reg;
+  try {
+    reg = await api.lookup(cur.handle);
+  } catch {
+    return id;
+  }
+  const done = reg && reg.signing_key === pending.signingKey && reg.encryption_key === pending.encryptionKey;
+  const out = done ? rotated(cur, pending) : cur;
+  await state.db.saveIdentity(out);
+  return done ? out : cur;
+}
+
+function rotatedText(id) {
+  const t = 'Your keys were rotated: the server now knows only the new ones, and your old key file no longer works. Save your new key file now (the format kez rotate writes); this browser cannot export it later.';
+  return exportable(id)
+    ? t + ' It also holds your previous keys, so older messages still open with it.'
+    : t + ' This browser cannot export the keys from before (they are non-extractable), so the new file holds only the keys it has; keep your old key file to read older messages with the kez CLI.';
+}
+
+// switchIdentity goes on with id (the same handle, other keys): a stream
+// signed with the old key would be refused.
+function switchIdentity(id, backup) {
+  state.me = id;
+  $('my-fp').textContent = fingerprint(id.signingKey);
+  showBackup(backup);
+  state.live?.stop();
+  state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus });
+  state.live.start();
+}
+
+// deleteAccount deletes the handle at the server once the person typed it,
+// then everything this browser keeps for it.
+async function deleteAccount() {
+  const handle = state.me.handle;
+  if ($('delete-confirm').value.trim() !== handle) {
+    throw new Error(`To delete the account, type its handle, ${handle}, in the box first.`);
+  }
+  try {
+    await api.deleteAccount(state.me);
+  } catch (err) {
+    // Deleted already (by another device): only this browser's data is left.
+    if (err.code !== 'unknown_handle') throw err;
+  }
+  await signOut();
+  state.channel?.postMessage({ deleted: true });
+  state.channel?.close();
+  state.channel = null;
+  showNotice(`The account ${handle} was deleted from the server, and its keys and messages from this browser.`);
+}
+
+// signOut forgets the identity and everything kept for it, and goes back to
+// the start screen.
+async function signOut() {
+  state.live?.stop();
+  state.live = null;
+  await state.db.clear();
+  Object.assign(state, { me: null, cursor: 0, current: '' });
+  state.keys.clear();
+  $('app').hidden = true;
+  $('app').classList.remove('show-conv');
+  $('me').hidden = true;
+  $('contacts').replaceChildren();
+  $('messages').replaceChildren();
+  $('conv-body').hidden = true;
+  $('empty').hidden = false;
+  $('delete-confirm').value = '';
+  $('settings').open = false;
+  $('welcome').hidden = false;
+  setStatus('connecting', 'no identity yet');
+  $('handle-input').focus();
 }
 
 // ---- contacts and keys
@@ -287,8 +408,11 @@ async function receive(m) {
   if (!Number.isSafeInteger(seq) || seq <= state.cursor) return;
   const from = validHandle(m.from) ? m.from : '?';
   const rec = { key: `in/${from}/${m.id}`, peer: from, dir: 'in', id: String(m.id), at: Date.parse(m.sent_at) || Date.now(), n: seq, seq };
+  // A message sealed before its sender rotated verifies with the key the
+  // sender had when it was stored.
+  const keyAt = typeof m.sent_at === 'string' ? async (h) => (await api.lookupAt(h, m.sent_at))?.signing_key ?? null : null;
   try {
-    const o = await openStored(m, state.me, senderKey);
+    const o = await openStored(m, state.me, senderKey, keyAt);
     rec.text = o.text;
   } catch (err) {
     if (!(err instanceof EnvelopeError)) throw err; // try again after reconnecting
@@ -314,6 +438,7 @@ async function receive(m) {
 function start(id, backup) {
   if (state.me) return;
   state.me = id;
+  showNotice(null);
   $('welcome').hidden = true;
   $('app').hidden = false;
   const me = $('me');
@@ -323,6 +448,12 @@ function start(id, backup) {
   showBackup(backup ?? 'This browser keeps your keys and cannot export them (they are non-extractable). To use this handle elsewhere, use the key file you saved when you made it.');
   state.channel = new BroadcastChannel('kez');
   state.channel.onmessage = async (ev) => {
+    // Another tab rotated the keys or deleted the account: start again from
+    // what it stored.
+    if (ev.data?.identity || ev.data?.deleted) {
+      location.reload();
+      return;
+    }
     // Another tab of this identity kept something: show it here too.
     state.cursor = Math.max(state.cursor, await state.db.cursor());
     if (ev.data?.peer === state.current) await renderMessages();
@@ -380,6 +511,32 @@ function wire() {
       showError(err);
     }
   });
+  $('rotate').addEventListener('click', async () => {
+    const btn = $('rotate');
+    btn.disabled = true;
+    showError(null);
+    try {
+      await rotateKeys();
+      $('export').focus();
+    } catch (err) {
+      showError(err);
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  $('delete-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const btn = $('delete');
+    btn.disabled = true;
+    showError(null);
+    try {
+      await deleteAccount();
+    } catch (err) {
+      showError(err);
+    } finally {
+      btn.disabled = false;
+    }
+  });
   $('accept-key').addEventListener('click', () => acceptKeys().catch(showError));
   $('back').addEventListener('click', () => {
     $('app').classList.remove('show-conv');
@@ -416,10 +573,19 @@ async function boot() {
     return;
   }
   wire();
-  const id = await state.db.identity();
+  let id = await state.db.identity();
   if (state.me) return; // an identity was made or imported meanwhile
+  if (id?.pending) {
+    // A rotation was interrupted: finish it if the server has the new keys.
+    id = await settle(id);
+    if (state.me) return;
+    if (id.pending) {
+      const { pending, ...cur } = id;
+      id = cur;
+    }
+  }
   if (id) {
-    start(id);
+    start(id, id.previous?.length ? 'This browser keeps your keys and cannot export them (they are non-extractable). Use the key file you saved when you last rotated them.' : undefined);
   } else {
     $('welcome').hidden = false;
     setStatus('connecting', 'no identity yet');

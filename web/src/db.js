@@ -21,6 +21,15 @@ function done(tx) {
   });
 }
 
+// stripped is an identity without raw secrets, its own or its previous key
+// sets'.
+function stripped(id) {
+  const { secrets, ...kept } = id;
+  if (kept.previous) kept.previous = kept.previous.map(({ secrets, ...p }) => p);
+  if (kept.pending) kept.pending = stripped(kept.pending);
+  return kept;
+}
+
 export async function openDB() {
   const r = indexedDB.open(NAME, VERSION);
   r.onupgradeneeded = () => {
@@ -56,9 +65,18 @@ class DB {
 
   // saveIdentity keeps an identity without its raw secrets: only the
   // non-extractable CryptoKeys and the public keys are stored.
+  // A rotation's previous key sets are kept the same way. One put, so the
+  // stored identity is the old one or the rotated one, never half of each.
   saveIdentity(id) {
-    const { secrets, ...kept } = id;
-    return this.put('meta', kept, 'identity');
+    return this.put('meta', stripped(id), 'identity');
+  }
+
+  // clear removes everything kept: the identity, contacts, messages and the
+  // cursor (after the account was deleted).
+  async clear() {
+    const tx = this.db.transaction(['meta', 'contacts', 'messages'], 'readwrite');
+    for (const s of ['meta', 'contacts', 'messages']) tx.objectStore(s).clear();
+    return done(tx);
   }
 
   async cursor() {

@@ -171,8 +171,45 @@ export async function parseKeyFile(text) {
     throw new Error('key file: public keys do not match the secrets');
   }
   id.server = typeof k.server === 'string' ? k.server : '';
+  // The key sets from before rotations (`kez rotate` keeps them, oldest
+  // first), so that messages sealed to them still open.
+  id.previous = [];
+  if (k.previous !== undefined) {
+    if (!Array.isArray(k.previous)) throw new Error('key file: previous must be a list');
+    for (const [i, p] of k.previous.entries()) {
+      const n = i + 1;
+      if (!p || typeof p !== 'object') throw new Error(`key file: previous keys ${n} are not an object`);
+      for (const f of ['signing_seed', 'encryption_secret', 'signing_key', 'encryption_key']) {
+        if (typeof p[f] !== 'string') throw new Error(`key file: previous keys ${n}: ${f} is missing`);
+      }
+      let old;
+      try {
+        old = await fromSecrets(k.handle, p.signing_seed, p.encryption_secret);
+      } catch {
+        throw new Error(`key file: previous keys ${n}: the secrets must be 32 bytes of lowercase hex`);
+      }
+      if (old.signingKey !== p.signing_key || old.encryptionKey !== p.encryption_key) {
+        throw new Error(`key file: previous keys ${n}: public keys do not match the secrets`);
+      }
+      delete old.handle;
+      id.previous.push(old);
+    }
+  }
   return id;
 }
+
+// rotated is id with next's keys, id's keys kept as the newest previous set
+// (as `kez rotate` keeps them in the key file).
+export function rotated(id, next) {
+  const { signKey, encKey, signingKey, encryptionKey, secrets } = id;
+  const old = { signKey, encKey, signingKey, encryptionKey };
+  if (secrets) old.secrets = secrets;
+  return { ...next, previous: [...(id.previous ?? []), old] };
+}
+
+// exportable reports whether keyFile can write id whole: its secrets and
+// those of every previous key set are still in memory.
+export const exportable = (id) => !!id.secrets && (id.previous ?? []).every((p) => p.secrets);
 
 // keyFile is the key file of id, byte for byte what `kez keygen` writes
 // (Go's json.MarshalIndent with two spaces, then a newline).
@@ -186,6 +223,17 @@ export function keyFile(id, server) {
     encryption_key: id.encryptionKey,
   };
   if (server) k.server = server;
+  // The previous key sets whose secrets this page still has; a stored
+  // identity's are non-extractable (exportable says whether all are here).
+  const previous = (id.previous ?? []).filter((p) => p.secrets);
+  if (previous.length) {
+    k.previous = previous.map((p) => ({
+      signing_seed: p.secrets.seed,
+      encryption_secret: p.secrets.secret,
+      signing_key: p.signingKey,
+      encryption_key: p.encryptionKey,
+    }));
+  }
   return goJSON(k, '  ') + '\n';
 }
 
@@ -327,7 +375,10 @@ export function parse(raw) {
 // refusal is an EnvelopeError.
 export async function open(raw, me, senderKey) {
   const { env: e, ct } = parse(raw);
-  if (e.to !== me.handle || e.recipient_key !== me.encryptionKey) {
+  // The recipient key may be one from before a rotation: a message sealed
+  // to it opens with that key's secret.
+  const keys = e.to === me.handle ? [me, ...(me.previous ?? [])].find((k) => k.encryptionKey === e.recipient_key) : null;
+  if (!keys) {
     throw new EnvelopeError('wrong_recipient', `sealed for ${JSON.stringify(e.to)}`);
   }
   const registered = await senderKey(e.from);
@@ -340,11 +391,11 @@ export async function open(raw, me, senderKey) {
   const ephPub = unhex(e.ephemeral_key);
   let shared;
   try {
-    shared = await x25519(me.encKey, ephPub);
+    shared = await x25519(keys.encKey, ephPub);
   } catch {
     throw new EnvelopeError('decrypt', 'key agreement');
   }
-  const { key, nonce } = await deriveKeyNonce(shared, ephPub, unhex(me.encryptionKey));
+  const { key, nonce } = await deriveKeyNonce(shared, ephPub, unhex(keys.encryptionKey));
   let pt;
   try {
     pt = chacha20poly1305(key, nonce, enc.encode(h)).decrypt(ct);
@@ -363,9 +414,20 @@ export async function open(raw, me, senderKey) {
 // openStored opens a stored message ({from, to, id, envelope}) and refuses
 // one whose envelope names another sender, recipient or id than the server
 // delivered it under.
-export async function openStored(m, me, senderKey) {
+//
+// senderKeyAt(handle), when given, is the sender's signing key as of the
+// message (a lookup ?at= its sent_at): a message sealed before its sender
+// rotated does not verify with the current key, so it is tried again with
+// that one, as the Go client's Open does.
+export async function openStored(m, me, senderKey, senderKeyAt) {
   const raw = typeof m.envelope === 'string' ? m.envelope : JSON.stringify(m.envelope);
-  const o = await open(raw, me, senderKey);
+  let o;
+  try {
+    o = await open(raw, me, senderKey);
+  } catch (err) {
+    if (!senderKeyAt || !(err instanceof EnvelopeError) || !['sender_key_mismatch', 'bad_signature', 'unknown_sender'].includes(err.code)) throw err;
+    o = await open(raw, me, senderKeyAt);
+  }
   if (o.from !== m.from || o.to !== m.to || o.id !== m.id) throw new EnvelopeError('relabelled');
   return o;
 }

@@ -1,0 +1,273 @@
+package web_test
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/kezdtest"
+	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/internal/browsertest"
+)
+
+// savedKeys is a key file as the browser saves it (the format of kez
+// rotate: the current keys and the previous sets, oldest first).
+type savedKeys struct {
+	Handle           string `json:"handle"`
+	SigningSeed      string `json:"signing_seed"`
+	EncryptionSecret string `json:"encryption_secret"`
+	SigningKey       string `json:"signing_key"`
+	EncryptionKey    string `json:"encryption_key"`
+	Server           string `json:"server"`
+	Previous         []struct {
+		SigningSeed      string `json:"signing_seed"`
+		EncryptionSecret string `json:"encryption_secret"`
+		SigningKey       string `json:"signing_key"`
+		EncryptionKey    string `json:"encryption_key"`
+	} `json:"previous"`
+}
+
+// saveKeyFile saves p's key file and returns its path, bytes and identity.
+func (p *person) saveKeyFile() (string, []byte, *savedKeys, *envelope.Identity) {
+	p.t.Helper()
+	path := p.Download(chromedp.Click(chromedp.ID("export")))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var k savedKeys
+	if err := json.Unmarshal(data, &k); err != nil {
+		p.t.Fatalf("key file: %v\n%s", err, data)
+	}
+	return path, data, &k, identityOf(p.t, k.Handle, k.SigningSeed, k.EncryptionSecret)
+}
+
+func identityOf(t *testing.T, handle, seedHex, secretHex string) *envelope.Identity {
+	t.Helper()
+	seed, err1 := hex.DecodeString(seedHex)
+	secret, err2 := hex.DecodeString(secretHex)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("key file secrets: %v %v", err1, err2)
+	}
+	id, err := envelope.NewIdentity(handle, seed, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// openSettings opens the settings panel from the keyboard.
+func (p *person) openSettings() {
+	p.t.Helper()
+	browsertest.Eval[bool](p.Profile, `(document.querySelector('#settings summary').focus(), true)`)
+	p.Do(browsertest.Enter())
+	p.waitFor(`document.getElementById('settings').open`)
+}
+
+// sealTo sends text from -> to sealed to the encryption key of peer, which
+// may be one the recipient no longer has registered.
+func sealTo(t *testing.T, c *client.Client, from *envelope.Identity, peer envelope.Peer, text string) {
+	t.Helper()
+	id := client.NewID()
+	env, err := envelope.Seal(from, peer, id, time.Now().Unix(), []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SendEnvelope(t.Context(), from, peer.Handle, id, env); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRotateKeysInBrowser: the browser rotates its keys from the settings
+// (keyboard only); the server takes the new keys and refuses the old ones;
+// messages to the new key are read, and so are messages sealed to the old
+// key, also after a reload; the new key file is kez rotate's and works in
+// the CLI.
+func TestRotateKeysInBrowser(t *testing.T) {
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := register(t, c, "bob")
+	alice := newPerson(t, srv, "alice")
+	alice.create("alice")
+	_, _, _, old := alice.saveKeyFile()
+	if _, err := c.Send(t.Context(), bob, "alice", []byte("before the rotation")); err != nil {
+		t.Fatal(err)
+	}
+	alice.openConversation("bob", "bob")
+	alice.messages(1)
+
+	alice.openSettings()
+	browsertest.Eval[bool](alice.Profile, `(document.getElementById('rotate').focus(), true)`)
+	alice.Do(browsertest.Enter())
+	text := alice.waitFor(`document.getElementById('backup-text').textContent.includes('rotated') && document.activeElement.id === 'export' && document.getElementById('backup-text').textContent`)
+	if !strings.Contains(text, "previous keys") {
+		t.Fatalf("after rotating, the page says %s", text)
+	}
+	alice.waitLive()
+
+	fresh, err := client.New(srv.URL) // no cached keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := fresh.Lookup(t.Context(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.SigningKey == old.SigningKeyHex() || reg.EncryptionKey == old.EncryptionKeyHex() {
+		t.Fatalf("the server still has the old keys: %+v", reg)
+	}
+	if fp := alice.waitFor(`document.getElementById('my-fp').textContent`); strings.ReplaceAll(fp, " ", "") != `"`+reg.SigningKey+`"` {
+		t.Fatalf("the page shows fingerprint %s, the server has %s", fp, reg.SigningKey)
+	}
+
+	// The new key file: the new keys, the old ones as previous.
+	path, _, k, next := alice.saveKeyFile()
+	if k.SigningKey != reg.SigningKey || k.EncryptionKey != reg.EncryptionKey || k.Server != srv.URL {
+		t.Fatalf("key file %+v, server %+v", k, reg)
+	}
+	if len(k.Previous) != 1 || k.Previous[0].SigningKey != old.SigningKeyHex() || k.Previous[0].EncryptionKey != old.EncryptionKeyHex() ||
+		identityOf(t, "alice", k.Previous[0].SigningSeed, k.Previous[0].EncryptionSecret).EncryptionKeyHex() != old.EncryptionKeyHex() {
+		t.Fatalf("key file previous = %+v, want alice's old keys", k.Previous)
+	}
+
+	// The old key is refused; the new one works.
+	if _, err := fresh.Poll(t.Context(), old, client.PollOptions{}); !client.IsCode(err, client.CodeBadSignature) {
+		t.Fatalf("poll with the old key: %v, want bad_signature", err)
+	}
+	if _, err := fresh.Send(t.Context(), old, "bob", []byte("with the old key")); !client.IsCode(err, client.CodeBadSignature) {
+		t.Fatalf("send with the old key: %v, want bad_signature", err)
+	}
+	if _, err := fresh.Poll(t.Context(), next, client.PollOptions{}); err != nil {
+		t.Fatalf("poll with the new key: %v", err)
+	}
+
+	// To the new key, and sealed to the old one.
+	if _, err := fresh.Send(t.Context(), bob, "alice", []byte("to the new key")); err != nil {
+		t.Fatal(err)
+	}
+	sealTo(t, fresh, bob, old.Peer(), "sealed to the old key")
+	alice.send("from the new key")
+	checkConversation(t, "alice", alice.messages(4), []shown{
+		{Dir: "in", Text: "before the rotation"}, {Dir: "in", Text: "to the new key"},
+		{Dir: "in", Text: "sealed to the old key"}, {Dir: "out", Text: "from the new key"},
+	})
+	page, err := fresh.Poll(t.Context(), bob, client.PollOptions{})
+	if err != nil || len(page.Messages) != 1 {
+		t.Fatalf("bob's inbox: %+v, %v", page, err)
+	}
+	if o, err := fresh.Open(t.Context(), bob, page.Messages[0]); err != nil || string(o.Plaintext) != "from the new key" {
+		t.Fatalf("bob opens alice's message: %v, %v", o, err)
+	}
+
+	// After a reload the stored identity is the rotated one, old key and all.
+	alice.Do(chromedp.Reload())
+	alice.waitLive()
+	sealTo(t, fresh, bob, old.Peer(), "old key, after the reload")
+	alice.openConversation("bob", "bob")
+	got := alice.messages(5)
+	if got[4].Text != "old key, after the reload" {
+		t.Fatalf("after the reload: %+v", got)
+	}
+
+	// The CLI reads everything with the new key file.
+	asAlice := newCLI(t, srv)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(asAlice.keyPath("alice")), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(asAlice.keyPath("alice"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := asAlice.kez("inbox", "--as", "alice")
+	for _, m := range []string{"before the rotation", "to the new key", "sealed to the old key", "old key, after the reload"} {
+		if !strings.Contains(out, m) {
+			t.Fatalf("kez inbox with the browser's rotated key file lacks %q:\n%s", m, out)
+		}
+	}
+}
+
+// TestDeleteAccountInBrowser: deleting the account takes the handle typed
+// out; then the server has no such handle, and the browser has forgotten it
+// and is back at the start screen, also after a reload.
+func TestDeleteAccountInBrowser(t *testing.T) {
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := newPerson(t, srv, "alice")
+	alice.create("alice")
+	alice.openSettings()
+
+	// Not confirmed: nothing is deleted, and the page says why.
+	alice.Do(chromedp.SendKeys(chromedp.ID("delete-confirm"), "alicia"), browsertest.Enter())
+	if msg := alice.waitFor(`!document.getElementById('error').hidden && document.getElementById('error').textContent`); !strings.Contains(msg, "type its handle, alice") {
+		t.Fatalf("unconfirmed deletion says %s", msg)
+	}
+	if _, err := c.Lookup(t.Context(), "alice"); err != nil {
+		t.Fatalf("after an unconfirmed deletion: %v", err)
+	}
+
+	browsertest.Eval[bool](alice.Profile, `(document.getElementById('delete-confirm').value = '', true)`)
+	alice.Do(chromedp.SendKeys(chromedp.ID("delete-confirm"), "alice"), browsertest.Enter())
+	notice := alice.waitFor(`!document.getElementById('welcome').hidden && document.getElementById('app').hidden && document.activeElement.id === 'handle-input' && document.getElementById('notice').textContent`)
+	if !strings.Contains(notice, "alice was deleted") {
+		t.Fatalf("after deleting: %s", notice)
+	}
+	if _, err := c.Lookup(t.Context(), "alice"); !client.IsCode(err, client.CodeUnknownHandle) {
+		t.Fatalf("lookup after deleting: %v, want unknown_handle", err)
+	}
+	alice.Do(chromedp.Reload())
+	alice.waitFor(`!document.getElementById('welcome').hidden && document.getElementById('app').hidden`)
+	if n := browsertest.Eval[string](alice.Profile, `new Promise((resolve) => { const r = indexedDB.open('kez'); r.onsuccess = () => { const tx = r.result.transaction(['meta', 'contacts', 'messages']); const counts = []; for (const s of ['meta', 'contacts', 'messages']) { const q = tx.objectStore(s).count(); q.onsuccess = () => counts.push(q.result); } tx.oncomplete = () => resolve(counts.join(',')); }; })`); n != "0,0,0" {
+		t.Fatalf("IndexedDB still holds %s records (meta, contacts, messages)", n)
+	}
+}
+
+// TestContactRotatedBeforeReading: a message a contact sealed before it
+// rotated its keys still opens in the browser (the sender's key as of the
+// message, ?at= its sent_at), as does one sealed after.
+func TestContactRotatedBeforeReading(t *testing.T) {
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := register(t, c, "bob")
+	alice := newPerson(t, srv, "alice")
+	alice.create("alice")
+	alice.openConversation("bob", "bob") // alice has bob's first keys
+	alice.Do(offline(true))
+	alice.waitStatus("reconnecting")
+	if _, err := c.Send(t.Context(), bob, "alice", []byte("sealed before bob rotated")); err != nil {
+		t.Fatal(err)
+	}
+	next, err := envelope.Generate("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Rotate(t.Context(), bob, next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(t.Context(), next, "alice", []byte("sealed after bob rotated")); err != nil {
+		t.Fatal(err)
+	}
+	alice.Do(offline(false))
+	alice.waitStatus("live")
+	checkConversation(t, "alice", alice.messages(2), []shown{
+		{Dir: "in", Text: "sealed before bob rotated"}, {Dir: "in", Text: "sealed after bob rotated"},
+	})
+}
