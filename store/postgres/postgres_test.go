@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
@@ -326,6 +327,55 @@ func TestTwoProcessesOneQuota(t *testing.T) {
 		}
 		if i == room && !errors.Is(err, store.ErrInboxFull) {
 			t.Fatalf("append beyond the quota: %v", err)
+		}
+	}
+}
+
+// Retention run by two processes at once deletes every expired message
+// once, and leaves the inboxes' usage exact.
+func TestTwoProcessesRetention(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	a, b := open(t, url), open(t, url)
+	const inboxes, each = 4, 300
+	register(t, a, "alice")
+	for i := range inboxes {
+		register(t, a, fmt.Sprint("r", i))
+		for j := range each {
+			if _, err := a.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: fmt.Sprint("r", i), ID: fmt.Sprint(i, "-", j), Envelope: []byte(`"x"`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	later := time.Now().Add(time.Minute)
+	var mu sync.Mutex
+	deleted := int64(0)
+	var wg sync.WaitGroup
+	for _, db := range []*postgres.DB{a, b} {
+		wg.Go(func() {
+			for idle := 0; idle < 3; {
+				n, err := db.DeleteSentBefore(t.Context(), later, 50)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				deleted += n
+				mu.Unlock()
+				if n == 0 {
+					idle++ // the other process may hold the turn
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n, _ := a.DeleteSentBefore(t.Context(), later, 1000); n != 0 || deleted != inboxes*each {
+		t.Fatalf("deleted %d (and %d more afterwards), want %d", deleted, n, inboxes*each)
+	}
+	for i := range inboxes {
+		q := store.Quota{Messages: 1}
+		if _, err := b.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: fmt.Sprint("r", i), ID: fmt.Sprint("after", i), Envelope: []byte(`1`), Quota: q}); err != nil {
+			t.Fatalf("inbox r%d after retention: %v", i, err)
 		}
 	}
 }
