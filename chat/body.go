@@ -56,6 +56,10 @@ func DecodeObject(body []byte, members ...Member) error {
 			seen[i] = false
 			continue
 		}
+		if dst, ok := members[i].Dst.(*json.RawMessage); ok {
+			*dst = raw // Decode has checked it and made it a copy of its own
+			continue
+		}
 		if err := json.Unmarshal(raw, members[i].Dst); err != nil {
 			return Errorf(protocol.CodeInvalidRequest, "field %s must be a JSON %s", name, jsonKind(reflect.TypeOf(members[i].Dst).Elem()))
 		}
