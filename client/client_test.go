@@ -195,6 +195,22 @@ type collector struct {
 	states chan client.State
 }
 
+// goStream runs follow (a Stream or StreamNATS) on a goroutine of its own
+// until the test ends, then ends it and waits for it to return.
+func goStream(t *testing.T, ctx context.Context, follow func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = follow(ctx) // it ends with ctx; what it saw is the test's to check
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
 func newCollector() *collector {
 	return &collector{msgs: make(chan client.Message, 100), states: make(chan client.State, 100)}
 }
@@ -294,12 +310,12 @@ func TestStreamFromNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	col := newCollector()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go c.Stream(sctx, bob, client.StreamOptions{
-		Since:   client.FromNow,
-		OnState: func(s client.State, _ error) { col.states <- s },
-	}, func(m client.Message) error { col.msgs <- m; return nil })
+	goStream(t, ctx, func(ctx context.Context) error {
+		return c.Stream(ctx, bob, client.StreamOptions{
+			Since:   client.FromNow,
+			OnState: func(s client.State, _ error) { col.states <- s },
+		}, func(m client.Message) error { col.msgs <- m; return nil })
+	})
 	col.waitState(t, client.StateLive)
 	if _, err := c.Send(ctx, alice, "bob", []byte("new")); err != nil {
 		t.Fatal(err)
@@ -404,12 +420,12 @@ func TestStreamCursorBeyondLatest(t *testing.T) {
 	srv := kezdtest.Start(t, kezdtest.Config{})
 	ctx, c, alice, bob := aliceAndBob(t, srv)
 	col := newCollector()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go c.Stream(sctx, bob, client.StreamOptions{
-		Since:   5,
-		OnState: func(s client.State, _ error) { col.states <- s },
-	}, func(m client.Message) error { col.msgs <- m; return nil })
+	goStream(t, ctx, func(ctx context.Context) error {
+		return c.Stream(ctx, bob, client.StreamOptions{
+			Since:   5,
+			OnState: func(s client.State, _ error) { col.states <- s },
+		}, func(m client.Message) error { col.msgs <- m; return nil })
+	})
 	col.waitState(t, client.StateLive)
 	for range 3 {
 		if _, err := c.Send(ctx, alice, "bob", []byte("after the restore")); err != nil {

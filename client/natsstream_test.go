@@ -162,19 +162,19 @@ func TestStreamNATSFillsGapsAndDropsRepeats(t *testing.T) {
 	}
 
 	col := newCollector()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	// From now, so that the start reads nothing from the store: seq 1,
 	// the first published, is the cursor.
 	ready := make(chan struct{})
-	go c.StreamNATS(sctx, nc, bob, client.NATSStreamOptions{Since: client.FromNow, Recheck: time.Hour},
-		func(m client.Message) error {
-			col.msgs <- m
-			if m.Seq == 1 {
-				close(ready)
-			}
-			return nil
-		})
+	goStream(t, ctx, func(ctx context.Context) error {
+		return c.StreamNATS(ctx, nc, bob, client.NATSStreamOptions{Since: client.FromNow, Recheck: time.Hour},
+			func(m client.Message) error {
+				col.msgs <- m
+				if m.Seq == 1 {
+					close(ready)
+				}
+				return nil
+			})
+	})
 	// The subscription is up once a publish reaches it; seq 1 is the cursor.
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		pub(1)

@@ -22,17 +22,17 @@ func TestStreamDetectsSilence(t *testing.T) {
 	ctx, c, alice, bob := aliceAndBob(t, srv)
 	col := newCollector()
 	silent := make(chan time.Time, 10)
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go c.Stream(sctx, bob, client.StreamOptions{
-		Silence: time.Second,
-		OnState: func(s client.State, err error) {
-			col.states <- s
-			if errors.Is(err, client.ErrSilent) {
-				silent <- time.Now()
-			}
-		},
-	}, func(m client.Message) error { col.msgs <- m; return nil })
+	goStream(t, ctx, func(ctx context.Context) error {
+		return c.Stream(ctx, bob, client.StreamOptions{
+			Silence: time.Second,
+			OnState: func(s client.State, err error) {
+				col.states <- s
+				if errors.Is(err, client.ErrSilent) {
+					silent <- time.Now()
+				}
+			},
+		}, func(m client.Message) error { col.msgs <- m; return nil })
+	})
 	col.waitState(t, client.StateLive)
 	if _, err := c.Send(ctx, alice, "bob", []byte("before")); err != nil {
 		t.Fatal(err)
