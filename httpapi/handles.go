@@ -102,7 +102,11 @@ func (s *Server) deleteHandle(c echo.Context) error {
 // time (a stored message's sent_at).
 func lookupTime(v string) (time.Time, error) {
 	if ts, err := identity.ParseTimestamp(v); err == nil {
-		return time.Unix(ts, 0).UTC(), nil
+		// Past the last second RFC 3339 can write (9999-12-31T23:59:59Z)
+		// no key set starts; and time.Unix wraps around for the largest
+		// values, naming a time before the handle existed.
+		const last = 253402300799
+		return time.Unix(min(ts, last), 0).UTC(), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {

@@ -142,6 +142,15 @@ func TestRotateKeys(t *testing.T) {
 		}
 		e.do(http.MethodGet, "/v1/handles/alice?at=yesterday", nil, nil).wantError(t, http.StatusBadRequest, protocol.CodeInvalidRequest)
 		e.do(http.MethodGet, "/v1/handles/alice?at=1", nil, nil).wantError(t, http.StatusNotFound, protocol.CodeUnknownHandle)
+		// Any time after the rotation is the new keys, however far ahead
+		// (the largest Unix seconds overflowed the stores' microseconds).
+		for _, at := range []string{"999999999999999999", "9223372036854775807", "9999-12-31T23:59:59Z"} {
+			var later store.Handle
+			e.do(http.MethodGet, "/v1/handles/alice?at="+at, nil, nil).decode(t, &later)
+			if later.SigningKey != next.sk {
+				t.Fatalf("lookup at %s = %+v, want the new keys", at, later)
+			}
+		}
 
 		// The retired key is never registrable again.
 		mallory := alice
