@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
-	"github.com/kez-chat/kezd/envelope"
 )
 
 // Alice and Bob register, Alice sends Bob an end-to-end encrypted message,

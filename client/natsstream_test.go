@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/client"
@@ -135,16 +134,7 @@ func TestStreamNATSFillsGapsAndDropsRepeats(t *testing.T) {
 	}
 	stored := page.Messages
 
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(kezdtest.StartNATS(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +145,7 @@ func TestStreamNATSFillsGapsAndDropsRepeats(t *testing.T) {
 		data := fmt.Appendf(nil, `{"seq":%d,"from":%q,"to":%q,"id":%q,"envelope":%s,"sent_at":%q}`,
 			m.Seq, m.From, m.To, m.ID, m.Envelope, m.SentAt.Format(time.RFC3339Nano))
 		msg := &nats.Msg{Subject: protocol.InboxPrefix + "bob", Data: data,
-			Header: nats.Header{"Kez-Seq": {strconv.FormatInt(m.Seq, 10)}}}
+			Header: nats.Header{protocol.SeqHeader: {strconv.FormatInt(m.Seq, 10)}}}
 		if err := nc.PublishMsg(msg); err != nil {
 			t.Fatal(err)
 		}

@@ -8,8 +8,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
-	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/internal/browsertest"
 )
 

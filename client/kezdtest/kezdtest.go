@@ -10,12 +10,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -237,8 +239,8 @@ var (
 	built   = map[string]string{}
 )
 
-// Binary builds the main package pkg of this module's build list (kezd, the
-// nats CLI, kez) once per test binary and returns its path, failing the test
+// Binary builds the main package pkg of the server module's build list
+// (kezd, the nats CLI, kez) once per test binary and returns its path, failing the test
 // if it does not build.
 func Binary(t testing.TB, pkg, name string) string {
 	t.Helper()
@@ -247,6 +249,22 @@ func Binary(t testing.TB, pkg, name string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// serverModule returns the directory of kezd's server module, the
+// repository root this package's source sits in (client/kezdtest): the
+// client module does not require the server's, so kezd is built there.
+func serverModule() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("kezdtest: cannot locate its own source")
+	}
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil || !bytes.HasPrefix(mod, []byte("module github.com/kez-chat/kezd\n")) {
+		return "", fmt.Errorf("kezdtest: %s is not kezd's server module (built with -trimpath?)", root)
+	}
+	return root, nil
 }
 
 // Build is Binary outside a test. The binaries go to a per-user directory
@@ -267,15 +285,16 @@ func Build(pkg, name string) (string, error) {
 	out := filepath.Join(dir, fmt.Sprintf("%s-%d", name, os.Getpid()))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	root, err := serverModule()
+	if err != nil {
+		return "", err
+	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = root
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
 	}
-	mod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %v", err)
-	}
-	sum := sha256.Sum256(bytes.TrimSpace(mod))
+	sum := sha256.Sum256([]byte(root)) // the checkout the binary was built from
 	final := filepath.Join(dir, fmt.Sprintf("%s-%x", name, sum[:6]))
 	if err := os.Rename(out, final); err != nil {
 		return "", err

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/identity"
 )
 

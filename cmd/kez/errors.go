@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/protocol"
 )
 

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/client/envelope"
 )
 
 // pastKeys is a key set the handle had before a rotation. Kept in the key

@@ -8,11 +8,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/kez-chat/kezd/envelope"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/kez-chat/kezd/client/envelope"
 )
 
 func main() {

@@ -20,7 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/protocol"
 )

@@ -13,7 +13,7 @@ import (
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"

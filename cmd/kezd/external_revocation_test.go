@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/client/envelope"
 )
 
 // externalNATS runs a real nats-server with the accounts `kezd nats-config`

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
-	"github.com/kez-chat/kezd/envelope"
 )
 
 // TestExternalNATS runs kezd against a separate nats-server process whose

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
-	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"golang.org/x/sync/errgroup"
 )

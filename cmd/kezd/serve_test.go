@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
-	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/store/pgtest"
 )

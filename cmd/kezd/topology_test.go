@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
-	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/store/pgtest"
 )
 

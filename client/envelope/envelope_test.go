@@ -237,7 +237,7 @@ func TestVectors(t *testing.T) {
 }
 
 // writeVectors regenerates the vector file from fixed keys. Run with
-// `go test ./envelope -run TestVectors -update` after a deliberate format change.
+// `go test ./envelope -run TestVectors -update` (in client/) after a deliberate format change.
 func writeVectors(t *testing.T, path string, ids map[string]*Identity) {
 	t.Helper()
 	vf := vectorFile{Comment: "kez envelope v1 test vectors; see docs/envelope.md. Secrets are hex; envelope is the exact sealed JSON."}
