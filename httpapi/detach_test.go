@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/labstack/echo/v4"
 )
 
 // openStreams is how many streams s counts for handle.
@@ -271,5 +274,31 @@ func TestCloseStreamsUnblocksStalledWriter(t *testing.T) {
 	// The write deadline is a minute; the abort's grace is 250 ms.
 	if waited := time.Since(started); waited > 10*time.Second {
 		t.Fatalf("the stalled stream ended after %s: it waited out its write deadline", waited)
+	}
+}
+
+// TestDetachReportsAFailedHead: when the response head cannot be written,
+// detach reports it (and closes the connection) rather than handing on a
+// stream nobody can read.
+func TestDetachReportsAFailedHead(t *testing.T) {
+	s := &Server{cfg: Config{StreamWriteTimeout: -time.Second}} // every write is past its deadline
+	detached := make(chan error, 1)
+	e := echo.New()
+	e.GET("/", func(c echo.Context) error {
+		conn, err := s.detach(c)
+		if conn != nil {
+			conn.Close()
+		}
+		detached <- err
+		return nil
+	})
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	if res, err := http.Get(srv.URL); err == nil {
+		res.Body.Close()
+		t.Fatalf("got a response head: %s", res.Status)
+	}
+	if err := <-detached; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("detach: %v, want the head write's deadline error", err)
 	}
 }

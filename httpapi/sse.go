@@ -117,7 +117,8 @@ func (s *Server) detach(c echo.Context) (net.Conn, error) {
 	head.WriteString("HTTP/1.1 200 OK\r\n")
 	_ = h.Write(&head)
 	head.WriteString("\r\n")
-	if err := conn.SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout)); err == nil {
+	err = conn.SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout))
+	if err == nil {
 		_, err = conn.Write(head.Bytes())
 	}
 	if err != nil {
