@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
 )
 
 // natsCLIPkg is the real nats CLI, at the version in go.mod.
@@ -67,7 +68,7 @@ func TestNATSCLI(t *testing.T) {
 	}()
 	// The CLI gives no sign once it has subscribed; watch the server's
 	// interest in alice's inbox instead, as nats-server's own tests do.
-	app, err := e.srv.LookupAccount("APP")
+	app, err := e.srv.LookupAccount(broker.AccountApp)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
@@ -58,30 +59,30 @@ func public(t testing.TB, k authcallout.Keys) authcallout.PublicKeys {
 }
 
 // startServer runs an embedded nats-server on a random port set up as kezd
-// sets one up: SYS, AUTH and APP accounts, the callout service user, kezd's
+// sets one up, from broker's names for the topology: SYS, AUTH and APP accounts, the callout service user, kezd's
 // own user, the callout sealed with the xkey, and a nonce for every client.
 func startServer(t testing.TB, k authcallout.Keys, timeout time.Duration) *server.Server {
 	t.Helper()
 	p := public(t, k)
-	sys, auth, app := server.NewAccount("SYS"), server.NewAccount("AUTH"), server.NewAccount("APP")
+	sys, auth, app := server.NewAccount(broker.AccountSystem), server.NewAccount(broker.AccountAuth), server.NewAccount(broker.AccountApp)
 	opts := &server.Options{
 		Host:          "127.0.0.1",
 		Port:          -1,
 		NoLog:         true,
 		NoSigs:        true,
 		Accounts:      []*server.Account{sys, auth, app},
-		SystemAccount: "SYS",
+		SystemAccount: broker.AccountSystem,
 		Nkeys: []*server.NkeyUser{
 			{Nkey: p.Service, Account: auth, Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: []string{"$SYS._INBOX.>"}},
-				Subscribe: &server.SubjectPermission{Allow: []string{authcallout.Subject}},
+				Publish:   &server.SubjectPermission{Allow: []string{broker.ServicePermissions.Publish}},
+				Subscribe: &server.SubjectPermission{Allow: []string{broker.ServicePermissions.Subscribe}},
 			}},
 			{Nkey: p.App, Account: app},
 		},
 		Users: []*server.User{{Username: plainUser, Password: plainPassword, Account: app}},
 		AuthCallout: &server.AuthCallout{
 			Issuer:    p.Issuer,
-			Account:   "AUTH",
+			Account:   broker.AccountAuth,
 			AuthUsers: []string{p.Service, p.App, plainUser},
 			XKey:      p.XKey,
 		},

@@ -9,17 +9,20 @@ import (
 	"strconv"
 	"text/template"
 	"time"
+
+	"github.com/kez-chat/kezd/broker"
 )
 
 // NATSConfigOptions says what WriteNATSConfig renders.
 type NATSConfigOptions struct {
 	// Keys are the deployment's public keys (Keys.Public).
 	Keys PublicKeys
-	// AuthAccount holds the callout service user; default "AUTH".
+	// AuthAccount holds the callout service user; default broker.AccountAuth.
 	AuthAccount string
-	// AppAccount holds kezd's own user and every logged-in client; default "APP".
+	// AppAccount holds kezd's own user and every logged-in client; default
+	// broker.AccountApp.
 	AppAccount string
-	// SystemAccount is nats-server's system account; default "SYS".
+	// SystemAccount is nats-server's system account; default broker.AccountSystem.
 	SystemAccount string
 	// AuthTimeout, when set, is the server's auth timeout: how long a login,
 	// callout round trip included, may take. Zero keeps the server's default.
@@ -37,14 +40,14 @@ var natsConfig = template.Must(template.New("nats").Parse(`# kezd: accounts and 
 
 accounts {
   # The callout service logs in here. nats-server denies every user of this
-  # account publishing to $SYS.REQ.USER.AUTH, so only servers ask.
+  # account publishing to {{.Service.Subscribe}}, so only servers ask.
   {{.AuthAccount}} {
     users: [
       {
         nkey: "{{.Keys.Service}}"
         permissions: {
-          subscribe: "$SYS.REQ.USER.AUTH"
-          publish: "$SYS._INBOX.>"
+          subscribe: "{{.Service.Subscribe}}"
+          publish: "{{.Service.Publish}}"
         }
       }
     ]
@@ -88,13 +91,13 @@ authorization {
 //     every client a nonce, which the kez login signs.
 func WriteNATSConfig(w io.Writer, opts NATSConfigOptions) error {
 	if opts.AuthAccount == "" {
-		opts.AuthAccount = "AUTH"
+		opts.AuthAccount = broker.AccountAuth
 	}
 	if opts.AppAccount == "" {
-		opts.AppAccount = DefaultAppAccount
+		opts.AppAccount = broker.AccountApp
 	}
 	if opts.SystemAccount == "" {
-		opts.SystemAccount = "SYS"
+		opts.SystemAccount = broker.AccountSystem
 	}
 	names := []string{opts.AuthAccount, opts.AppAccount, opts.SystemAccount}
 	for _, n := range names {
@@ -120,7 +123,8 @@ func WriteNATSConfig(w io.Writer, opts NATSConfigOptions) error {
 	return natsConfig.Execute(w, struct {
 		NATSConfigOptions
 		TimeoutSeconds string
-	}{opts, strconv.FormatFloat(opts.AuthTimeout.Seconds(), 'f', -1, 64)})
+		Service        struct{ Publish, Subscribe string }
+	}{opts, strconv.FormatFloat(opts.AuthTimeout.Seconds(), 'f', -1, 64), broker.ServicePermissions})
 }
 
 // publicKey is the shape of an nkey public key: a prefix letter and base32.

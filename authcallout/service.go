@@ -22,16 +22,12 @@ import (
 	"github.com/kez-chat/kezd/store"
 )
 
-// Subject is where nats-server sends authorization requests.
-const Subject = "$SYS.REQ.USER.AUTH"
-
 // serverXKeyHeader carries the requesting server's curve key when the request
 // is sealed.
 const serverXKeyHeader = "Nats-Server-Xkey"
 
 // Defaults for Config.
 const (
-	DefaultAppAccount = "APP"
 	DefaultTTL        = time.Hour
 	DefaultQueueGroup = "kezd.authcallout"
 	lookupTimeout     = 5 * time.Second
@@ -48,7 +44,8 @@ type Config struct {
 	// Keys are the deployment's NATS keys; Issuer is required, XKey is needed
 	// when the servers seal requests.
 	Keys Keys
-	// AppAccount is the account logged-in clients are placed in; default "APP".
+	// AppAccount is the account logged-in clients are placed in; default
+	// broker.AccountApp.
 	AppAccount string
 	// TTL is how long an issued user JWT is valid; at expiry the server
 	// disconnects the client, which logs in again. Default one hour.
@@ -110,7 +107,7 @@ func (r *refusalLog) log(log *slog.Logger, now time.Time, attrs []any) {
 	log.Info("nats login refused", attrs...)
 }
 
-// Start subscribes to Subject on nc, which must be logged in as the callout
+// Start subscribes to broker.CalloutSubject on nc, which must be logged in as the callout
 // service user in the auth account (Keys.ServiceUser), and answers requests
 // until Stop. Requests are handled concurrently, at most cfg.Workers at a
 // time; lookups run under ctx.
@@ -123,7 +120,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 		return nil, fmt.Errorf("auth callout: issuer key: %w", err)
 	}
 	if cfg.AppAccount == "" {
-		cfg.AppAccount = DefaultAppAccount
+		cfg.AppAccount = broker.AccountApp
 	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
@@ -138,7 +135,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 		cfg.Now = time.Now
 	}
 	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log}
-	if s.resp, err = broker.Respond(ctx, nc, Subject, cfg.QueueGroup, cfg.Workers, s.handle); err != nil {
+	if s.resp, err = broker.Respond(ctx, nc, broker.CalloutSubject, cfg.QueueGroup, cfg.Workers, s.handle); err != nil {
 		return nil, fmt.Errorf("auth callout: %w", err)
 	}
 	return s, nil

@@ -85,20 +85,6 @@ type Config struct {
 	MACKey []byte
 }
 
-// Accounts of the embedded server when Auth is set.
-const (
-	// AccountSystem is the system account.
-	AccountSystem = "SYS"
-	// AccountAuth holds the auth-callout service user; callout requests go there.
-	AccountAuth = "AUTH"
-	// AccountApp is the application account: kezd's own connection and every
-	// kez user. A callout's user JWT must have this as its audience.
-	AccountApp = "APP"
-)
-
-// CalloutSubject is where the server sends authorization requests (in AccountAuth).
-const CalloutSubject = "$SYS.REQ.USER.AUTH"
-
 // Auth is the embedded server's auth-callout setup. The keys are generated and
 // kept by the caller (the authcallout package); the broker only needs their
 // public halves.

@@ -159,8 +159,8 @@ func configureAuth(opts *server.Options, a Auth) ([]nats.Option, error) {
 		Nkey:    a.ServiceUser,
 		Account: auth,
 		Permissions: &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{"$SYS._INBOX.>"}},
-			Subscribe: &server.SubjectPermission{Allow: []string{CalloutSubject}},
+			Publish:   &server.SubjectPermission{Allow: []string{ServicePermissions.Publish}},
+			Subscribe: &server.SubjectPermission{Allow: []string{ServicePermissions.Subscribe}},
 		},
 	}}
 	opts.AuthCallout = &server.AuthCallout{
