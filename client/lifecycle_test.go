@@ -8,6 +8,7 @@ import (
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // The three lifecycle calls, and what a stream and Open make of them: a
@@ -47,7 +48,7 @@ func TestLifecycleCalls(t *testing.T) {
 			t.Fatalf("LookupAt(sent_at) = %+v, %v; want bob's old key", h, err)
 		}
 		_, err = c.Rotate(ctx, bob, bob2)
-		wantCode(t, err, client.CodeBadSignature)
+		wantCode(t, err, protocol.CodeBadSignature)
 
 		// Alice rotates: her stream ends, distinctly.
 		alice2, err := envelope.Generate("alice")
@@ -59,7 +60,7 @@ func TestLifecycleCalls(t *testing.T) {
 		}
 		select {
 		case err := <-ended:
-			if !errors.Is(err, client.ErrKeyRevoked) || !client.IsCode(err, client.CodeBadSignature) {
+			if !errors.Is(err, client.ErrKeyRevoked) || !client.IsCode(err, protocol.CodeBadSignature) {
 				t.Fatalf("stream ended with %v, want ErrKeyRevoked (bad_signature)", err)
 			}
 		case <-time.After(30 * time.Second):
@@ -90,10 +91,10 @@ func TestLifecycleCalls(t *testing.T) {
 			t.Fatalf("DeleteAccount = %+v, %v", del, err)
 		}
 		_, err = c.Lookup(ctx, "alice")
-		wantCode(t, err, client.CodeUnknownHandle)
+		wantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Send(ctx, bob2, "alice", []byte("gone"))
-		wantCode(t, err, client.CodeUnknownHandle)
+		wantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Register(ctx, alice2)
-		wantCode(t, err, client.CodeHandleTaken)
+		wantCode(t, err, protocol.CodeHandleTaken)
 	})
 }
