@@ -8,6 +8,7 @@ import (
 
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -31,7 +32,7 @@ func TestAdminListenerServesMetrics(t *testing.T) {
 	c, _ := client.New(s.HTTPURL, client.WithAttempts(1))
 	newUser(t, ctx, c, "alice")
 	bob, _ := envelope.Generate("bob")
-	if _, err := c.Register(ctx, bob); !client.IsCode(err, client.CodeRateLimited) {
+	if _, err := c.Register(ctx, bob); !client.IsCode(err, protocol.CodeRateLimited) {
 		t.Fatalf("second registration: %v, want rate_limited", err)
 	}
 
