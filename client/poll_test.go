@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/envelope"
+	"github.com/kez-chat/kezd/client/envelope"
 )
 
 // TestPollDecodesEachMessage: one message the client cannot decode (a
