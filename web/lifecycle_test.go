@@ -12,9 +12,10 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
-	"github.com/kez-chat/kezd/envelope"
 	"github.com/kez-chat/kezd/internal/browsertest"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // savedKeys is a key file as the browser saves it (the format of kez
@@ -141,10 +142,10 @@ func TestRotateKeysInBrowser(t *testing.T) {
 	}
 
 	// The old key is refused; the new one works.
-	if _, err := fresh.Poll(t.Context(), old, client.PollOptions{}); !client.IsCode(err, client.CodeBadSignature) {
+	if _, err := fresh.Poll(t.Context(), old, client.PollOptions{}); !client.IsCode(err, protocol.CodeBadSignature) {
 		t.Fatalf("poll with the old key: %v, want bad_signature", err)
 	}
-	if _, err := fresh.Send(t.Context(), old, "bob", []byte("with the old key")); !client.IsCode(err, client.CodeBadSignature) {
+	if _, err := fresh.Send(t.Context(), old, "bob", []byte("with the old key")); !client.IsCode(err, protocol.CodeBadSignature) {
 		t.Fatalf("send with the old key: %v, want bad_signature", err)
 	}
 	if _, err := fresh.Poll(t.Context(), next, client.PollOptions{}); err != nil {
@@ -227,7 +228,7 @@ func TestDeleteAccountInBrowser(t *testing.T) {
 	if !strings.Contains(notice, "alice was deleted") {
 		t.Fatalf("after deleting: %s", notice)
 	}
-	if _, err := c.Lookup(t.Context(), "alice"); !client.IsCode(err, client.CodeUnknownHandle) {
+	if _, err := c.Lookup(t.Context(), "alice"); !client.IsCode(err, protocol.CodeUnknownHandle) {
 		t.Fatalf("lookup after deleting: %v, want unknown_handle", err)
 	}
 	alice.Do(chromedp.Reload())
