@@ -272,3 +272,59 @@ func TestContactRotatedBeforeReading(t *testing.T) {
 		{Dir: "in", Text: "sealed before bob rotated"}, {Dir: "in", Text: "sealed after bob rotated"},
 	})
 }
+
+// TestImportRotatedKeyFile: a key file that `kez rotate` wrote imports into
+// the browser with its previous keys, so messages sealed to the keys from
+// before the rotation open; the browser saves it back byte for byte; a file
+// whose previous keys are not those of their secrets is refused in words.
+func TestImportRotatedKeyFile(t *testing.T) {
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := register(t, c, "bob")
+	carol := newCLI(t, srv)
+	carol.kez("keygen", "carol")
+	carol.kez("register", "carol")
+	if _, err := c.Send(t.Context(), bob, "carol", []byte("to carol's first keys")); err != nil {
+		t.Fatal(err)
+	}
+	carol.kez("rotate", "--as", "carol")
+	fresh, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fresh.Send(t.Context(), bob, "carol", []byte("to carol's new keys")); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(carol.keyPath("carol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k savedKeys
+	if err := json.Unmarshal(data, &k); err != nil || len(k.Previous) != 1 {
+		t.Fatalf("kez rotate's key file: %v\n%s", err, data)
+	}
+
+	browser := newPerson(t, srv, "carol")
+	tampered := filepath.Join(t.TempDir(), "carol.json")
+	if err := os.WriteFile(tampered, []byte(strings.Replace(string(data), k.Previous[0].SigningKey, bob.SigningKeyHex(), 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	browser.Do(
+		chromedp.WaitVisible(chromedp.ID("import-file")),
+		chromedp.SetUploadFiles(chromedp.ID("import-file"), []string{tampered}),
+	)
+	if msg := browser.waitFor(`!document.getElementById('error').hidden && document.getElementById('error').textContent`); !strings.Contains(msg, "previous keys 1: public keys do not match the secrets") {
+		t.Fatalf("a key file with wrong previous keys: %s", msg)
+	}
+
+	browser.Do(chromedp.SetUploadFiles(chromedp.ID("import-file"), []string{carol.keyPath("carol")}))
+	browser.waitLive()
+	browser.openConversation("bob", "bob")
+	checkConversation(t, "carol", browser.messages(2), []shown{{Dir: "in", Text: "to carol's first keys"}, {Dir: "in", Text: "to carol's new keys"}})
+	if _, saved, _, _ := browser.saveKeyFile(); string(saved) != string(data) {
+		t.Fatalf("the browser saves the key file as\n%s\nkez rotate wrote\n%s", saved, data)
+	}
+}
