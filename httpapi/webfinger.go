@@ -74,8 +74,10 @@ func parseAcct(resource string) (user, host string, err error) {
 	if !ok || !strings.EqualFold(scheme, "acct") {
 		return "", "", chat.Errorf(protocol.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
 	}
-	i := strings.LastIndexByte(rest, '@')
-	if i <= 0 || i == len(rest)-1 {
+	// One literal @: in the user part it must be percent-encoded (RFC
+	// 7565 §7), and a host has none.
+	i := strings.IndexByte(rest, '@')
+	if i <= 0 || i == len(rest)-1 || strings.IndexByte(rest[i+1:], '@') >= 0 {
 		return "", "", chat.Errorf(protocol.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
 	}
 	// The user part may be percent-encoded (RFC 7565 §7).

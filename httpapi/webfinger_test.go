@@ -105,6 +105,8 @@ func TestWebFinger(t *testing.T) {
 			{"no scheme", "resource=alice@" + testDomain, http.StatusBadRequest, protocol.CodeInvalidRequest},
 			{"no domain", "resource=acct:alice", http.StatusBadRequest, protocol.CodeInvalidRequest},
 			{"empty user", "resource=acct:@" + testDomain, http.StatusBadRequest, protocol.CodeInvalidRequest},
+			{"two @", "resource=acct:alice@x@" + testDomain, http.StatusBadRequest, protocol.CodeInvalidRequest},
+			{"two @, other domain", "resource=acct:alice@" + testDomain + "@elsewhere.example", http.StatusBadRequest, protocol.CodeInvalidRequest},
 			{"invalid handle", "resource=acct:Alice@" + testDomain, http.StatusBadRequest, protocol.CodeInvalidHandle},
 		}
 		for _, tt := range tests {
