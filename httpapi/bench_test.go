@@ -21,11 +21,11 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/internal/baseline"
 	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
-	"github.com/kez-chat/kezd/store/postgres/baseline"
 )
 
 // The send benchmarks drive POST /v1/messages through the whole stack (HTTP,

@@ -12,10 +12,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/kez-chat/kezd/internal/baseline"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
-	"github.com/kez-chat/kezd/store/postgres/baseline"
 )
 
 // The benchmarks write durably (the harness's cluster runs with fsync on)
