@@ -57,7 +57,23 @@ type Config struct {
 	QueueGroup string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// MaxConnsPerHandle caps a handle's NATS connections on one server
+	// (see ConnCounter); 0 means no cap.
+	MaxConnsPerHandle int
+	// Conns counts connections for MaxConnsPerHandle; nil means no cap.
+	Conns ConnCounter
 }
+
+// ConnCounter counts a handle's client connections on the server serverID,
+// reporting false when it cannot (broker.Broker implements it for its
+// embedded server).
+type ConnCounter interface {
+	HandleConnections(serverID, handle string) (int, bool)
+}
+
+// DefaultMaxConnsPerHandle is the default cap on a handle's NATS
+// connections per server: a person's devices and tabs, several times over.
+const DefaultMaxConnsPerHandle = 16
 
 // Stats counts what the service has decided since it started.
 type Stats struct {
@@ -71,6 +87,7 @@ type Service struct {
 	cfg    Config
 	issuer string
 	lookup HandleLookup
+	conns  ConnCounter
 	log    *slog.Logger
 	resp   *broker.Responder
 
@@ -134,7 +151,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log}
+	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log, conns: cfg.Conns}
 	if s.resp, err = broker.Respond(ctx, nc, broker.CalloutSubject, cfg.QueueGroup, cfg.Workers, s.handle); err != nil {
 		return nil, fmt.Errorf("auth callout: %w", err)
 	}
@@ -176,6 +193,11 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	handle, err := authorize(ctx, s.lookup, req)
+	if err == nil && s.conns != nil && s.cfg.MaxConnsPerHandle > 0 {
+		if n, ok := s.conns.HandleConnections(req.Server.ID, handle); ok && n >= s.cfg.MaxConnsPerHandle {
+			err = reject("handle %q has %d NATS connections on this server, its limit", handle, n)
+		}
+	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	if err == nil {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/protocol"
@@ -88,6 +89,7 @@ type config struct {
 	CalloutAppSeed     string
 	PublicURLSet       bool
 	NATSUserTTL        time.Duration
+	NATSMaxConns       int // per handle per NATS server
 
 	RepublishAfter time.Duration
 	DrainDelay     time.Duration
@@ -282,6 +284,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.secret(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed (default: generated in --data-dir)")
 	e.secret(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed (default: generated in --data-dir)")
 	e.secret(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed (default: generated in --data-dir)")
+	e.num(&c.NATSMaxConns, "nats-max-conns-per-handle", "KEZ_NATS_MAX_CONNS_PER_HANDLE", authcallout.DefaultMaxConnsPerHandle, "NATS connections a handle may hold on one embedded NATS server (then its login is refused)")
 	e.dur(&c.NATSUserTTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
 	e.dur(&c.RepublishAfter, "republish-after", "KEZ_REPUBLISH_AFTER", chat.DefaultRepublishAfter, "how long a stored message may go without a confirmed NATS publish before any instance publishes it again")
 
@@ -367,6 +370,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.RepublishAfter < time.Second {
 		return config{}, fmt.Errorf("invalid --republish-after %s: must be at least 1s", c.RepublishAfter)
+	}
+	if c.NATSMaxConns < 1 {
+		return config{}, fmt.Errorf("invalid --nats-max-conns-per-handle %d: must be positive", c.NATSMaxConns)
 	}
 	if c.NATSUserTTL < time.Minute {
 		return config{}, fmt.Errorf("invalid --nats-user-ttl %s: must be at least 1m", c.NATSUserTTL)

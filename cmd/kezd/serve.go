@@ -152,7 +152,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		return fmt.Errorf("connect auth callout service: %w", err)
 	}
 	defer calloutConn.Close()
-	callout, err := authcallout.Start(ctx, calloutConn, authcallout.Config{Keys: keys, TTL: cfg.NATSUserTTL}, st, log.With("component", "auth_callout"))
+	callout, err := authcallout.Start(ctx, calloutConn, authcallout.Config{Keys: keys, TTL: cfg.NATSUserTTL, MaxConnsPerHandle: cfg.NATSMaxConns, Conns: b}, st, log.With("component", "auth_callout"))
 	if err != nil {
 		return fmt.Errorf("start auth callout: %w", err)
 	}

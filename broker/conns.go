@@ -1,0 +1,18 @@
+package broker
+
+import "github.com/nats-io/nats-server/v2/server"
+
+// HandleConnections counts the client connections logged in as handle on
+// the embedded server whose ID is serverID, and reports false when it
+// cannot: in external mode, or when serverID is another server of the
+// cluster (each instance sees only its own server's connections).
+func (b *Broker) HandleConnections(serverID, handle string) (int, bool) {
+	if b.srv == nil || b.srv.ID() != serverID {
+		return 0, false
+	}
+	conns, err := b.srv.Connz(&server.ConnzOptions{Username: true, User: handle, Limit: 1 << 16})
+	if err != nil {
+		return 0, false
+	}
+	return len(conns.Conns), true
+}
