@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/kez-chat/kezd/client"
@@ -327,4 +331,93 @@ func TestImportRotatedKeyFile(t *testing.T) {
 	if _, saved, _, _ := browser.saveKeyFile(); string(saved) != string(data) {
 		t.Fatalf("the browser saves the key file as\n%s\nkez rotate wrote\n%s", saved, data)
 	}
+}
+
+// failRequests makes the tab's requests to urlPattern fail at stage: at the
+// request stage they never reach the server; at the response stage the
+// server has handled them and the answer is lost. It stops with the test.
+func failRequests(t *testing.T, p *person, urlPattern string, stage fetch.RequestStage) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(p.Ctx)
+	events := chromedp.Events(ctx, fetch.RequestPaused)
+	p.Do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: urlPattern, RequestStage: stage}}})
+		return err
+	}))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev, err := range events {
+			if err != nil {
+				return
+			}
+			chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+				_, err := cdp.Call(ctx, tg, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonConnectionReset})
+				return err
+			}))
+		}
+	}()
+	t.Cleanup(func() {
+		p.Do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, fetch.Disable, cdp.Empty{})
+			return err
+		}))
+		cancel()
+		<-done
+	})
+}
+
+// TestRotateWhenTheAnswerIsLost: a rotation that never reached the server
+// changes nothing and says why; one the server made but whose answer was
+// lost is found out (the registered keys are the new ones) and completed,
+// so the browser keeps the only keys that open the handle.
+func TestRotateWhenTheAnswerIsLost(t *testing.T) {
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := newPerson(t, srv, "alice")
+	alice.create("alice")
+	_, _, _, old := alice.saveKeyFile()
+	alice.openSettings()
+
+	t.Run("not sent", func(t *testing.T) {
+		failRequests(t, alice, "*/v1/handles/alice/keys", fetch.RequestStageRequest)
+		alice.Do(chromedp.Click(chromedp.ID("rotate")))
+		if msg := alice.waitFor(`!document.getElementById('error').hidden && document.getElementById('error').textContent`); !strings.Contains(msg, "cannot be reached") {
+			t.Fatalf("a rotation that did not reach the server says %s", msg)
+		}
+		reg, err := c.Lookup(t.Context(), "alice")
+		if err != nil || reg.SigningKey != old.SigningKeyHex() {
+			t.Fatalf("after a rotation that did not reach the server: %+v, %v", reg, err)
+		}
+		if fp := alice.waitFor(`document.getElementById('my-fp').textContent`); strings.ReplaceAll(fp, " ", "") != `"`+old.SigningKeyHex()+`"` {
+			t.Fatalf("the page shows fingerprint %s, the server has %s", fp, old.SigningKeyHex())
+		}
+	})
+	alice.waitFor(`!document.getElementById('rotate').disabled`)
+	t.Run("answer lost", func(t *testing.T) {
+		failRequests(t, alice, "*/v1/handles/alice/keys", fetch.RequestStageResponse)
+		alice.Do(chromedp.Click(chromedp.ID("rotate")))
+		alice.waitFor(`document.getElementById('backup-text').textContent.includes('rotated')`)
+	})
+	fresh, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := fresh.Lookup(t.Context(), "alice")
+	if err != nil || reg.SigningKey == old.SigningKeyHex() {
+		t.Fatalf("after the rotation whose answer was lost: %+v, %v", reg, err)
+	}
+	_, _, k, next := alice.saveKeyFile()
+	if k.SigningKey != reg.SigningKey || len(k.Previous) != 1 || k.Previous[0].SigningKey != old.SigningKeyHex() {
+		t.Fatalf("key file %+v, server %+v", k, reg)
+	}
+	if _, err := fresh.Send(t.Context(), next, "alice", []byte("to myself, new keys")); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitLive()
+	alice.openConversation("alice", "alice")
+	checkConversation(t, "alice", alice.messages(1), []shown{{Dir: "in", Text: "to myself, new keys"}})
 }
