@@ -64,8 +64,14 @@ func streamFrom(t *testing.T, name, base string, id *envelope.Identity, since in
 	}
 	out := make(chan int64, 10000)
 	end = session{name: name, ended: make(chan time.Time, 1)}
-	ready := make(chan struct{})
+	ready, done := make(chan struct{}), make(chan struct{})
+	// The reader ends with the test, which waits for it.
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 	go func() {
+		defer close(done)
 		defer resp.Body.Close()
 		defer close(out)
 		sc := bufio.NewScanner(resp.Body)
@@ -80,7 +86,11 @@ func streamFrom(t *testing.T, name, base string, id *envelope.Identity, since in
 				}
 				if event == "message" {
 					n, _ := strconv.ParseInt(eventID, 10, 64)
-					out <- n
+					select {
+					case out <- n:
+					case <-ctx.Done():
+						return
+					}
 				}
 				eventID, event = "", ""
 			case strings.HasPrefix(line, "id: "):
