@@ -25,6 +25,9 @@ type NATSStreamOptions struct {
 	// which bounds the delay of a newest message NATS lost; 0 means
 	// DefaultNATSRecheck.
 	Recheck time.Duration
+	// OnLive, if set, is called once the subscription is on the server:
+	// from then on nothing stored for as is missed.
+	OnLive func()
 }
 
 // DefaultNATSRecheck is StreamNATS's safety-net store read interval.
@@ -64,6 +67,9 @@ func (c *Client) StreamNATS(ctx context.Context, nc *nats.Conn, as *envelope.Ide
 		return fmt.Errorf("nats subscribe: %w", err)
 	}
 
+	if opts.OnLive != nil {
+		opts.OnLive()
+	}
 	f := &natsFollower{c: c, as: as, deliver: deliver, last: opts.Since, ahead: map[int64]Message{}}
 	recheck := opts.Recheck
 	if recheck <= 0 {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -390,7 +388,7 @@ func (e *env) tail(args []string) error {
 	fs := e.flags("tail", &c, true)
 	useNATS := fs.Bool("nats", false, "follow over NATS, logged in with the kez key")
 	natsURL := fs.String("nats-url", e.getenv("KEZ_NATS_URL"), "NATS URL for --nats (default: the server's WebFinger nats link) [KEZ_NATS_URL]")
-	since := fs.Int64("since", client.FromNow, "replay messages after this seq first (SSE; default: only new ones)")
+	since := fs.Int64("since", client.FromNow, "replay messages after this seq first (default: only new ones)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -403,7 +401,7 @@ func (e *env) tail(args []string) error {
 		return err
 	}
 	if *useNATS {
-		return e.tailNATS(&c, cl, id, *natsURL)
+		return e.tailNATS(&c, cl, id, *natsURL, *since)
 	}
 	err = cl.Stream(e.ctx, id, client.StreamOptions{
 		Since: *since,
@@ -421,10 +419,7 @@ func (e *env) tail(args []string) error {
 	return err
 }
 
-// natsTimeout bounds one round trip to the NATS server.
-const natsTimeout = 10 * time.Second
-
-func (e *env) tailNATS(c *common, cl *client.Client, id *envelope.Identity, natsURL string) error {
+func (e *env) tailNATS(c *common, cl *client.Client, id *envelope.Identity, natsURL string, since int64) error {
 	if natsURL == "" {
 		u, _ := url.Parse(cl.BaseURL())
 		a, err := cl.Resolve(e.ctx, id.Handle+"@"+u.Host)
@@ -437,9 +432,6 @@ func (e *env) tailNATS(c *common, cl *client.Client, id *envelope.Identity, nats
 		natsURL = a.NATS
 	}
 	fmt.Fprintln(e.stderr, client.StateConnecting)
-	// Messages are printed from one goroutine, in arrival order.
-	msgs := make(chan client.Message, 64)
-	var once sync.Once
 	nc, err := client.ConnectNATS(natsURL, id,
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -455,45 +447,17 @@ func (e *env) tailNATS(c *common, cl *client.Client, id *envelope.Identity, nats
 		return err
 	}
 	defer nc.Close()
-	sub, err := client.SubscribeInbox(nc, id.Handle, func(m client.Message) {
-		select {
-		case msgs <- m:
-		default:
-			once.Do(func() { fmt.Fprintln(e.stderr, "falling behind; some messages are only in kez inbox") })
-		}
-	})
-	if err != nil {
-		return err
+	// StreamNATS fills from the store whatever NATS missed (a reconnect, a
+	// message published by an instance that then died), so the terminal
+	// shows every message once and in order, as over SSE.
+	err = cl.StreamNATS(e.ctx, nc, id, client.NATSStreamOptions{
+		Since:  since,
+		OnLive: func() { fmt.Fprintln(e.stderr, client.StateLive) },
+	}, func(m client.Message) error { return e.show(c, cl, id, m) })
+	if e.ctx.Err() != nil {
+		return nil // interrupted: a normal end
 	}
-	defer sub.Unsubscribe()
-	// The flush's round trip proves the server has the subscription; nats.go
-	// insists on a deadline for it.
-	fctx, cancel := context.WithTimeout(e.ctx, natsTimeout)
-	err = nc.FlushWithContext(fctx)
-	cancel()
-	if err != nil {
-		if e.ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("subscribe to the inbox: %w", err)
-	}
-	if err := nc.LastError(); err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stderr, client.StateLive)
-	for {
-		select {
-		case <-e.ctx.Done():
-			return nil
-		case m := <-msgs:
-			if err := e.show(c, cl, id, m); err != nil {
-				if e.ctx.Err() != nil {
-					return nil
-				}
-				return err
-			}
-		}
-	}
+	return err
 }
 
 func (e *env) nkey(args []string) error {
