@@ -8,6 +8,12 @@ import (
 	"github.com/kez-chat/kezd/store"
 )
 
+// deleteOutboxSQL removes the outbox entries of the keys $1 (recipients)
+// and $2 (seqs), which a confirmation and a sweep both do.
+const deleteOutboxSQL = `
+DELETE FROM outbox o USING unnest($1::text[], $2::bigint[]) AS k(recipient, seq)
+WHERE o.recipient = k.recipient AND o.seq = k.seq`
+
 // ConfirmPublished removes the outbox entries of messages whose publish has
 // left this process (see store.go).
 func (db *DB) ConfirmPublished(ctx context.Context, keys []store.MessageKey) error {
@@ -19,9 +25,7 @@ func (db *DB) ConfirmPublished(ctx context.Context, keys []store.MessageKey) err
 	for i, k := range keys {
 		to[i], seq[i] = k.To, k.Seq
 	}
-	if _, err := db.pool.Exec(ctx, `
-		DELETE FROM outbox o USING unnest($1::text[], $2::bigint[]) AS k(recipient, seq)
-		WHERE o.recipient = k.recipient AND o.seq = k.seq`, to, seq); err != nil {
+	if _, err := db.pool.Exec(ctx, deleteOutboxSQL, to, seq); err != nil {
 		return fmt.Errorf("confirm published: %w", translate(err))
 	}
 	return nil
@@ -84,9 +88,7 @@ func (db *DB) SweepUnpublished(ctx context.Context, olderThan time.Duration, lim
 			return 0, fmt.Errorf("sweep outbox: publish: %w", err)
 		}
 	}
-	if _, err := tx.Exec(ctx, `
-		DELETE FROM outbox o USING unnest($1::text[], $2::bigint[]) AS k(recipient, seq)
-		WHERE o.recipient = k.recipient AND o.seq = k.seq`, to, seqs); err != nil {
+	if _, err := tx.Exec(ctx, deleteOutboxSQL, to, seqs); err != nil {
 		return 0, fmt.Errorf("sweep outbox: %w", translate(err))
 	}
 	if err := tx.Commit(ctx); err != nil {
