@@ -14,7 +14,7 @@ import (
 	"github.com/kez-chat/kezd/web"
 )
 
-// vectors is envelope/testdata/vectors.json, the Go package's test vectors.
+// vectors is client/envelope/testdata/vectors.json, the Go package's test vectors.
 type vectors struct {
 	Identities []struct {
 		Handle           string `json:"handle"`
@@ -43,7 +43,7 @@ type vectors struct {
 
 func loadVectors(t *testing.T) vectors {
 	t.Helper()
-	raw, err := os.ReadFile("../envelope/testdata/vectors.json")
+	raw, err := os.ReadFile("../client/envelope/testdata/vectors.json")
 	if err != nil {
 		t.Fatal(err)
 	}
