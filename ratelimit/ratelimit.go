@@ -175,7 +175,7 @@ type Config struct {
 }
 
 // FlushEvery is how often Run reports spent tokens to the shared store.
-const FlushEvery = 250 * time.Millisecond
+const FlushEvery = time.Second
 
 // Limiter enforces the limits. A nil *Limiter admits everything (limits
 // off). Create it with New.
