@@ -114,7 +114,7 @@ func TestRotateKeysInBrowser(t *testing.T) {
 	alice.openSettings()
 	browsertest.Eval[bool](alice.Profile, `(document.getElementById('rotate').focus(), true)`)
 	alice.Do(browsertest.Enter())
-	text := alice.waitFor(`document.getElementById('backup-text').textContent.includes('rotated') && document.activeElement.id === 'export' && document.getElementById('backup-text').textContent`)
+	text := alice.waitFor(`document.getElementById('backup-text').textContent.includes('Your keys were rotated') && document.activeElement.id === 'export' && document.getElementById('backup-text').textContent`)
 	if !strings.Contains(text, "previous keys") {
 		t.Fatalf("after rotating, the page says %s", text)
 	}
@@ -200,6 +200,34 @@ func TestRotateKeysInBrowser(t *testing.T) {
 	for _, m := range []string{"before the rotation", "to the new key", "sealed to the old key", "old key, after the reload"} {
 		if !strings.Contains(out, m) {
 			t.Fatalf("kez inbox with the browser's rotated key file lacks %q:\n%s", m, out)
+		}
+	}
+
+	// A second rotation, after the reload: the keys from before it are
+	// stored non-extractable, so the new key file holds only the new keys
+	// and the page says to keep the old file; every older key still opens
+	// what was sealed to it.
+	alice.openSettings()
+	alice.Do(chromedp.Click(chromedp.ID("rotate")))
+	text = alice.waitFor(`document.getElementById('backup-text').textContent.includes('Your keys were rotated') && document.getElementById('backup-text').textContent`)
+	if !strings.Contains(text, "keep your old key file") {
+		t.Fatalf("after rotating a stored identity, the page says %s", text)
+	}
+	alice.waitLive()
+	_, _, k3, third := alice.saveKeyFile()
+	if len(k3.Previous) != 0 {
+		t.Fatalf("the key file of a stored identity's rotation has previous keys %+v", k3.Previous)
+	}
+	if _, err := fresh.Poll(t.Context(), next, client.PollOptions{}); !client.IsCode(err, client.CodeBadSignature) {
+		t.Fatalf("poll with the second keys after the second rotation: %v, want bad_signature", err)
+	}
+	sealTo(t, fresh, bob, old.Peer(), "to the first keys")
+	sealTo(t, fresh, bob, next.Peer(), "to the second keys")
+	sealTo(t, fresh, bob, third.Peer(), "to the third keys")
+	got = alice.messages(8)
+	for i, want := range []string{"to the first keys", "to the second keys", "to the third keys"} {
+		if got[5+i].Text != want {
+			t.Fatalf("after the second rotation, message %d = %q, want %q: %+v", 5+i, got[5+i].Text, want, got)
 		}
 	}
 }
@@ -400,7 +428,7 @@ func TestRotateWhenTheAnswerIsLost(t *testing.T) {
 	t.Run("answer lost", func(t *testing.T) {
 		failRequests(t, alice, "*/v1/handles/alice/keys", fetch.RequestStageResponse)
 		alice.Do(chromedp.Click(chromedp.ID("rotate")))
-		alice.waitFor(`document.getElementById('backup-text').textContent.includes('rotated')`)
+		alice.waitFor(`document.getElementById('backup-text').textContent.includes('Your keys were rotated')`)
 	})
 	fresh, err := client.New(srv.URL)
 	if err != nil {
