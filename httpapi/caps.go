@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"strings"
 
 	"github.com/kez-chat/kezd/chat"
@@ -42,12 +43,7 @@ const retryAfterCap = 5e9 // 5 s
 
 // acquire counts one more for handle and ip, or says which cap refuses it.
 func (k *caps) acquire(handle, ip string) error {
-	refuse := func(cap, format string, args ...any) error {
-		k.refused[k.metric(cap)]++
-		e := chat.Errorf(protocol.CodeRateLimited, format, args...)
-		e.RetryAfter = retryAfterCap
-		return e
-	}
+	refuse := k.refuse
 	switch {
 	case k.byHandle[handle] >= k.perHandle:
 		return refuse("per_handle", "handle %q has %d %s open here; close one first", handle, k.perHandle, k.what)
@@ -60,6 +56,25 @@ func (k *caps) acquire(handle, ip string) error {
 	k.byHandle[handle]++
 	k.byIP[ip]++
 	return nil
+}
+
+// refuse counts a refusal at cap and returns its error.
+func (k *caps) refuse(cap, format string, args ...any) error {
+	k.refused[k.metric(cap)]++
+	e := chat.Errorf(protocol.CodeRateLimited, format, args...)
+	e.RetryAfter = retryAfterCap
+	return e
+}
+
+// SharedCaps is the count of open streams and long-polls that every
+// instance of a deployment shares (*postgres.Leases implements it).
+// AcquireLease takes a lease of kind ("streams", "long-polls") for handle
+// and ip when fewer than perHandle are open for handle and fewer than perIP
+// for ip; otherwise ok is false and handleOpen and ipOpen say which cap
+// refused. ReleaseLease gives one back.
+type SharedCaps interface {
+	AcquireLease(ctx context.Context, kind, handle, ip string, perHandle, perIP int) (id int64, handleOpen, ipOpen int, ok bool, err error)
+	ReleaseLease(ctx context.Context, id int64) error
 }
 
 // release gives back what acquire counted.

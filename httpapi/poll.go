@@ -53,7 +53,7 @@ func (s *Server) poll(c echo.Context) error {
 	}
 
 	if wait > 0 {
-		release, err := s.tryAcquire(s.polls, handle, clientIP(c))
+		release, err := s.tryAcquire(c.Request().Context(), s.polls, handle, clientIP(c))
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/faultlog"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
@@ -121,6 +122,10 @@ type Config struct {
 	// Limits are the rate limits per client IP (registrations, failed
 	// authentications); nil is limits off.
 	Limits Limiter
+	// SharedCaps, when set, makes the per-handle and per-IP caps of streams
+	// and long-polls hold for every instance that shares it (Postgres); nil
+	// counts them on this instance only. The per-instance caps stay local.
+	SharedCaps SharedCaps
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// IP; from any other peer the client IP is the peer's address.
 	TrustedProxies []netip.Prefix
@@ -169,6 +174,8 @@ type Server struct {
 	base string // PublicURL without a trailing slash, for links
 
 	limits Limiter
+	shared SharedCaps
+	faults *faultlog.Log // of shared
 
 	// closing is cancelled by CloseStreams; streams and long-polls end with it.
 	closing   context.Context
@@ -208,6 +215,8 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 		closing:   closing,
 		closeOnce: cancel,
 		limits:    cfg.Limits,
+		shared:    cfg.SharedCaps,
+		faults:    faultlog.New(log, 0),
 		streams:   newCaps("streams", cfg.MaxStreams, cfg.MaxStreamsPerHandle, cfg.MaxStreamsPerIP),
 		polls:     newCaps("long-polls", cfg.MaxPolls, cfg.MaxPollsPerHandle, cfg.MaxPollsPerIP),
 		detached:  make(map[string]map[*detachedStream]struct{}),
@@ -335,10 +344,10 @@ func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 // first ends the handle's detached streams whose clients have gone (a
 // browser reloading a page closes its old connection, which nothing reads
 // until the next ping), so that reconnecting is not refused for them.
-func (s *Server) acquireStream(handle, ip string) (release func(), err error) {
-	release, err = s.tryAcquire(s.streams, handle, ip)
+func (s *Server) acquireStream(ctx context.Context, handle, ip string) (release func(), err error) {
+	release, err = s.tryAcquire(ctx, s.streams, handle, ip)
 	if e := (*chat.Error)(nil); errors.As(err, &e) && e.Code == protocol.CodeRateLimited && s.reapClosed(handle) > 0 {
-		release, err = s.tryAcquire(s.streams, handle, ip)
+		release, err = s.tryAcquire(ctx, s.streams, handle, ip)
 	}
 	return release, err
 }
@@ -388,21 +397,61 @@ func (s *Server) trackDetached(handle string, d *detachedStream) (untrack func()
 }
 
 // tryAcquire counts one more in k (streams or long-polls), or refuses it.
-// Both count in WaitStreams, so shutdown waits for them.
-func (s *Server) tryAcquire(k *caps, handle, ip string) (release func(), err error) {
+// Both count in WaitStreams, so shutdown waits for them. The local count
+// comes first and is the fast path; with shared caps, a lease of the
+// deployment's count is then taken as well. When the store fails, the local
+// count alone decides (the fault is logged once per outage): an outage
+// neither refuses every stream nor lifts the caps, which still hold per
+// instance.
+func (s *Server) tryAcquire(ctx context.Context, k *caps, handle, ip string) (release func(), err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closing.Err() != nil {
+		s.mu.Unlock()
 		return nil, chat.Errorf(protocol.CodeUnavailable, "the server is shutting down; reconnect")
 	}
 	if err := k.acquire(handle, ip); err != nil {
+		s.mu.Unlock()
 		return nil, err
 	}
 	s.wg.Add(1)
-	return func() {
+	s.mu.Unlock()
+	local := func() {
 		s.mu.Lock()
 		k.release(handle, ip)
 		s.mu.Unlock()
 		s.wg.Done()
+	}
+	if s.shared == nil {
+		return local, nil
+	}
+	what := "shared " + k.what + " caps"
+	id, handleOpen, _, ok, err := s.shared.AcquireLease(ctx, k.what, handle, ip, k.perHandle, k.perIP)
+	switch {
+	case err != nil:
+		s.faults.Fail(what, err)
+		return local, nil
+	case !ok:
+		s.faults.OK(what)
+		local()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if handleOpen >= k.perHandle {
+			return nil, k.refuse("per_handle", "handle %q has %d %s open, its limit; close one first", handle, k.perHandle, k.what)
+		}
+		return nil, k.refuse("per_ip", "your address has %d %s open, its limit; close one first", k.perIP, k.what)
+	}
+	s.faults.OK(what)
+	return func() {
+		// Not the request's context, which may be over; a lease left behind
+		// expires by itself.
+		rctx, cancel := context.WithTimeout(context.Background(), leaseReleaseTimeout)
+		defer cancel()
+		if err := s.shared.ReleaseLease(rctx, id); err != nil {
+			s.faults.Fail(what, err)
+		}
+		local()
 	}, nil
 }
+
+// leaseReleaseTimeout bounds giving back a shared lease.
+const leaseReleaseTimeout = 5 * time.Second

@@ -44,7 +44,7 @@ func (s *Server) stream(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	release, err := s.acquireStream(handle, clientIP(c))
+	release, err := s.acquireStream(c.Request().Context(), handle, clientIP(c))
 	if err != nil {
 		return err
 	}

@@ -166,6 +166,18 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	limitsDone := make(chan struct{})
 	go func() { defer close(limitsDone); limits.Run(limitsCtx) }()
 	defer func() { stopLimits(); <-limitsDone }()
+	// With Postgres, the stream and long-poll caps per handle and per IP
+	// hold for the deployment: this instance renews its leases until the
+	// store closes.
+	var sharedCaps httpapi.SharedCaps
+	if db, ok := st.(*postgres.DB); ok {
+		leases := postgres.NewLeases(db, 0, log.With("component", "stream_leases"))
+		leasesCtx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
+		leasesDone := make(chan struct{})
+		go func() { defer close(leasesDone); leases.Run(leasesCtx) }()
+		defer func() { stopLeases(); <-leasesDone }()
+		sharedCaps = leases
+	}
 	svc := chat.New(chat.Config{
 		Skew:            cfg.AuthSkew,
 		RepublishAfter:  cfg.RepublishAfter,
@@ -229,6 +241,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		MaxPollsPerHandle:   cfg.MaxPollsPerHandle,
 		MaxPollsPerIP:       cfg.MaxPollsPerIP,
 		Limits:              limits,
+		SharedCaps:          sharedCaps,
 		TrustedProxies:      cfg.TrustedProxies,
 		Ready: []httpapi.Check{
 			{Name: "store", Fn: st.Ping},

@@ -1,0 +1,120 @@
+package postgres_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kez-chat/kezd/store/pgtest"
+	"github.com/kez-chat/kezd/store/postgres"
+)
+
+// Leases of two instances on one database share their caps, per handle and
+// per IP, also when they race; a released lease frees its slot.
+func TestLeasesAreShared(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	a := postgres.NewLeases(open(t, url), 0, nil)
+	b := postgres.NewLeases(open(t, url), 0, nil)
+	ctx := t.Context()
+
+	// 16 acquires for one handle from distinct IPs, 8 on each instance, at once.
+	var mu sync.Mutex
+	var got []int64
+	var wg sync.WaitGroup
+	for i := range 16 {
+		l := []*postgres.Leases{a, b}[i%2]
+		wg.Go(func() {
+			id, _, _, ok, err := l.AcquireLease(ctx, "streams", "bob", fmt.Sprintf("ip%d", i), 8, 100)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if ok {
+				mu.Lock()
+				got = append(got, id)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(got) != 8 {
+		t.Fatalf("two instances granted %d leases for one handle, want 8", len(got))
+	}
+	id, handleOpen, _, ok, err := b.AcquireLease(ctx, "streams", "bob", "ip99", 8, 100)
+	if err != nil || ok || handleOpen != 8 {
+		t.Fatalf("9th lease: id %d, handleOpen %d, ok %v, err %v; want refused at 8", id, handleOpen, ok, err)
+	}
+	// Another kind and another handle are counted apart.
+	if _, _, _, ok, err := b.AcquireLease(ctx, "long-polls", "bob", "ip99", 8, 100); err != nil || !ok {
+		t.Fatalf("long-poll lease: ok %v, err %v", ok, err)
+	}
+	if err := a.ReleaseLease(ctx, got[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, ok, err := b.AcquireLease(ctx, "streams", "bob", "ip99", 8, 100); err != nil || !ok {
+		t.Fatalf("lease after a release: ok %v, err %v", ok, err)
+	}
+
+	// Per IP: two handles from one address, cap 3.
+	for i := range 3 {
+		if _, _, _, ok, err := []*postgres.Leases{a, b}[i%2].AcquireLease(ctx, "streams", fmt.Sprintf("h%d", i), "10.0.0.1", 8, 3); err != nil || !ok {
+			t.Fatalf("IP lease %d: ok %v, err %v", i, ok, err)
+		}
+	}
+	_, handleOpen, ipOpen, ok, err := a.AcquireLease(ctx, "streams", "h9", "10.0.0.1", 8, 3)
+	if err != nil || ok || handleOpen != 0 || ipOpen != 3 {
+		t.Fatalf("4th lease of an IP: handleOpen %d, ipOpen %d, ok %v, err %v; want refused at 3 per IP", handleOpen, ipOpen, ok, err)
+	}
+}
+
+// A stopped instance's leases expire by themselves; a running one's are
+// renewed past their TTL.
+func TestLeasesExpireUnlessRenewed(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	const ttl = 600 * time.Millisecond
+	dead := postgres.NewLeases(open(t, url), ttl, nil) // never Run: killed
+	live := postgres.NewLeases(open(t, url), ttl, nil)
+	ctx := t.Context()
+	go live.Run(ctx)
+
+	if _, _, _, ok, err := live.AcquireLease(ctx, "streams", "bob", "ip", 2, 100); err != nil || !ok {
+		t.Fatalf("live lease: ok %v, err %v", ok, err)
+	}
+	if _, _, _, ok, err := dead.AcquireLease(ctx, "streams", "bob", "ip", 2, 100); err != nil || !ok {
+		t.Fatalf("dead lease: ok %v, err %v", ok, err)
+	}
+	start := time.Now()
+	// The dead instance's lease frees its slot after its TTL; the live
+	// instance's, renewed, never does. Expiry is the database's clock, so
+	// this polls, within a bound.
+	for {
+		_, handleOpen, _, ok, err := live.AcquireLease(ctx, "streams", "bob", "ip", 2, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			break
+		}
+		if handleOpen != 2 {
+			t.Fatalf("refused with %d open, want 2", handleOpen)
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("a stopped instance's lease did not expire")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if time.Since(start) < ttl/2 {
+		t.Fatalf("the dead lease expired after %v, before its TTL %v", time.Since(start), ttl)
+	}
+	// Several TTLs later, the live leases (two now) still count.
+	deadline := time.Now().Add(3 * ttl)
+	for time.Now().Before(deadline) {
+		if _, handleOpen, _, ok, err := live.AcquireLease(ctx, "streams", "bob", "ip", 2, 100); err != nil || ok || handleOpen != 2 {
+			t.Fatalf("live leases lapsed: handleOpen %d, ok %v, err %v", handleOpen, ok, err)
+		}
+		time.Sleep(ttl / 4)
+	}
+}
