@@ -87,7 +87,7 @@ type Config struct {
 
 	// PingInterval is how often an idle stream gets a ": ping" comment.
 	PingInterval time.Duration
-	// MaxStreamsPerHandle caps open streams per handle on this instance;
+	// MaxStreamsPerHandle caps open streams per handle (deployment-wide with SharedCaps);
 	// beyond it, 429 rate_limited.
 	MaxStreamsPerHandle int
 	// MaxStreams caps all open streams on this instance (each holds a
