@@ -12,6 +12,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/kez-chat/kezd/client"
+	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/internal/browsertest"
 	"github.com/kez-chat/kezd/store/pgtest"
@@ -202,4 +204,20 @@ func TestTwoPeopleChat(t *testing.T) {
 		alice.screenshot("web-conversation-" + t.Name()[len("TestTwoPeopleChat/"):] + ".png")
 		bob.screenshot("web-conversation-phone-" + t.Name()[len("TestTwoPeopleChat/"):] + ".png")
 	})
+}
+
+// bobInGoAliceInBrowser is the usual start of a browser test: a kezd on
+// SQLite, a Go client of it with bob registered, and alice created in a
+// browser profile of her own.
+func bobInGoAliceInBrowser(t *testing.T) (*kezdtest.Server, *client.Client, *envelope.Identity, *person) {
+	t.Helper()
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := register(t, c, "bob")
+	alice := newPerson(t, srv, "alice")
+	alice.create("alice")
+	return srv, c, bob, alice
 }

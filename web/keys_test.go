@@ -17,14 +17,7 @@ import (
 // conversation warns with both fingerprints and sends nothing until the
 // person accepts the new keys; then messages are sealed to the new ones.
 func TestKeyChangeWarning(t *testing.T) {
-	srv := kezdtest.Start(t, kezdtest.Config{})
-	c, err := client.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := register(t, c, "bob")
-	alice := newPerson(t, srv, "alice")
-	alice.create("alice")
+	_, c, bob, alice := bobInGoAliceInBrowser(t)
 	alice.openConversation("bob", "bob")
 	if fp := alice.waitFor(`document.getElementById('peer-fp').textContent`); !strings.HasPrefix(fp, `"`+bob.SigningKeyHex()[:4]+" ") {
 		t.Fatalf("fingerprint %s is not bob's key %s", fp, bob.SigningKeyHex())

@@ -96,14 +96,7 @@ func sealTo(t *testing.T, c *client.Client, from *envelope.Identity, peer envelo
 // key, also after a reload; the new key file is kez rotate's and works in
 // the CLI.
 func TestRotateKeysInBrowser(t *testing.T) {
-	srv := kezdtest.Start(t, kezdtest.Config{})
-	c, err := client.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := register(t, c, "bob")
-	alice := newPerson(t, srv, "alice")
-	alice.create("alice")
+	srv, c, bob, alice := bobInGoAliceInBrowser(t)
 	_, _, _, old := alice.saveKeyFile()
 	if _, err := c.Send(t.Context(), bob, "alice", []byte("before the rotation")); err != nil {
 		t.Fatal(err)
@@ -274,14 +267,7 @@ func TestDeleteAccountInBrowser(t *testing.T) {
 // rotated its keys still opens in the browser (the sender's key as of the
 // message, ?at= its sent_at), as does one sealed after.
 func TestContactRotatedBeforeReading(t *testing.T) {
-	srv := kezdtest.Start(t, kezdtest.Config{})
-	c, err := client.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := register(t, c, "bob")
-	alice := newPerson(t, srv, "alice")
-	alice.create("alice")
+	_, c, bob, alice := bobInGoAliceInBrowser(t)
 	alice.openConversation("bob", "bob") // alice has bob's first keys
 	alice.Do(offline(true))
 	alice.waitStatus("reconnecting")

@@ -7,9 +7,6 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-
-	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/client/kezdtest"
 )
 
 // offline turns the tab's network off (true) or on again.
@@ -26,14 +23,7 @@ func offline(off bool) chromedp.Action[chromedp.Void] {
 // TestOfflineTabCatchesUp: a tab that goes offline shows reconnecting and,
 // back online, catches up on what arrived meanwhile, each message once.
 func TestOfflineTabCatchesUp(t *testing.T) {
-	srv := kezdtest.Start(t, kezdtest.Config{})
-	c, err := client.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := register(t, c, "bob")
-	alice := newPerson(t, srv, "alice")
-	alice.create("alice")
+	_, c, bob, alice := bobInGoAliceInBrowser(t)
 	alice.openConversation("bob", "bob")
 	alice.Do(offline(true))
 	alice.waitStatus("reconnecting")
