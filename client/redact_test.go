@@ -46,15 +46,18 @@ func firstReconnect(ctx context.Context, c *client.Client, as *envelope.Identity
 			}
 		}}, func(client.Message) error { return nil })
 	}()
+	// The reconnect's error is sent before the cancel that ends Stream, so
+	// once Stream has returned it is there if there was one; selecting on
+	// both would sometimes take Stream's context.Canceled instead.
+	err := <-ended
 	select {
 	case err := <-got:
-		<-ended
 		var re *client.ReconnectError
 		if !errors.As(err, &re) || re.Delay <= 0 {
 			return fmt.Errorf("reconnecting with %v (%T), want a *client.ReconnectError with its delay", err, err)
 		}
 		return err
-	case err := <-ended:
+	default:
 		return err
 	}
 }
