@@ -28,6 +28,10 @@ type NATSStreamOptions struct {
 	// OnLive, if set, is called once the subscription is on the server:
 	// from then on nothing stored for as is missed.
 	OnLive func()
+	// OnGap, if set, is called when a store read finds that messages after
+	// the last one delivered were deleted before they could be (Page.Gap),
+	// before the message that follows them.
+	OnGap func(Gap)
 }
 
 // DefaultNATSRecheck is StreamNATS's safety-net store read interval.
@@ -70,7 +74,7 @@ func (c *Client) StreamNATS(ctx context.Context, nc *nats.Conn, as *envelope.Ide
 	if opts.OnLive != nil {
 		opts.OnLive()
 	}
-	f := &natsFollower{c: c, as: as, deliver: deliver, last: opts.Since, ahead: map[int64]Message{}}
+	f := &natsFollower{c: c, as: as, deliver: deliver, onGap: opts.OnGap, last: opts.Since, ahead: map[int64]Message{}}
 	recheck := opts.Recheck
 	if recheck <= 0 {
 		recheck = DefaultNATSRecheck
@@ -124,6 +128,7 @@ type natsFollower struct {
 	c       *Client
 	as      *envelope.Identity
 	deliver func(Message) error
+	onGap   func(Gap)
 	last    int64             // the last seq delivered, or FromNow before the first
 	ahead   map[int64]Message // arrived before the next seq; delivered by fill
 }
@@ -166,6 +171,9 @@ func (f *natsFollower) fill(ctx context.Context) error {
 		p, err := f.c.Poll(ctx, f.as, PollOptions{Since: f.last, Limit: 1000})
 		if err != nil {
 			return err
+		}
+		if p.Gap != nil && f.onGap != nil {
+			f.onGap(*p.Gap)
 		}
 		for _, m := range p.Messages {
 			if err := f.deliver(m); err != nil {

@@ -38,6 +38,29 @@ type Page struct {
 	// Each message is decoded on its own, so one bad message (from a
 	// hostile or older server) never hides the others.
 	Skipped []SkippedMessage
+	// Gap, when not nil, is the run of messages after Since that the
+	// server deleted before this poll could read them (the answer's
+	// reset, PROTOCOL.md v1.1): by retention, or by a delete-through from
+	// any device of the handle. The page goes on after them.
+	Gap *Gap
+}
+
+// Gap is a run of messages the server deleted before this client read
+// them, seqs First through Last. A poll reports it in Page.Gap, a stream
+// (its event: reset) through StreamOptions.OnGap, before the message that
+// follows it. What the messages were is gone: only their seqs are known.
+type Gap struct {
+	First, Last int64
+}
+
+// gapBefore is the gap a reset naming oldest leaves after the cursor
+// last, or nil when there is none (the reset is about seqs the client
+// has).
+func gapBefore(last, oldest int64) *Gap {
+	if last < 0 || oldest <= last+1 {
+		return nil
+	}
+	return &Gap{First: last + 1, Last: oldest - 1}
 }
 
 // SkippedMessage is a message of a poll page that could not be decoded.
@@ -89,6 +112,10 @@ func decodePage(r io.Reader) (*Page, error) {
 			if err := dec.Decode(&p.Next); err != nil {
 				return nil, err
 			}
+		case "reset":
+			if err := dec.Decode(&p.Reset); err != nil {
+				return nil, err
+			}
 		default:
 			var skip json.RawMessage
 			if err := dec.Decode(&skip); err != nil {
@@ -100,6 +127,15 @@ func decodePage(r io.Reader) (*Page, error) {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// seqs lists the seqs of the first n messages of ms.
+func seqs(ms []Message, n int) []int64 {
+	out := make([]int64, 0, n)
+	for _, m := range ms[:min(n, len(ms))] {
+		out = append(out, m.Seq)
+	}
+	return out
 }
 
 func expectDelim(dec *json.Decoder, want json.Delim) error {
@@ -142,6 +178,14 @@ func (c *Client) Poll(ctx context.Context, as *envelope.Identity, opts PollOptio
 		if m.Seq <= opts.Since || m.To != as.Handle {
 			return nil, fmt.Errorf("poll: server returned message %d for %q after since=%d", m.Seq, m.To, opts.Since)
 		}
+	}
+	if p.Reset != nil {
+		// The oldest kept message is the first one returned; a reset that
+		// says otherwise cannot be shown as a gap.
+		if p.Reset.Oldest <= opts.Since || (len(p.Messages) > 0 && p.Reset.Oldest > p.Messages[0].Seq) {
+			return nil, fmt.Errorf("poll: server reported oldest message %d after since=%d with the first returned %v", p.Reset.Oldest, opts.Since, seqs(p.Messages, 1))
+		}
+		p.Gap = gapBefore(opts.Since, p.Reset.Oldest)
 	}
 	return p, nil
 }

@@ -65,6 +65,12 @@ type StreamOptions struct {
 	// and reconnects, with ErrSilent as the reason; 0 means
 	// DefaultSilence, a negative value never.
 	Silence time.Duration
+	// OnGap, if set, is called when the server says (event: reset) that
+	// messages after the last one delivered were deleted before the stream
+	// could deliver them, by retention or a delete-through; it comes
+	// before the message that follows the gap, once per gap. It must not
+	// block for long.
+	OnGap func(Gap)
 }
 
 // DefaultSilence is two of the protocol's longest ping intervals (15 s)
@@ -82,7 +88,7 @@ var ErrSilent = errors.New("stream: no event or ping within the silence timeout"
 // ends, deliver's error if it fails, or an *Error the server gave that no
 // retry can fix (a bad signature, an unknown handle, ...).
 func (c *Client) Stream(ctx context.Context, as *envelope.Identity, opts StreamOptions, deliver func(Message) error) error {
-	st := &streamer{c: c, as: as, deliver: deliver, onState: opts.OnState, last: opts.Since, silence: opts.Silence}
+	st := &streamer{c: c, as: as, deliver: deliver, onState: opts.OnState, onGap: opts.OnGap, last: opts.Since, silence: opts.Silence}
 	if st.silence == 0 {
 		st.silence = DefaultSilence
 	}
@@ -94,6 +100,7 @@ type streamer struct {
 	as      *envelope.Identity
 	deliver func(Message) error
 	onState func(State, error)
+	onGap   func(Gap)
 	last    int64         // the seq of the last message delivered, or FromNow before the cursor is known
 	silence time.Duration // negative: no silence detection
 }
@@ -261,7 +268,21 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 			}
 		case protocol.EventReset:
 			// Messages before "oldest" were deleted; the server continues
-			// from there and seqs only grow, so there is nothing to do.
+			// from there and seqs only grow. The caller hears of the ones
+			// it never got.
+			var r protocol.Reset
+			if err := json.Unmarshal([]byte(ev.data), &r); err != nil {
+				return live, fmt.Errorf("stream: reset event: %w", err)
+			}
+			if g := gapBefore(s.last, r.Oldest); g != nil && s.onGap != nil {
+				if timer != nil {
+					timer.Stop()
+				}
+				s.onGap(*g)
+				if timer != nil {
+					timer.Reset(s.silence)
+				}
+			}
 		}
 	}
 }

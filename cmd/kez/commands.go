@@ -369,6 +369,9 @@ func (e *env) inbox(args []string) error {
 	if err != nil {
 		return err
 	}
+	if p.Gap != nil {
+		fmt.Fprintln(e.stderr, gapText(*p.Gap))
+	}
 	for _, m := range p.Messages {
 		if err := e.show(&c, cl, id, m); err != nil {
 			return err
@@ -381,6 +384,17 @@ func (e *env) inbox(args []string) error {
 		fmt.Fprintln(e.stderr, "no new messages")
 	}
 	return nil
+}
+
+// gapText tells the user of messages they will never see: the server
+// deleted them (its retention, or a delete-through from one of their
+// devices) before this device read them.
+func gapText(g client.Gap) string {
+	const why = "(by the server's retention, or by a delete from one of your devices)"
+	if g.First == g.Last {
+		return fmt.Sprintf("message %d was deleted from the server before you read it %s", g.First, why)
+	}
+	return fmt.Sprintf("messages %d–%d were deleted from the server before you read them %s", g.First, g.Last, why)
 }
 
 func (e *env) tail(args []string) error {
@@ -412,6 +426,7 @@ func (e *env) tail(args []string) error {
 			}
 			fmt.Fprintln(e.stderr, s)
 		},
+		OnGap: func(g client.Gap) { fmt.Fprintln(e.stderr, gapText(g)) },
 	}, func(m client.Message) error { return e.show(&c, cl, id, m) })
 	if e.ctx.Err() != nil {
 		return nil // interrupted: a normal end
@@ -453,6 +468,7 @@ func (e *env) tailNATS(c *common, cl *client.Client, id *envelope.Identity, nats
 	err = cl.StreamNATS(e.ctx, nc, id, client.NATSStreamOptions{
 		Since:  since,
 		OnLive: func() { fmt.Fprintln(e.stderr, client.StateLive) },
+		OnGap:  func(g client.Gap) { fmt.Fprintln(e.stderr, gapText(g)) },
 	}, func(m client.Message) error { return e.show(c, cl, id, m) })
 	if e.ctx.Err() != nil {
 		return nil // interrupted: a normal end

@@ -67,9 +67,20 @@ func TestLifecycleWithCLI(t *testing.T) {
 	if out := alice.must("", "inbox", "--as", "alice", "--delete-through", "1"); !strings.Contains(out, "deleted 1 messages") {
 		t.Fatalf("delete-through: %s", out)
 	}
-	if out := alice.must("", "inbox", "--as", "alice"); strings.Contains(out, "before") || !strings.Contains(out, "bob: after") {
-		t.Fatalf("inbox after deleting through 1: %s", out)
+	// Read from the start again, the inbox and a tail say, once, what was
+	// deleted before they could show it.
+	gone := "message 1 was deleted from the server before you read it"
+	if out, errOut, code := alice.kez("", "inbox", "--as", "alice"); code != 0 || strings.Contains(out, "before") || !strings.Contains(out, "bob: after") || strings.Count(errOut, gone) != 1 {
+		t.Fatalf("inbox after deleting through 1: exit %d, stdout %q, stderr %q (want %q once)", code, out, errOut, gone)
 	}
+	if _, errOut, _ := alice.kez("", "inbox", "--as", "alice", "--since", "1"); strings.Contains(errOut, "deleted") {
+		t.Fatalf("inbox from past the deleted message: %q", errOut)
+	}
+	tail = start(t, kez, alice.env(), "tail", "--as", "alice", "--since", "0")
+	tail.await(tail.stderr, gone)
+	tail.await(tail.stdout, "bob: after")
+	tail.await(tail.stderr, "live")
+	tail.interrupt()
 
 	if _, errOut, code := alice.kez("no\n", "delete-account", "--as", "alice"); code == 0 || !strings.Contains(errOut, "not confirmed") {
 		t.Fatalf("delete-account without confirmation: exit %d, %s", code, errOut)
