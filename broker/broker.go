@@ -138,8 +138,13 @@ var ErrNotConnected = errors.New("broker: not connected")
 
 // Start starts the embedded server (unless cfg.URL is set) and connects to it
 // or to the external NATS. In external mode an unreachable server does not
-// fail Start: kezd keeps retrying and Ping reports it.
+// fail Start: kezd keeps retrying and Ping reports it. ctx bounds the wait
+// for the embedded server to be ready (which is at most 10 s in any case):
+// when it ends first, Start shuts the server down and returns ctx's error.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start nats: %w", err)
+	}
 	b := &Broker{log: log, closed: make(chan struct{}), macKey: cfg.MACKey}
 	b.hub = newHub(log, cfg.MACKey)
 	opts := []nats.Option{
@@ -191,7 +196,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		}
 	} else {
 		b.routes = newRouteWatch(log)
-		srv, internal, err := startEmbedded(cfg, log, b.routes)
+		srv, internal, err := startEmbedded(ctx, cfg, log, b.routes)
 		if err != nil {
 			return nil, err
 		}

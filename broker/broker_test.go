@@ -366,6 +366,22 @@ func TestStartPortTaken(t *testing.T) {
 	}
 }
 
+// TestStartContextEnded: Start under a context that has ended starts no
+// server and says why.
+func TestStartContextEnded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	b, err := Start(ctx, Config{Listen: "127.0.0.1:-1"}, slog.New(slog.DiscardHandler))
+	if err == nil {
+		b.Close(t.Context())
+		t.Fatal("started under an ended context")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %q, want context.Canceled", err)
+	}
+}
+
 // The embedded server refuses a message larger than anything kezd or a
 // client needs (a send request, a stored message), so that no login can
 // make the server hold megabytes per message.

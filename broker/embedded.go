@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -18,8 +19,9 @@ import (
 )
 
 // startEmbedded builds the server options from cfg, starts the server and
-// returns it with the options kezd's own connection needs to log in.
-func startEmbedded(cfg Config, log *slog.Logger, routes *routeWatch) (*server.Server, []nats.Option, error) {
+// returns it with the options kezd's own connection needs to log in. It
+// waits for the server to be ready until ctx ends, 10 s at most.
+func startEmbedded(ctx context.Context, cfg Config, log *slog.Logger, routes *routeWatch) (*server.Server, []nats.Option, error) {
 	opts, internal, err := serverOptions(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -39,6 +41,10 @@ func startEmbedded(cfg Config, log *slog.Logger, routes *routeWatch) (*server.Se
 			srv.Shutdown()
 			srv.WaitForShutdown()
 			return nil, nil, fmt.Errorf("embedded nats: %s", msg)
+		case <-ctx.Done():
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			return nil, nil, fmt.Errorf("embedded nats: not ready: %w", ctx.Err())
 		default:
 		}
 		if time.Now().After(deadline) {

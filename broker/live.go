@@ -22,17 +22,19 @@ import (
 // that handle's streams on this instance and reference-counted, feeding one
 // dispatcher goroutine through a single channel.
 //
-// Why not one NATS subscription per stream (bench_test.go, 2 cores, embedded
-// server, in-process connection):
-//   - Opening a stream for a handle that already has one here costs 140 ns
-//     and no NATS traffic, against 8.4 µs and a SUB/PING round trip (and
-//     route interest updates in a cluster) for a subscription of its own;
-//     the first stream of a handle costs the same either way (8.6 µs).
-//   - One message to a handle with 100 streams: 12.6 µs (one delivery, one
-//     JSON decode, 100 queue appends) against 363 µs (100 server deliveries
-//     and decodes), 29 times more; with one stream both cost 10 µs.
-//   - An idle stream holds 1.3 KB (the hub's listener, plus one server and
-//     client subscription per handle) against 2.4 KB.
+// Why not one NATS subscription per stream: bench_test.go measures both
+// (embedded server, in-process connection; the figures of the last run are
+// in docs/benchmarks.md, "Fan-out architecture"):
+//   - Opening a stream for a handle that already has one here takes no NATS
+//     traffic and about a fiftieth of the time of a subscription of its own
+//     (a SUB/PING round trip, and route interest updates in a cluster); the
+//     first stream of a handle costs the same either way.
+//   - One message to a handle with 100 streams is one server delivery and
+//     one check of the message, then 100 queue appends: 20 to 30 times less
+//     than 100 server deliveries and checks. With one stream both cost the
+//     same.
+//   - An idle stream holds about half the memory (the hub's listener, plus
+//     one server and client subscription per handle).
 // Devices and tabs of one person, and a reconnecting client overlapping its
 // old stream, make several streams per handle common, so sharing is worth
 // the reference count.
