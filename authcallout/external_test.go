@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/natsapi"
 )
 
@@ -152,7 +153,7 @@ func runNATSServer(t testing.TB, conf string, cluster bool) extServer {
 }
 
 // writeAuthConf writes what `kezd nats-config` prints into dir/auth.conf.
-func writeAuthConf(t testing.TB, dir string, k authcallout.Keys) {
+func writeAuthConf(t testing.TB, dir string, k deploykeys.Keys) {
 	t.Helper()
 	f, err := os.Create(filepath.Join(dir, "auth.conf"))
 	if err != nil {
@@ -167,7 +168,7 @@ func writeAuthConf(t testing.TB, dir string, k authcallout.Keys) {
 
 // writeClusterAuthConf writes what `kezd nats-config --cluster-routes`
 // prints into dir/cluster-auth.conf.
-func writeClusterAuthConf(t testing.TB, dir string, k authcallout.Keys, routes ...string) {
+func writeClusterAuthConf(t testing.TB, dir string, k deploykeys.Keys, routes ...string) {
 	t.Helper()
 	password, err := k.RoutePassword()
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
@@ -40,16 +41,16 @@ const (
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func testKeys(t testing.TB) authcallout.Keys {
+func testKeys(t testing.TB) deploykeys.Keys {
 	t.Helper()
-	k, err := authcallout.LoadOrCreateKeys(t.TempDir())
+	k, err := deploykeys.LoadOrCreateKeys(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return k
 }
 
-func public(t testing.TB, k authcallout.Keys) authcallout.PublicKeys {
+func public(t testing.TB, k deploykeys.Keys) deploykeys.PublicKeys {
 	t.Helper()
 	p, err := k.Public()
 	if err != nil {
@@ -61,7 +62,7 @@ func public(t testing.TB, k authcallout.Keys) authcallout.PublicKeys {
 // startServer runs an embedded nats-server on a random port set up as kezd
 // sets one up, from broker's names for the topology: SYS, AUTH and APP accounts, the callout service user, kezd's
 // own user, the callout sealed with the xkey, and a nonce for every client.
-func startServer(t testing.TB, k authcallout.Keys, timeout time.Duration) *server.Server {
+func startServer(t testing.TB, k deploykeys.Keys, timeout time.Duration) *server.Server {
 	t.Helper()
 	p := public(t, k)
 	sys, auth, app := server.NewAccount(broker.AccountSystem), server.NewAccount(broker.AccountAuth), server.NewAccount(broker.AccountApp)
@@ -120,7 +121,7 @@ func connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
 }
 
 // startCallout connects as the service user and starts the callout service.
-func startCallout(t testing.TB, url string, k authcallout.Keys, lookup authcallout.HandleLookup, cfg authcallout.Config) *authcallout.Service {
+func startCallout(t testing.TB, url string, k deploykeys.Keys, lookup authcallout.HandleLookup, cfg authcallout.Config) *authcallout.Service {
 	t.Helper()
 	nc := connect(t, url, k.ServiceUser(), nats.Name("kezd-authcallout"))
 	cfg.Keys = k

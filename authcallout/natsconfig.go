@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/deploykeys"
 )
 
 // NATSConfigOptions says what WriteNATSConfig renders.
 type NATSConfigOptions struct {
 	// Keys are the deployment's public keys (Keys.Public).
-	Keys PublicKeys
+	Keys deploykeys.PublicKeys
 	// AuthAccount holds the callout service user; default broker.AccountAuth.
 	AuthAccount string
 	// AppAccount holds kezd's own user and every logged-in client; default
@@ -132,7 +133,7 @@ var publicKey = regexp.MustCompile(`^[AUX][A-Z2-7]{55}$`)
 
 // ClusterConfigOptions says what WriteClusterConfig renders.
 type ClusterConfigOptions struct {
-	// User is the route user; default RouteUser.
+	// User is the route user; default deploykeys.RouteUser.
 	User string
 	// Password is the route password, normally Keys.RoutePassword.
 	Password string
@@ -176,7 +177,7 @@ var (
 // account's messages.
 func WriteClusterConfig(w io.Writer, opts ClusterConfigOptions) error {
 	if opts.User == "" {
-		opts.User = RouteUser
+		opts.User = deploykeys.RouteUser
 	}
 	if !routeUser.MatchString(opts.User) {
 		return fmt.Errorf("nats cluster config: invalid route user %q", opts.User)

@@ -1,8 +1,9 @@
 // Package authcallout owns how native NATS clients log in to kezd's NATS:
 // the auth-callout responder on $SYS.REQ.USER.AUTH that verifies a client's
 // kez signing key over the connection nonce and issues a short-lived user JWT
-// with exactly PROTOCOL.md's permissions, the deployment's NATS keys, and the
-// nats-server configuration that matches them.
+// with exactly PROTOCOL.md's permissions, signed with the deployment's issuer
+// key (package deploykeys), and the nats-server configuration that matches
+// the deployment's keys.
 package authcallout
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -43,7 +45,7 @@ type HandleLookup interface {
 type Config struct {
 	// Keys are the deployment's NATS keys; Issuer is required, XKey is needed
 	// when the servers seal requests.
-	Keys Keys
+	Keys deploykeys.Keys
 	// AppAccount is the account logged-in clients are placed in; default
 	// broker.AccountApp.
 	AppAccount string

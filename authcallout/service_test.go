@@ -15,6 +15,7 @@ import (
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/natsapi"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
@@ -25,7 +26,7 @@ import (
 type env struct {
 	srv        *server.Server
 	url        string
-	keys       authcallout.Keys
+	keys       deploykeys.Keys
 	callot     *authcallout.Service
 	app        *nats.Conn
 	core       *chat.Service

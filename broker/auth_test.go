@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// calloutKeys are the keys the authcallout package keeps; the test makes fresh ones.
+// calloutKeys are the keys package deploykeys keeps; the test makes fresh ones.
 type calloutKeys struct {
 	issuer, service, xkey nkeys.KeyPair
 }

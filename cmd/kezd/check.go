@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/deploykeys"
 )
 
 // checkConfig is `kezd check-config [serve flags]`: it validates everything
@@ -40,10 +40,10 @@ func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 		}
 		fh.Close()
 	}
-	seeds := authcallout.Seeds{Issuer: cfg.CalloutIssuerSeed, XKey: cfg.CalloutXKeySeed, Service: cfg.CalloutServiceSeed, App: cfg.CalloutAppSeed}
+	seeds := deploykeys.Seeds{Issuer: cfg.CalloutIssuerSeed, XKey: cfg.CalloutXKeySeed, Service: cfg.CalloutServiceSeed, App: cfg.CalloutAppSeed}
 	keys := "generated in --data-dir on first start"
-	if seeds != (authcallout.Seeds{}) {
-		if _, err := authcallout.KeysFromSeeds(seeds); err != nil {
+	if seeds != (deploykeys.Seeds{}) {
+		if _, err := deploykeys.KeysFromSeeds(seeds); err != nil {
 			return usageError{fmt.Errorf("invalid --callout-*-seed: %v", err)}
 		}
 		keys = "from --callout-*-seed"

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
@@ -161,7 +161,7 @@ func waitRouted(t *testing.T, servers ...started) {
 
 func TestRouteCredentials(t *testing.T) {
 	t.Parallel()
-	keys, err := authcallout.LoadOrCreateKeys(t.TempDir())
+	keys, err := deploykeys.LoadOrCreateKeys(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestRouteCredentials(t *testing.T) {
 	tests := []struct {
 		name, user, password, wantUser, wantPassword string
 	}{
-		{"derived from the keys", "", "", authcallout.RouteUser, derived},
+		{"derived from the keys", "", "", deploykeys.RouteUser, derived},
 		{"user given", "ops", "", "ops", derived},
 		{"both given", "ops", "s3cret", "ops", "s3cret"},
 	}
@@ -196,7 +196,7 @@ func TestNATSConfigClusterRoutes(t *testing.T) {
 	if err := run(t.Context(), args, env(nil), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := authcallout.LoadOrCreateKeys(filepath.Join(dir, "nats-keys"))
+	keys, err := deploykeys.LoadOrCreateKeys(filepath.Join(dir, "nats-keys"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
 )
@@ -23,7 +23,7 @@ func TestInstancesAgreeOnKeysThroughPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	keysOf := func(dataDir string) (authcallout.PublicKeys, string) {
+	keysOf := func(dataDir string) (deploykeys.PublicKeys, string) {
 		t.Helper()
 		var logs bytes.Buffer
 		k, err := deploymentKeys(context.Background(), config{DataDir: dataDir, DatabaseURL: "postgres://x"}, db, slog.New(slog.NewTextHandler(&logs, nil)))
@@ -46,7 +46,7 @@ func TestInstancesAgreeOnKeysThroughPostgres(t *testing.T) {
 	}
 	// An instance with keys of its own in its data dir.
 	dir := t.TempDir()
-	own, err := authcallout.LoadOrCreateKeys(filepath.Join(dir, "nats-keys"))
+	own, err := deploykeys.LoadOrCreateKeys(filepath.Join(dir, "nats-keys"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestInstancesAgreeOnKeysThroughPostgres(t *testing.T) {
 		t.Errorf("instance with its own keys logged %q, want a warning", log3)
 	}
 	// Seeds from flags win over the database.
-	gen, _ := authcallout.GenerateKeys()
+	gen, _ := deploykeys.GenerateKeys()
 	seeds, _ := gen.Seeds()
 	k, err := deploymentKeys(context.Background(), config{DataDir: t.TempDir(), DatabaseURL: "postgres://x",
 		CalloutIssuerSeed: seeds.Issuer, CalloutXKeySeed: seeds.XKey, CalloutServiceSeed: seeds.Service, CalloutAppSeed: seeds.App},

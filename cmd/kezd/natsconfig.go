@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/store/postgres"
 )
 
@@ -66,7 +67,7 @@ func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Wri
 // natsConfigKeys are the keys serve would use with the same settings: with
 // --database-url the deployment's, kept in (or, first, stored into) the
 // database.
-func natsConfigKeys(c config, stderr io.Writer) (authcallout.Keys, error) {
+func natsConfigKeys(c config, stderr io.Writer) (deploykeys.Keys, error) {
 	if c.DatabaseURL == "" || seedsGiven(c) {
 		return loadKeys(c)
 	}
@@ -75,7 +76,7 @@ func natsConfigKeys(c config, stderr io.Writer) (authcallout.Keys, error) {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	db, err := postgres.Open(ctx, postgres.Config{URL: c.DatabaseURL}, log)
 	if err != nil {
-		return authcallout.Keys{}, fmt.Errorf("open postgres (--database-url): %w", err)
+		return deploykeys.Keys{}, fmt.Errorf("open postgres (--database-url): %w", err)
 	}
 	defer db.Close()
 	return deploymentKeys(ctx, c, db, log)

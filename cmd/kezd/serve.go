@@ -18,6 +18,7 @@ import (
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/natsapi"
 	"github.com/kez-chat/kezd/ratelimit"
@@ -347,9 +348,9 @@ var errDraining = errors.New("draining: shutting down")
 // routeCredentials are what the embedded NATS servers of a deployment
 // present to each other on their routes: the given user and password, each
 // defaulting to one every instance sharing the keys derives alike.
-func routeCredentials(user, password string, keys authcallout.Keys) (string, string, error) {
+func routeCredentials(user, password string, keys deploykeys.Keys) (string, string, error) {
 	if user == "" {
-		user = authcallout.RouteUser
+		user = deploykeys.RouteUser
 	}
 	if password == "" {
 		var err error
@@ -402,41 +403,41 @@ const natsKeysSecret = "nats-keys"
 // first instance to start stores (its data dir's keys if it has some, else
 // new ones), so that instances on one database agree without sharing a
 // folder; otherwise from (or newly into) the data dir.
-func deploymentKeys(ctx context.Context, cfg config, shared secretStore, log *slog.Logger) (authcallout.Keys, error) {
+func deploymentKeys(ctx context.Context, cfg config, shared secretStore, log *slog.Logger) (deploykeys.Keys, error) {
 	if shared == nil || seedsGiven(cfg) {
 		return loadKeys(cfg)
 	}
 	dir := filepath.Join(cfg.DataDir, "nats-keys")
-	var candidate authcallout.Keys
+	var candidate deploykeys.Keys
 	_, err := os.Stat(filepath.Join(dir, "nats-issuer.nk"))
 	fromDir := err == nil
 	if fromDir {
-		candidate, err = authcallout.LoadOrCreateKeys(dir)
+		candidate, err = deploykeys.LoadOrCreateKeys(dir)
 	} else {
-		candidate, err = authcallout.GenerateKeys()
+		candidate, err = deploykeys.GenerateKeys()
 	}
 	if err != nil {
-		return authcallout.Keys{}, fmt.Errorf("nats keys: %w", err)
+		return deploykeys.Keys{}, fmt.Errorf("nats keys: %w", err)
 	}
 	seeds, err := candidate.Seeds()
 	if err != nil {
-		return authcallout.Keys{}, err
+		return deploykeys.Keys{}, err
 	}
 	raw, err := json.Marshal(seeds)
 	if err != nil {
-		return authcallout.Keys{}, err
+		return deploykeys.Keys{}, err
 	}
 	stored, err := shared.SharedSecret(ctx, natsKeysSecret, string(raw))
 	if err != nil {
-		return authcallout.Keys{}, fmt.Errorf("nats keys in the database: %w", err)
+		return deploykeys.Keys{}, fmt.Errorf("nats keys in the database: %w", err)
 	}
-	var got authcallout.Seeds
+	var got deploykeys.Seeds
 	if err := json.Unmarshal([]byte(stored), &got); err != nil {
-		return authcallout.Keys{}, errors.New("nats keys in the database: not a set of seeds")
+		return deploykeys.Keys{}, errors.New("nats keys in the database: not a set of seeds")
 	}
-	keys, err := authcallout.KeysFromSeeds(got)
+	keys, err := deploykeys.KeysFromSeeds(got)
 	if err != nil {
-		return authcallout.Keys{}, fmt.Errorf("nats keys in the database: %w", err)
+		return deploykeys.Keys{}, fmt.Errorf("nats keys in the database: %w", err)
 	}
 	switch {
 	case got == seeds && fromDir:
@@ -455,18 +456,18 @@ func seedsGiven(cfg config) bool {
 
 // loadKeys takes the deployment's NATS keys from flags when given, else from
 // (or newly into) the data dir. Every instance of a deployment must share them.
-func loadKeys(cfg config) (authcallout.Keys, error) {
-	seeds := authcallout.Seeds{Issuer: cfg.CalloutIssuerSeed, XKey: cfg.CalloutXKeySeed, Service: cfg.CalloutServiceSeed, App: cfg.CalloutAppSeed}
-	if seeds != (authcallout.Seeds{}) {
-		k, err := authcallout.KeysFromSeeds(seeds)
+func loadKeys(cfg config) (deploykeys.Keys, error) {
+	seeds := deploykeys.Seeds{Issuer: cfg.CalloutIssuerSeed, XKey: cfg.CalloutXKeySeed, Service: cfg.CalloutServiceSeed, App: cfg.CalloutAppSeed}
+	if seeds != (deploykeys.Seeds{}) {
+		k, err := deploykeys.KeysFromSeeds(seeds)
 		if err != nil {
-			return authcallout.Keys{}, fmt.Errorf("invalid --callout-*-seed: %w", err)
+			return deploykeys.Keys{}, fmt.Errorf("invalid --callout-*-seed: %w", err)
 		}
 		return k, nil
 	}
-	k, err := authcallout.LoadOrCreateKeys(filepath.Join(cfg.DataDir, "nats-keys"))
+	k, err := deploykeys.LoadOrCreateKeys(filepath.Join(cfg.DataDir, "nats-keys"))
 	if err != nil {
-		return authcallout.Keys{}, fmt.Errorf("nats keys in --data-dir: %w", err)
+		return deploykeys.Keys{}, fmt.Errorf("nats keys in --data-dir: %w", err)
 	}
 	return k, nil
 }

@@ -1,4 +1,24 @@
-package authcallout
+// Package deploykeys holds a kezd deployment's NATS keys and the secrets
+// derived from them. None of them is anyone's login to kez: they are what
+// makes a deployment's instances and NATS servers one deployment.
+//
+//   - Issuer signs every auth-callout response and the user JWT in it: the
+//     servers admit a client only on its word.
+//   - XKey is the key callout requests are sealed to.
+//   - Service and App are kezd's own NATS users (the callout responder's,
+//     and the one that publishes inbox messages), which the servers let
+//     bypass the callout.
+//   - From the issuer seed come the cluster route credential (RouteUser and
+//     RoutePassword), which a deployment's NATS servers present to each
+//     other on their routes and no client can log in with, and the key of
+//     the MAC on live publishes (LiveMACKey).
+//
+// Every instance of a deployment must hold the same keys, since any instance
+// may answer any server's callout. They come from seeds given as flags, else
+// from Postgres, where the first instance stores them and every other one
+// reads them (cmd/kezd's deploymentKeys, through the store's SharedSecret),
+// else from the data dir (LoadOrCreateKeys; one instance on SQLite).
+package deploykeys
 
 import (
 	"bytes"
@@ -17,7 +37,9 @@ import (
 
 // Keys are the NATS keys of one kezd deployment. Every instance of the
 // deployment, and every nats-server it uses, must share them: any instance may
-// answer any server's callout, and the servers trust only this issuer.
+// answer any server's callout, and the servers trust only this issuer. They
+// are the deployment's signing, sealing and own-user keys, never a kez
+// user's login.
 type Keys struct {
 	// Issuer is the account key that signs callout responses and the user
 	// JWTs in them (an "A…" nkey); nats-server trusts it as auth_callout.issuer.
@@ -205,7 +227,9 @@ func (k Keys) Public() (PublicKeys, error) {
 }
 
 // RouteUser is the user name the NATS servers of a deployment present to
-// each other on their cluster routes.
+// each other on their cluster routes. With RoutePassword it is a server's
+// credential for joining the cluster, not a login: nats-server accepts it on
+// the route port only, where it admits no client into any account.
 const RouteUser = "kezd-route"
 
 // routeLabel separates the route password from anything else that may one
