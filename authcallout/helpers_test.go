@@ -75,8 +75,8 @@ func startServer(t testing.TB, k deploykeys.Keys, timeout time.Duration) *server
 		SystemAccount: broker.AccountSystem,
 		Nkeys: []*server.NkeyUser{
 			{Nkey: p.Service, Account: auth, Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: []string{broker.ServicePermissions.Publish}},
-				Subscribe: &server.SubjectPermission{Allow: []string{broker.ServicePermissions.Subscribe}},
+				Publish:   &server.SubjectPermission{Allow: []string{broker.CalloutReplies}},
+				Subscribe: &server.SubjectPermission{Allow: []string{broker.CalloutSubject}},
 			}},
 			{Nkey: p.App, Account: app},
 		},

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/deploykeys"
@@ -36,6 +37,30 @@ func TestWriteNATSConfig(t *testing.T) {
 		if err := authcallout.WriteNATSConfig(&bytes.Buffer{}, o); err == nil {
 			t.Errorf("accepted %+v", o)
 		}
+	}
+}
+
+// TestNATSConfigExample: the shipped auth.conf.example is what the command
+// prints (with a 5 s auth timeout), its keys replaced by placeholders.
+func TestNATSConfigExample(t *testing.T) {
+	t.Parallel()
+	p := public(t, testKeys(t))
+	var buf bytes.Buffer
+	if err := authcallout.WriteNATSConfig(&buf, authcallout.NATSConfigOptions{Keys: p, AuthTimeout: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.NewReplacer(
+		p.Issuer, "A_ISSUER_PUBLIC_KEY_FROM_KEZD_NATS_CONFIG",
+		p.XKey, "X_XKEY_PUBLIC_KEY_FROM_KEZD_NATS_CONFIG",
+		p.Service, "U_SERVICE_USER_PUBLIC_KEY_FROM_KEZD_NATS_CONFIG",
+		p.App, "U_APP_USER_PUBLIC_KEY_FROM_KEZD_NATS_CONFIG",
+	).Replace(buf.String())
+	example, err := os.ReadFile(filepath.Join("..", "deploy", "nats", "auth.conf.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(example) {
+		t.Errorf("output differs from auth.conf.example:\n%s", got)
 	}
 }
 

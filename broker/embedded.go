@@ -15,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 )
 
 // startEmbedded builds the server options from cfg, starts the server and
@@ -130,64 +129,69 @@ func serverOptions(cfg Config) (*server.Options, []nats.Option, error) {
 	return opts, internal, nil
 }
 
-// configureAuth sets up the three accounts, the service and internal users
-// and the auth callout. See the auth-callout notes: AuthCallout.Account must
-// be set explicitly, the system account must stay enabled, and the nonce must
-// always be sent so that kez keys can sign it.
+// configureAuth sets opts up as Topology describes for a: the accounts, the
+// service and kezd's own user, and the auth callout. See the auth-callout
+// notes: AuthCallout.Account must be set explicitly, the system account must
+// stay enabled, and the nonce must always be sent so that kez keys can sign
+// it. It returns the options kezd's connection logs in with when it uses the
+// internal user (no a.AppUser).
 func configureAuth(opts *server.Options, a Auth) ([]nats.Option, error) {
-	if !nkeys.IsValidPublicAccountKey(a.Issuer) {
-		return nil, errors.New("nats auth: issuer must be an account public nkey (A…)")
-	}
-	if !nkeys.IsValidPublicUserKey(a.ServiceUser) {
-		return nil, errors.New("nats auth: service user must be a user public nkey (U…)")
-	}
-	if a.XKey != "" && !nkeys.IsValidPublicCurveKey(a.XKey) {
-		return nil, errors.New("nats auth: xkey must be a curve public key (X…)")
-	}
-	if a.AppUser != "" && !nkeys.IsValidPublicUserKey(a.AppUser) {
-		return nil, errors.New("nats auth: app user must be a user public nkey (U…)")
-	}
-	user, password := a.InternalUser, a.InternalPassword
-	if user == "" {
-		user = "kezd"
-	}
-	if password == "" {
-		var b [24]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("nats auth: internal password: %w", err)
-		}
-		password = hex.EncodeToString(b[:])
-	}
-	sys, auth, app := server.NewAccount(AccountSystem), server.NewAccount(AccountAuth), server.NewAccount(AccountApp)
-	opts.Accounts = []*server.Account{sys, auth, app}
-	opts.SystemAccount = AccountSystem
-	opts.Nkeys = []*server.NkeyUser{{
-		Nkey:    a.ServiceUser,
-		Account: auth,
-		Permissions: &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{ServicePermissions.Publish}},
-			Subscribe: &server.SubjectPermission{Allow: []string{ServicePermissions.Subscribe}},
-		},
-	}}
-	opts.AuthCallout = &server.AuthCallout{
-		Issuer:  a.Issuer,
-		Account: AccountAuth,
-		XKey:    a.XKey,
-	}
 	var connect []nats.Option
-	if a.AppUser != "" {
-		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: a.AppUser, Account: app})
-		opts.AuthCallout.AuthUsers = []string{a.ServiceUser, a.AppUser}
-	} else {
-		opts.Users = []*server.User{{Username: user, Password: password, Account: app}}
-		opts.AuthCallout.AuthUsers = []string{a.ServiceUser, user}
-		connect = []nats.Option{nats.UserInfo(user, password)}
+	if a.AppUser == "" {
+		if a.InternalUser == "" {
+			a.InternalUser = "kezd"
+		}
+		if a.InternalPassword == "" {
+			var b [24]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return nil, fmt.Errorf("nats auth: internal password: %w", err)
+			}
+			a.InternalPassword = hex.EncodeToString(b[:])
+		}
+		connect = []nats.Option{nats.UserInfo(a.InternalUser, a.InternalPassword)}
+	}
+	t, err := NewTopology(a)
+	if err != nil {
+		return nil, err
+	}
+	t.apply(opts)
+	return connect, nil
+}
+
+// apply sets the accounts, users, callout and auth timeout of t in opts.
+func (t Topology) apply(opts *server.Options) {
+	for _, a := range t.Accounts {
+		acc := server.NewAccount(a.Name)
+		opts.Accounts = append(opts.Accounts, acc)
+		for _, u := range a.Users {
+			var perms *server.Permissions
+			if len(u.Publish) > 0 || len(u.Subscribe) > 0 {
+				perms = &server.Permissions{}
+				if len(u.Publish) > 0 {
+					perms.Publish = &server.SubjectPermission{Allow: u.Publish}
+				}
+				if len(u.Subscribe) > 0 {
+					perms.Subscribe = &server.SubjectPermission{Allow: u.Subscribe}
+				}
+			}
+			if u.Nkey != "" {
+				opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.Nkey, Account: acc, Permissions: perms})
+			} else {
+				opts.Users = append(opts.Users, &server.User{Username: u.Name, Password: u.Password, Account: acc, Permissions: perms})
+			}
+		}
+	}
+	opts.SystemAccount = t.SystemAccount
+	opts.AuthCallout = &server.AuthCallout{
+		Issuer:    t.Callout.Issuer,
+		Account:   t.Callout.Account,
+		AuthUsers: t.AuthUsers(),
+		XKey:      t.Callout.XKey,
 	}
 	opts.AlwaysEnableNonce = true
-	if a.Timeout > 0 {
-		opts.AuthTimeout = a.Timeout.Seconds()
+	if t.Timeout > 0 {
+		opts.AuthTimeout = t.Timeout.Seconds()
 	}
-	return connect, nil
 }
 
 // splitHostPort parses "host:port"; port 0 or -1 asks for a free one (to
