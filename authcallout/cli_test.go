@@ -14,6 +14,7 @@ import (
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/internal/testwait"
 )
 
 // natsCLIPkg is the real nats CLI, at the version in go.mod.
@@ -72,15 +73,7 @@ func TestNATSCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !app.SubscriptionInterest("kez.chat.inbox.alice") {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			t.Fatal("the CLI never subscribed")
-		}
-	}
+	testwait.Until(t, "the CLI to subscribe to alice's inbox", func() bool { return app.SubscriptionInterest("kez.chat.inbox.alice") })
 	e.send("bob", "alice", "cli", `{"hello":"cli"}`)
 	var got string
 	select {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/nats-io/nats.go"
@@ -309,18 +310,10 @@ func waitInterest(t testing.TB, b *Broker, handle string) {
 			t.Fatal(err)
 		}
 	}
-	// Interest arrives over a route asynchronously, with no event to wait
-	// on: check it on a ticker, within a bound.
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for !acc.SubscriptionInterest(protocol.InboxSubject(handle)) {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("no interest in %s after 10s", protocol.InboxSubject(handle))
-		}
-	}
+	// Interest arrives over a route asynchronously, with no event to wait on.
+	testwait.Until(t, "interest in "+protocol.InboxSubject(handle), func() bool {
+		return acc.SubscriptionInterest(protocol.InboxSubject(handle))
+	})
 }
 
 func TestConfigErrors(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -59,10 +60,17 @@ func (l *logLines) String() string {
 // wait returns once the log contains s, or fails the test after a bound.
 func (l *logLines) wait(t testing.TB, s string) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	l.waitCount(t, s, 1)
+}
+
+// waitCount returns once the log contains s n times, or fails the test
+// after a bound.
+func (l *logLines) waitCount(t testing.TB, s string, n int) {
+	t.Helper()
+	deadline := time.After(testwait.Timeout)
 	for {
 		l.mu.Lock()
-		found, changed := strings.Contains(l.text.String(), s), l.changed
+		found, changed := strings.Count(l.text.String(), s) >= n, l.changed
 		l.mu.Unlock()
 		if found {
 			return
@@ -70,7 +78,7 @@ func (l *logLines) wait(t testing.TB, s string) {
 		select {
 		case <-changed:
 		case <-deadline:
-			t.Fatalf("log never said %q", s)
+			t.Fatalf("log never said %q %d times:\n%s", s, n, l)
 		}
 	}
 }
@@ -98,37 +106,19 @@ func startLogged(t testing.TB, cfg Config) (*Broker, *logLines) {
 	return b, lines
 }
 
-// waitRoutes waits until every broker has a route.
+// waitRoutes waits until every broker has a route. Route state has no
+// event to wait on.
 func waitRoutes(t testing.TB, bs ...*Broker) {
 	t.Helper()
-	// Route state has no event to wait on: check it on a ticker, within a bound.
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
 	for _, b := range bs {
-		for b.Server().NumRoutes() == 0 {
-			select {
-			case <-tick.C:
-			case <-deadline:
-				t.Fatal("no route after 10s")
-			}
-		}
+		testwait.Until(t, "a route on every broker", func() bool { return b.Server().NumRoutes() > 0 })
 	}
 }
 
 // waitNoRoutes waits until numRoutes reports none.
 func waitNoRoutes(t testing.TB, numRoutes func() int) {
 	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for numRoutes() != 0 {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("still %d routes after 10s", numRoutes())
-		}
-	}
+	testwait.Until(t, "the routes to close", func() bool { return numRoutes() == 0 })
 }
 
 // startPlainServer runs a bare nats-server that routes to route with no
@@ -294,13 +284,7 @@ func TestRefusedRouteReported(t *testing.T) {
 	b, bLog := startLogged(t, cfg)
 	bLog.wait(t, `msg="nats route failing"`)
 	// The route is retried; wait for a second refusal.
-	for strings.Count(bLog.String(), "Authorization Violation") < 2 {
-		select {
-		case <-time.After(20 * time.Millisecond):
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		}
-	}
+	bLog.waitCount(t, "Authorization Violation", 2)
 	if n := strings.Count(bLog.String(), `level=WARN msg="nats route failing"`); n != 1 {
 		t.Errorf("%d warnings for repeated refusals, want 1:\n%s", n, bLog)
 	}
@@ -330,13 +314,7 @@ func TestRouteDialErrorsSummarised(t *testing.T) {
 	b, log := startLogged(t, clusterConfig(down))
 	_ = b
 	log.wait(t, `msg="nats route dial failing"`)
-	for strings.Count(log.String(), "Error trying to connect to route") < 3 {
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		}
-	}
+	log.waitCount(t, "Error trying to connect to route", 3)
 	if n := strings.Count(log.String(), "level=WARN") + strings.Count(log.String(), "level=ERROR"); n != 1 {
 		t.Errorf("%d warnings and errors for three failed dials of one peer, want 1:\n%s", n, log)
 	}

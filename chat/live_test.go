@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
@@ -501,17 +502,10 @@ func TestFollowTwoInstancesClustered(t *testing.T) {
 func waitInterest(t testing.TB, b *broker.Broker) {
 	t.Helper()
 	acc := b.Server().GlobalAccount()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	// Route interest has no event to wait on; check it on a ticker.
-	for acc.Interest(protocol.InboxSubject("bob")) < 2 {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatal("bob's inbox interest did not propagate")
-		}
-	}
+	// Route interest has no event to wait on.
+	testwait.Until(t, "bob's inbox interest on both instances", func() bool {
+		return acc.Interest(protocol.InboxSubject("bob")) >= 2
+	})
 }
 
 // A reader that stops reading while many messages arrive: its live buffer
@@ -562,12 +556,10 @@ func TestPollWakesOnMessage(t *testing.T) {
 	// Send only once the poll is waiting (it has subscribed), so that it
 	// must wake on the message rather than find it.
 	acc := b.Server().GlobalAccount()
-	for range 2000 { // subscriptions have no event to wait on; at most 10 s
-		if acc.Interest(protocol.InboxSubject("bob")) > 0 {
-			break
-		}
-		<-time.After(5 * time.Millisecond)
-	}
+	// Subscriptions have no event to wait on.
+	testwait.Until(t, "the poll's subscription to bob's inbox", func() bool {
+		return acc.Interest(protocol.InboxSubject("bob")) > 0
+	})
 	send(t, svc, "m2")
 	// Well before protocol.MaxPollWait (and the hour-long recheck): the poll woke up.
 	select {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
@@ -147,23 +148,13 @@ func TestConfirmedRetryDoesNotRepeat(t *testing.T) {
 				t.Fatalf("first publish is seq %d, want 1", seq)
 			}
 			// Wait for the confirmation: a retry stops being Pending.
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			testwait.Until(t, "the publish of m1 to be confirmed", func() bool {
 				a, err := db.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: "bob", ID: "m1", Envelope: []byte(`{}`)})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !a.Pending {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the publish was never confirmed")
-				}
-				select {
-				case <-time.After(20 * time.Millisecond):
-				case <-t.Context().Done():
-				}
-			}
+				return !a.Pending
+			})
 			send(t, svc, "m1") // the retry
 			send(t, svc, "m2")
 			if seq := nextSeq(t, sub, 5*time.Second); seq != 2 {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
@@ -33,13 +34,7 @@ func TestSessionsEndWhenTheStoreRetiresTheirKey(t *testing.T) {
 				_, err := svc.Poll(t.Context(), bob, 0, 10, protocol.MaxPollWait)
 				poll <- err
 			}()
-			deadline := time.Now().Add(10 * time.Second)
-			for svc.Sessions("bob") < 2 {
-				if time.Now().After(deadline) {
-					t.Fatalf("bob has %d sessions, want 2", svc.Sessions("bob"))
-				}
-				<-time.After(5 * time.Millisecond)
-			}
+			testwait.Until(t, "bob's stream and long-poll to open", func() bool { return svc.Sessions("bob") >= 2 })
 
 			// Another instance rotates: only the store knows.
 			if _, err := db.RotateKeys(context.Background(), "bob", bob.SigningKey,

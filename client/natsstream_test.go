@@ -154,30 +154,20 @@ func TestStreamNATSFillsGapsAndDropsRepeats(t *testing.T) {
 	col := newCollector()
 	// From now, so that the start reads nothing from the store: seq 1,
 	// the first published, is the cursor.
-	ready := make(chan struct{})
+	live := make(chan struct{})
 	goStream(t, ctx, func(ctx context.Context) error {
-		return c.StreamNATS(ctx, nc, bob, client.NATSStreamOptions{Since: client.FromNow, Recheck: time.Hour},
+		return c.StreamNATS(ctx, nc, bob, client.NATSStreamOptions{Since: client.FromNow, Recheck: time.Hour, OnLive: func() { close(live) }},
 			func(m client.Message) error {
 				col.msgs <- m
-				if m.Seq == 1 {
-					close(ready)
-				}
 				return nil
 			})
 	})
-	// The subscription is up once a publish reaches it; seq 1 is the cursor.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		pub(1)
-		select {
-		case <-ready:
-		case <-time.After(100 * time.Millisecond):
-			if time.Now().After(deadline) {
-				t.Fatal("the NATS stream never got seq 1")
-			}
-			continue
-		}
-		break
+	select {
+	case <-live:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the NATS stream's subscription never reached the server")
 	}
+	pub(1) // the first published after the subscription: the cursor
 	pub(4) // ahead of 2 and 3: the store fills them
 	pub(3)
 	pub(1) // repeats

@@ -2,12 +2,14 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 )
@@ -71,13 +73,7 @@ func (e *env) longPoll(u user, since int64) <-chan response {
 // waitSessions waits until handle has n streams and long-polls open.
 func (e *env) waitSessions(handle string, n int) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for e.svc.Sessions(handle) < n {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s has %d sessions open, want %d", handle, e.svc.Sessions(handle), n)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
+	testwait.Until(e.t, fmt.Sprintf("%d sessions of %s to open", n, handle), func() bool { return e.svc.Sessions(handle) >= n })
 }
 
 // A rotation ends the old key's streams and long-polls, and the old key

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 )
@@ -176,13 +178,7 @@ func (s *Server) openPolls(handle string) int {
 // waitPolls waits until s counts n long-polls for handle.
 func waitPolls(t *testing.T, s *Server, handle string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.openPolls(handle) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d long-polls of %s waiting, want %d", s.openPolls(handle), handle, n)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
+	testwait.Until(t, fmt.Sprintf("%d long-polls of %s to wait", n, handle), func() bool { return s.openPolls(handle) >= n })
 }
 
 // Long-polls are capped like streams: per handle and per client IP

@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/internal/testwait"
 )
 
 // startBroker runs an embedded NATS for live delivery.
@@ -28,13 +30,9 @@ func startBroker(t *testing.T) *broker.Broker {
 // subscriptions than before, i.e. a stream or long-poll is listening.
 func waitSubscribed(t *testing.T, b *broker.Broker, before uint32, n uint32) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Server().NumSubscriptions() < before+n {
-		if time.Now().After(deadline) {
-			t.Fatal("nothing subscribed")
-		}
-		<-time.After(5 * time.Millisecond)
-	}
+	testwait.Until(t, fmt.Sprintf("%d more subscriptions on the embedded server", n), func() bool {
+		return b.Server().NumSubscriptions() >= before+n
+	})
 }
 
 func TestStreamBacklogReadyLive(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
@@ -59,16 +60,9 @@ func TestStreamCapsAcrossInstances(t *testing.T) {
 	refused(b)
 
 	onA[0].res.Body.Close()
-	// A notices the closed connection at a ping; nothing signals it, so
-	// this polls, within a bound. The slot is free by the time the count
-	// drops: the lease goes first.
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for deadline := time.Now().Add(10 * time.Second); a.srv.OpenStreams() != 4; <-tick.C {
-		if time.Now().After(deadline) {
-			t.Fatalf("A still has %d streams open, want 4", a.srv.OpenStreams())
-		}
-	}
+	// A notices the closed connection at a ping; nothing signals it. The
+	// slot is free by the time the count drops: the lease goes first.
+	testwait.Until(t, "A's open streams to drop to 4", func() bool { return a.srv.OpenStreams() == 4 })
 	b.openStream(streamPath(bob, "bob", ""), nil).wantReady(0)
 	refused(a)
 }

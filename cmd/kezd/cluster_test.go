@@ -14,6 +14,7 @@ import (
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/deploykeys"
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
@@ -128,34 +129,24 @@ func TestClusteredInstances(t *testing.T) {
 
 // waitInterest waits until s's embedded server knows of a subscriber to
 // handle's inbox elsewhere in the cluster. Route interest has no event to
-// wait on; this polls, within a bound.
+// wait on.
 func waitInterest(t *testing.T, s started, handle string) {
 	t.Helper()
 	acc, err := s.Broker.Server().LookupAccount(broker.AccountApp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for acc.Interest(protocol.InboxSubject(handle)) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no interest in %s's inbox reached the other server", handle)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
+	testwait.Until(t, fmt.Sprintf("interest in %s's inbox to reach the other server", handle), func() bool {
+		return acc.Interest(protocol.InboxSubject(handle)) > 0
+	})
 }
 
-// waitRouted waits until the two embedded servers have a route to each
-// other. Routes have no event to wait on; this polls, within a bound.
+// waitRouted waits until the embedded servers have a route to each other.
+// Routes have no event to wait on.
 func waitRouted(t *testing.T, servers ...started) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
 	for _, s := range servers {
-		for s.Broker.Server().NumRoutes() == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("embedded NATS servers did not form a cluster")
-			}
-			<-time.After(10 * time.Millisecond)
-		}
+		testwait.Until(t, "the embedded NATS servers to form a cluster", func() bool { return s.Broker.Server().NumRoutes() > 0 })
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/store/pgtest"
 )
 
@@ -230,19 +231,14 @@ func TestGracefulShutdownOnSignal(t *testing.T) {
 	waitLine(regexp.MustCompile(`msg="shutting down"`))
 	// New connections are refused once shutdown has begun. The listener
 	// closes right after the log line, so retry until it has.
-	refused := false
-	for range 200 {
+	testwait.Within(t, 3*time.Second, "new connections to be refused during shutdown", func() bool {
 		nc, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
-			refused = true
-			break
+			return true
 		}
 		nc.Close()
-		<-time.After(10 * time.Millisecond)
-	}
-	if !refused {
-		t.Fatal("new connections still accepted during shutdown")
-	}
+		return false
+	})
 	if _, err := conn.Write(body[half:]); err != nil {
 		t.Fatal(err)
 	}

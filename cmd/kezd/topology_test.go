@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/client"
@@ -182,24 +183,16 @@ http {
 	}
 	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGQUIT); cmd.Wait() })
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	// nginx says nothing once it listens: ask it until it proxies.
+	testwait.Until(t, "nginx to proxy /healthz", func() bool {
 		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx never proxied /healthz: %v", err)
-		}
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		}
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return base
 }
 
 // delivery is one message as a consumer got it.
@@ -597,13 +590,15 @@ func TestTopology(t *testing.T) {
 			}
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.After(20 * time.Second)
+wait:
 	for _, h := range recipients {
 		for _, cn := range []*consumer{cons[h].sse, cons[h].raw, cons[h].gonats} {
-			for !cn.has(all[h]) && time.Now().Before(deadline) {
+			for !cn.has(all[h]) {
 				select {
-				case <-cn.wake:
-				case <-time.After(100 * time.Millisecond):
+				case <-cn.wake: // each delivery signals it
+				case <-deadline:
+					break wait // what is missing is counted below
 				}
 			}
 		}
