@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -63,6 +64,11 @@ func (s *Server) detach(c echo.Context) (net.Conn, error) {
 	if err == nil {
 		_, err = conn.Write(head.Bytes())
 	}
+	if err == nil {
+		// The stream's writes set their own deadline when they must wait
+		// (eventWriter.writeNow); a stale one would fail those that need not.
+		err = conn.SetWriteDeadline(time.Time{})
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -90,7 +96,7 @@ func (s *Server) serveDetached(conn net.Conn, owner store.Handle, cursor chat.Cu
 	defer untrack()
 	defer conn.Close()
 	defer cancel()
-	w := &eventWriter{conn: conn, timeout: s.cfg.StreamWriteTimeout, frames: &s.frames}
+	w := &eventWriter{conn: conn, raw: rawConnOf(conn), timeout: s.cfg.StreamWriteTimeout, frames: &s.frames}
 	// No handler recovers a panic here; one must not take the server down
 	// or leave the ping timer running.
 	defer func() {
@@ -100,4 +106,18 @@ func (s *Server) serveDetached(conn net.Conn, owner store.Handle, cursor chat.Cu
 		}
 	}()
 	s.logStreamEnd(handle, s.follow(ctx, cancel, w, owner, cursor))
+}
+
+// rawConnOf returns conn's raw connection when conn is a plain socket
+// (a TLS connection is not: its bytes must go through TLS), else nil.
+func rawConnOf(conn net.Conn) syscall.RawConn {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -17,13 +18,18 @@ import (
 	"github.com/kez-chat/kezd/protocol"
 )
 
-// eventWriter writes SSE frames, a burst at a time under one write
-// deadline: to a detached stream's connection in one write, or else to the
-// response, flushed. Follow's events and the ping timer share it, hence the
-// mutex.
+// eventWriter writes SSE frames, a burst at a time: to a detached stream's
+// connection in one write, or else to the response, flushed. Follow's
+// events and the server's ping wheel share it, hence the mutex.
+//
+// A detached stream's write is first tried without waiting (writeNow): a
+// reader that keeps up has room in its socket, and then the write needs no
+// deadline, which would cost a runtime timer per write. Only a write the
+// socket cannot take at once waits, under the write deadline.
 type eventWriter struct {
 	mu      sync.Mutex
-	conn    net.Conn // a detached stream's; nil in the handler
+	conn    net.Conn        // a detached stream's; nil in the handler
+	raw     syscall.RawConn // conn's, when it can be written without waiting; else nil
 	res     *echo.Response
 	rc      *http.ResponseController
 	timeout time.Duration
@@ -35,10 +41,13 @@ type eventWriter struct {
 	// (under mu; read once stopPings has returned).
 	missedDue bool
 
-	pinger     *time.Timer   // nil until pings start
-	pingEvery  time.Duration // the longest silence
-	onPingFail func()        // ends the stream when a ping cannot be written
-	stopped    bool          // no more pings (under mu)
+	// The ping wheel's (see pings.go): lastTick is the wheel's tick at the
+	// last write; slot and pos are where the wheel files it (under its mu).
+	wheel      *pingWheel
+	lastTick   atomic.Int64
+	slot, pos  int
+	onPingFail func() // ends the stream when a ping cannot be written
+	stopped    bool   // no more pings (under mu)
 
 	// A stream that must end (shutdown, reaping) while a write is blocked
 	// on a client that stopped reading would otherwise wait out the write
@@ -149,21 +158,49 @@ func (w *eventWriter) event(ev chat.Event) error {
 	}
 }
 
-// ping is the ping timer's function: it writes a comment frame (with
-// whatever is held back), or ends the stream when the client cannot take it.
+// pingFrame is the comment that fills a silence.
+const pingFrame = ": ping\n\n"
+
+// pingDue is the ping wheel's: it writes a ping (after whatever is held
+// back) if the connection takes it at once, and otherwise leaves the
+// rest to a goroutine of its own that waits for the socket as any write
+// does, so that the wheel never waits on a client. A stream whose writer is
+// busy needs no ping: the write in progress ends the silence, or fails and
+// ends the stream.
+func (w *eventWriter) pingDue() {
+	if !w.mu.TryLock() {
+		return
+	}
+	if w.stopped || w.ended.Load() {
+		w.mu.Unlock()
+		return
+	}
+	w.hold(pingFrame, "", "", nil, "")
+	if w.writeNow() {
+		w.release()
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	go w.ping()
+}
+
+// ping writes what is held back (a ping that could not be written at
+// once), or ends the stream when the client cannot take it.
 func (w *eventWriter) ping() {
-	if err := w.write(false, ": ping\n\n", "", "", nil, ""); err != nil {
+	if err := w.write(false, "", "", "", nil, ""); err != nil {
 		w.onPingFail()
 	}
 }
 
-// stopPings stops the ping timer and waits out a ping being written.
+// stopPings takes the stream out of the ping wheel and waits out a write
+// in progress.
 func (w *eventWriter) stopPings() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stopped = true
-	if w.pinger != nil {
-		w.pinger.Stop()
+	if w.wheel != nil {
+		w.wheel.remove(w)
 	}
 	w.release()
 }
@@ -188,20 +225,12 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 	if w.stopped || w.ended.Load() {
 		return &writeError{errors.New("stream ended")}
 	}
-	buf := w.pending
-	if buf == nil {
-		buf, _ = w.frames.Get().(*[]byte)
-		if buf == nil {
-			buf = new([]byte)
-		}
-	}
-	*buf = append(append(append(append(append(*buf, a...), b...), c...), data...), d...)
-	w.pending = buf
+	buf := w.hold(a, b, c, data, d)
 	if hold && len(*buf) < maxHeld {
 		return nil
 	}
 	defer w.release()
-	if len(*buf) == 0 {
+	if len(*buf) == 0 || w.writeNow() {
 		return nil
 	}
 	w.writing.Store(true)
@@ -209,9 +238,7 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 	if w.ended.Load() { // abort came between the check and writing: it saw no write
 		return &writeError{errors.New("stream ended")}
 	}
-	if w.pinger != nil {
-		w.pinger.Reset(w.pingEvery)
-	}
+	defer w.wrote()
 	by := time.Now().Add(w.timeout)
 	due := !w.heldDue.IsZero() && w.heldDue.Before(by)
 	if due {
@@ -224,6 +251,13 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 		if _, err := w.conn.Write(*buf); err != nil {
 			w.missedDue = due && errors.Is(err, os.ErrDeadlineExceeded) && !w.ended.Load()
 			return &writeError{err}
+		}
+		if w.raw != nil {
+			// Written: the next writes try without waiting, and a deadline
+			// left to expire would fail them (abort's is seen in ended).
+			if err := w.conn.SetWriteDeadline(time.Time{}); err != nil {
+				return &writeError{err}
+			}
 		}
 		return nil
 	}
@@ -239,6 +273,51 @@ func (w *eventWriter) write(hold bool, a, b, c string, data []byte, d string) er
 		return &writeError{err}
 	}
 	return nil
+}
+
+// hold appends a frame (the pieces in order) to the frames held back, taking
+// a buffer from the pool if none is held (under mu).
+func (w *eventWriter) hold(a, b, c string, data []byte, d string) *[]byte {
+	buf := w.pending
+	if buf == nil {
+		buf, _ = w.frames.Get().(*[]byte)
+		if buf == nil {
+			buf = new([]byte)
+		}
+	}
+	*buf = append(append(append(append(append(*buf, a...), b...), c...), data...), d...)
+	w.pending = buf
+	return buf
+}
+
+// writeNow writes the frames held back if the connection takes them at
+// once, without waiting and so without a write deadline, and reports
+// whether it wrote them all; what it could not write stays held back, in
+// order (under mu). Frames past their drain deadline are not tried: the
+// waiting write fails them.
+func (w *eventWriter) writeNow() bool {
+	if w.raw == nil || w.pending == nil || w.ended.Load() {
+		return false
+	}
+	if !w.heldDue.IsZero() && !time.Now().Before(w.heldDue) {
+		return false
+	}
+	buf := w.pending
+	n, all := writeNonBlocking(w.raw, *buf)
+	if n > 0 {
+		w.wrote()
+	}
+	if !all {
+		*buf = (*buf)[:copy(*buf, (*buf)[n:])]
+	}
+	return all
+}
+
+// wrote tells the ping wheel that the stream just wrote.
+func (w *eventWriter) wrote() {
+	if w.wheel != nil {
+		w.lastTick.Store(w.wheel.now.Load())
+	}
 }
 
 // release gives the held-back buffer to the pool (under mu); a big one is

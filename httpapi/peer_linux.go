@@ -48,3 +48,23 @@ func control(conn net.Conn, f func(fd int)) {
 	}
 	_ = raw.Control(func(fd uintptr) { f(int(fd)) })
 }
+
+// writeNonBlocking writes b to the socket behind raw as far as it takes it
+// at once, never waiting for room, and returns how much it wrote and
+// whether that was all of b.
+func writeNonBlocking(raw syscall.RawConn, b []byte) (n int, all bool) {
+	err := raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := unix.Write(int(fd), b[n:])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+			n += m
+		}
+		return true // done, whatever is left: never wait for the socket
+	})
+	return n, err == nil && n == len(b)
+}

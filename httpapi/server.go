@@ -187,7 +187,8 @@ type Server struct {
 	detached map[string]map[*detachedStream]struct{} // per handle, for reaping
 	wg       sync.WaitGroup                          // open streams, detached ones included
 
-	frames sync.Pool // *[]byte buffers of stream writes, between bursts
+	frames sync.Pool  // *[]byte buffers of stream writes, between bursts
+	pings  *pingWheel // every stream's pings
 
 	slowStreams atomic.Int64 // streams ended for missing a catch-up page's drain deadline
 }
@@ -220,6 +221,7 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 		streams:   newCaps("streams", cfg.MaxStreams, cfg.MaxStreamsPerHandle, cfg.MaxStreamsPerIP),
 		polls:     newCaps("long-polls", cfg.MaxPolls, cfg.MaxPollsPerHandle, cfg.MaxPollsPerIP),
 		detached:  make(map[string]map[*detachedStream]struct{}),
+		pings:     newPingWheel(cfg.PingInterval),
 	}
 
 	e := echo.New()

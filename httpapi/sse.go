@@ -93,13 +93,11 @@ func (s *Server) serveInHandler(c echo.Context, owner store.Handle, cursor chat.
 // follow writes Follow's events to w with pings in between, until ctx ends,
 // a write fails (which cancels ctx) or Follow fails.
 func (s *Server) follow(ctx context.Context, cancel context.CancelFunc, w *eventWriter, owner store.Handle, cursor chat.Cursor) error {
-	// Pings come from a timer, not a goroutine of their own: an idle
-	// stream costs no more than its handler. Each frame pushes the next
-	// ping back, so pings fill only the silences.
-	w.pingEvery, w.onPingFail = s.cfg.PingInterval, cancel
-	w.mu.Lock()
-	w.pinger = time.AfterFunc(s.cfg.PingInterval, w.ping)
-	w.mu.Unlock()
+	// Pings come from the server's ping wheel (pings.go), not a timer or
+	// goroutine of the stream's: an idle stream costs no more than its
+	// handler. Every frame counts, so pings fill only the silences.
+	w.onPingFail = cancel
+	s.pings.add(w)
 	stopAbort := context.AfterFunc(ctx, w.abort)
 	err := s.svc.Follow(ctx, owner, cursor, w.event)
 	ended := ctx.Err() != nil // by the client, a failed ping or shutdown
