@@ -7,20 +7,32 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/broker/brokertest"
+)
+
+// Plain user of the application account that bypasses the callout: the
+// benchmark's baseline login.
+const (
+	plainUser     = "plain"
+	plainPassword = "plain-password"
 )
 
 // BenchmarkConnect measures one connect+close through the callout (a kez
 // login: nonce signature, sealed request, store lookup, signed JWT) against
 // a plain user/password login to the same server in the same run. Compare
 // the ns/op of callout/* with password/* for the added latency and ratio;
-// connects/s is reported as its own metric.
+// connects/s is reported as its own metric. The server is kezd's embedded
+// one, with the internal user/password kezd's connection uses without an
+// app user as the plain login.
 func BenchmarkConnect(b *testing.B) {
 	k := testKeys(b)
-	s := startServer(b, k, authTimeout)
+	auth := authcallout.BrokerAuth(public(b, k))
+	auth.AppUser, auth.InternalUser, auth.InternalPassword, auth.Timeout = "", plainUser, plainPassword, authTimeout
+	url := brokertest.Start(b, broker.Config{Listen: "127.0.0.1:-1", Auth: auth}, nil).ClientURL()
 	db := openStore(b)
 	alice := register(b, db, "alice")
-	startCallout(b, s.ClientURL(), k, db, authcallout.Config{})
-	url := s.ClientURL()
+	startCallout(b, url, k, db, authcallout.Config{})
 
 	logins := map[string][]nats.Option{
 		"callout":  kezLogin("alice", alice.priv),

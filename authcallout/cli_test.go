@@ -34,7 +34,7 @@ func natsCLI(t *testing.T, ctx context.Context, args ...string) *exec.Cmd {
 // from her kez key, and receives a message; without the key it is refused.
 func TestNATSCLI(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, authcallout.Config{}, authTimeout)
+	e := newEnv(t, embedded, authcallout.Config{}, authTimeout)
 	// Build the CLI before the clock starts: on a busy machine with a cold
 	// cache the build alone took longer than the deadline below.
 	buildTool(t, natsCLIPkg)

@@ -152,15 +152,16 @@ func runNATSServer(t testing.TB, conf string, cluster bool) extServer {
 	return extServer{}
 }
 
-// writeAuthConf writes what `kezd nats-config` prints into dir/auth.conf.
-func writeAuthConf(t testing.TB, dir string, k deploykeys.Keys) {
+// writeAuthConf writes what `kezd nats-config` prints into dir/auth.conf,
+// with the given auth timeout.
+func writeAuthConf(t testing.TB, dir string, k deploykeys.Keys, timeout time.Duration) {
 	t.Helper()
 	f, err := os.Create(filepath.Join(dir, "auth.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	err = authcallout.WriteNATSConfig(f, authcallout.NATSConfigOptions{Keys: public(t, k), AuthTimeout: authTimeout})
+	err = authcallout.WriteNATSConfig(f, authcallout.NATSConfigOptions{Keys: public(t, k), AuthTimeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestDeployConfigs(t *testing.T) {
 		writeFile(t, filepath.Join(dir, f), string(b))
 	}
 	k := testKeys(t)
-	writeAuthConf(t, dir, k)
+	writeAuthConf(t, dir, k, authTimeout)
 	writeClusterAuthConf(t, filepath.Join(dir, "cluster"), k,
 		"nats://kez-nats-1:6222", "nats://kez-nats-2:6222", "nats://kez-nats-3:6222")
 	for _, f := range []string{"single.conf", "cluster/node1.conf", "cluster/node2.conf", "cluster/node3.conf"} {
@@ -221,15 +222,14 @@ func TestExternalServer(t *testing.T) {
 	t.Parallel()
 	k := testKeys(t)
 	dir := t.TempDir()
-	writeAuthConf(t, dir, k)
+	writeAuthConf(t, dir, k, authTimeout)
 	writeFile(t, filepath.Join(dir, "nats.conf"), "host: 127.0.0.1\nport: -1\ninclude \"auth.conf\"\n")
 	s := runNATSServer(t, filepath.Join(dir, "nats.conf"), false)
 
 	db := openStore(t)
 	alice := register(t, db, "alice")
 	svc := startCallout(t, s.clientURL, k, db, authcallout.Config{})
-	app := connect(t, s.clientURL, k.AppUser())
-	c := core(t, db, app)
+	c := core(t, db, startKezd(t, s.clientURL, k))
 
 	nc := login(t, s.clientURL, alice)
 	sub, err := nc.SubscribeSync("kez.chat.inbox.alice")
@@ -258,7 +258,7 @@ func TestExternalCluster(t *testing.T) {
 	t.Parallel()
 	k := testKeys(t)
 	dir := t.TempDir()
-	writeAuthConf(t, dir, k)
+	writeAuthConf(t, dir, k, authTimeout)
 	// As in deploy/nats/cluster: routes authenticate with what
 	// `kezd nats-config --cluster-routes` prints. Ports are random, so each
 	// node gets the file for the routes known when it starts.
@@ -310,8 +310,8 @@ cluster {
 	db := openStore(t)
 	alice := register(t, db, "alice")
 	startCallout(t, n1.clientURL, k, db, authcallout.Config{})
-	app := connect(t, n1.clientURL, k.AppUser())
-	r, err := natsapi.StartSend(context.Background(), app, natsapi.SendConfig{}, core(t, db, app), quietLog())
+	kezd := startKezd(t, n1.clientURL, k)
+	r, err := natsapi.StartSend(context.Background(), kezd.Conn(), natsapi.SendConfig{}, core(t, db, kezd), quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,14 @@
 package authcallout_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/protocol"
@@ -32,18 +30,11 @@ import (
 // -race on two busy cores a callout round trip can take far longer than 1 s.
 const authTimeout = 10 * time.Second
 
-// Plain user of the application account that bypasses the callout: the
-// benchmark's baseline login.
-const (
-	plainUser     = "plain"
-	plainPassword = "plain-password"
-)
-
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func testKeys(t testing.TB) deploykeys.Keys {
 	t.Helper()
-	k, err := deploykeys.LoadOrCreateKeys(t.TempDir())
+	k, err := deploykeys.GenerateKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,42 +50,51 @@ func public(t testing.TB, k deploykeys.Keys) deploykeys.PublicKeys {
 	return p
 }
 
-// startServer runs an embedded nats-server on a random port set up as kezd
-// sets one up, from broker's names for the topology: SYS, AUTH and APP accounts, the callout service user, kezd's
-// own user, the callout sealed with the xkey, and a nonce for every client.
-func startServer(t testing.TB, k deploykeys.Keys, timeout time.Duration) *server.Server {
+// kezNATS is a NATS server set up as kezd sets one up, and kezd's broker on
+// it, whose connection is kezd's own user in the application account.
+type kezNATS struct {
+	srv    *server.Server
+	url    string
+	broker *broker.Broker
+}
+
+// setup is one of the two ways kezd's NATS is set up: the tests of logins
+// and permissions run on both.
+type setup struct {
+	name  string
+	start func(t testing.TB, k deploykeys.Keys, timeout time.Duration) kezNATS
+}
+
+var (
+	embedded   = setup{"embedded", startEmbedded}
+	configured = setup{"nats-config", startConfigured}
+	setups     = []setup{embedded, configured}
+)
+
+// startEmbedded is kezd's embedded server as kezd serve starts it for the
+// deployment's keys, listening on a random loopback port.
+func startEmbedded(t testing.TB, k deploykeys.Keys, timeout time.Duration) kezNATS {
 	t.Helper()
-	p := public(t, k)
-	sys, auth, app := server.NewAccount(broker.AccountSystem), server.NewAccount(broker.AccountAuth), server.NewAccount(broker.AccountApp)
-	opts := &server.Options{
-		Host:          "127.0.0.1",
-		Port:          -1,
-		NoLog:         true,
-		NoSigs:        true,
-		Accounts:      []*server.Account{sys, auth, app},
-		SystemAccount: broker.AccountSystem,
-		Nkeys: []*server.NkeyUser{
-			{Nkey: p.Service, Account: auth, Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: []string{broker.CalloutReplies}},
-				Subscribe: &server.SubjectPermission{Allow: []string{broker.CalloutSubject}},
-			}},
-			{Nkey: p.App, Account: app},
-		},
-		Users: []*server.User{{Username: plainUser, Password: plainPassword, Account: app}},
-		AuthCallout: &server.AuthCallout{
-			Issuer:    p.Issuer,
-			Account:   broker.AccountAuth,
-			AuthUsers: []string{p.Service, p.App, plainUser},
-			XKey:      p.XKey,
-		},
-		AlwaysEnableNonce: true,
-		AuthTimeout:       timeout.Seconds(),
-		// The server's first ping to a client comes after about 2 s, which
-		// races a login still waiting on a stopped callout
-		// (TestServiceStopped): nats.go then fails with "expected PONG,
-		// got PING" instead of the authorization violation.
-		DisableShortFirstPing: true,
+	auth := authcallout.BrokerAuth(public(t, k))
+	auth.Timeout = timeout
+	b := brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", Auth: auth, Options: []nats.Option{k.AppUser()}}, nil)
+	return kezNATS{srv: b.Server(), url: b.ClientURL(), broker: b}
+}
+
+// startConfigured is a nats-server (in this process) configured by what
+// `kezd nats-config` prints for the keys and nothing else but a random
+// loopback port, and kezd connected to it as kezd serve --nats-url is.
+func startConfigured(t testing.TB, k deploykeys.Keys, timeout time.Duration) kezNATS {
+	t.Helper()
+	dir := t.TempDir()
+	writeAuthConf(t, dir, k, timeout)
+	conf := filepath.Join(dir, "nats.conf")
+	writeFile(t, conf, "host: 127.0.0.1\nport: -1\ninclude \"auth.conf\"\n")
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
 	}
+	opts.NoLog, opts.NoSigs = true, true
 	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,14 @@ func startServer(t testing.TB, k deploykeys.Keys, timeout time.Duration) *server
 	if !s.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready")
 	}
-	return s
+	return kezNATS{srv: s, url: s.ClientURL(), broker: startKezd(t, s.ClientURL(), k)}
+}
+
+// startKezd connects kezd's broker to the external NATS at url as kezd
+// serve --nats-url does: as the deployment's app user.
+func startKezd(t testing.TB, url string, k deploykeys.Keys) *broker.Broker {
+	t.Helper()
+	return brokertest.Start(t, broker.Config{URL: url, Options: []nats.Option{k.AppUser()}}, nil)
 }
 
 func connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
@@ -199,29 +206,11 @@ func login(t testing.TB, url string, u user, extra ...nats.Option) *nats.Conn {
 	return connect(t, url, append(opts, extra...)...)
 }
 
-// natsPublisher is the broker's publish step for the core: the stored message
-// JSON on the recipient's inbox with its seq in Kez-Seq.
-type natsPublisher struct{ nc *nats.Conn }
-
-func (p natsPublisher) Publish(_ context.Context, m store.Message) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(m); err != nil {
-		return err
-	}
-	msg := nats.NewMsg(protocol.InboxPrefix + m.To)
-	msg.Header.Set("Kez-Seq", strconv.FormatInt(m.Seq, 10))
-	msg.Data = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	return p.nc.PublishMsg(msg)
-}
-
-func (p natsPublisher) Flush(ctx context.Context) error { return p.nc.FlushWithContext(ctx) }
-
-// core is the send path wired to the store and to kezd's own NATS connection.
-func core(t testing.TB, db *sqlite.DB, app *nats.Conn) *chat.Service {
+// core is the send path wired to the store and to kezd's broker, which
+// publishes what it stores.
+func core(t testing.TB, db *sqlite.DB, b *broker.Broker) *chat.Service {
 	t.Helper()
-	return chat.New(chat.Config{}, db, natsPublisher{app}, nil, quietLog())
+	return chat.New(chat.Config{}, db, b, nil, quietLog())
 }
 
 func send(t testing.TB, svc *chat.Service, from, to, id, envelope string) protocol.SendResult {

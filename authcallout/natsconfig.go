@@ -30,6 +30,14 @@ type NATSConfigOptions struct {
 	AuthTimeout time.Duration
 }
 
+// BrokerAuth is kezd's NATS auth setup for the deployment's public keys:
+// what kezd serve gives its embedded server (broker.Config.Auth), and what
+// WriteNATSConfig prints for an external one. Which key plays which part is
+// said here only.
+func BrokerAuth(k deploykeys.PublicKeys) *broker.Auth {
+	return &broker.Auth{Issuer: k.Issuer, XKey: k.XKey, ServiceUser: k.Service, AppUser: k.App}
+}
+
 // WriteNATSConfig writes the accounts and auth_callout part of a nats-server
 // configuration matching opts.Keys, for an external nats-server to include
 // (deploy/nats has the single-server and cluster files that include it): the
@@ -48,7 +56,9 @@ func WriteNATSConfig(w io.Writer, opts NATSConfigOptions) error {
 		// Requests carry client credentials; kezd's own connection needs a user.
 		return errors.New("nats config: the xkey and kezd's app user are required")
 	}
-	t, err := broker.NewTopology(broker.Auth{Issuer: k.Issuer, XKey: k.XKey, ServiceUser: k.Service, AppUser: k.App, Timeout: opts.AuthTimeout})
+	a := BrokerAuth(k)
+	a.Timeout = opts.AuthTimeout
+	t, err := broker.NewTopology(*a)
 	if err != nil {
 		return fmt.Errorf("nats config: %w", err)
 	}

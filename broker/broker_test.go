@@ -26,7 +26,14 @@ func testLogger(t testing.TB) *slog.Logger {
 // startBroker starts a broker and closes it when the test ends.
 func startBroker(t testing.TB, cfg Config) *Broker {
 	t.Helper()
-	b, err := Start(t.Context(), cfg, testLogger(t))
+	return startBrokerLog(t, cfg, testLogger(t))
+}
+
+// startBrokerLog starts a broker logging to log and closes it when the test
+// ends (package brokertest's Start, which this package cannot import).
+func startBrokerLog(t testing.TB, cfg Config, log *slog.Logger) *Broker {
+	t.Helper()
+	b, err := Start(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatalf("start broker: %v", err)
 	}
@@ -379,15 +386,7 @@ func TestStartContextEnded(t *testing.T) {
 // client needs (a send request, a stored message), so that no login can
 // make the server hold megabytes per message.
 func TestEmbeddedMaxPayload(t *testing.T) {
-	b, err := Start(t.Context(), Config{Listen: "127.0.0.1:-1"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		b.Close(ctx)
-	})
+	b := startBroker(t, Config{Listen: "127.0.0.1:-1"})
 	nc, err := nats.Connect(b.ClientURL())
 	if err != nil {
 		t.Fatal(err)

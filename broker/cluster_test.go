@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -88,21 +87,13 @@ func (l *logLines) waitCount(t testing.TB, s string, n int) {
 func startLogged(t testing.TB, cfg Config) (*Broker, *logLines) {
 	t.Helper()
 	lines := newLogLines()
-	log := slog.New(slog.NewTextHandler(lines, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	b, err := Start(t.Context(), cfg, log)
-	if err != nil {
-		t.Fatalf("start broker: %v", err)
-	}
+	// Registered first, so it runs after the broker's close.
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			t.Errorf("close broker: %v", err)
-		}
 		if t.Failed() {
 			t.Logf("broker log:\n%s", lines)
 		}
 	})
+	b := startBrokerLog(t, cfg, slog.New(slog.NewTextHandler(lines, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	return b, lines
 }
 

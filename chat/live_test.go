@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
@@ -125,16 +126,7 @@ var prunableBackends = []struct {
 
 func startBroker(t testing.TB, cfg broker.Config) *broker.Broker {
 	t.Helper()
-	b, err := broker.Start(context.Background(), cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		b.Close(ctx)
-	})
-	return b
+	return brokertest.Start(t, cfg, nil)
 }
 
 // newService is a chat.Service on db; b may be nil (no broker).

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/internal/baseline"
@@ -112,15 +113,7 @@ func benchServer(b *testing.B, senders int, opts ...benchOptions) (string, []use
 		}
 	}
 	log := slog.New(slog.DiscardHandler)
-	br, err := broker.Start(ctx, broker.Config{}, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		br.Close(cctx)
-	})
+	br := brokertest.Start(b, broker.Config{}, log)
 	var limits *ratelimit.Limiter
 	var opt benchOptions
 	if len(opts) > 0 {

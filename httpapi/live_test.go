@@ -1,29 +1,20 @@
 package httpapi
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/internal/testwait"
 )
 
 // startBroker runs an embedded NATS for live delivery.
 func startBroker(t *testing.T) *broker.Broker {
 	t.Helper()
-	b, err := broker.Start(t.Context(), broker.Config{}, testLog(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		b.Close(ctx)
-	})
-	return b
+	return brokertest.Start(t, broker.Config{}, testLog(t))
 }
 
 // waitSubscribed waits until the embedded server holds at least n more

@@ -1,15 +1,14 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/rand"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 )
@@ -21,15 +20,7 @@ import (
 func TestForgedLiveMessageIsDropped(t *testing.T) {
 	key := make([]byte, 32)
 	rand.Read(key)
-	b, err := broker.Start(t.Context(), broker.Config{Listen: "127.0.0.1:-1", MACKey: key}, testLog(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		b.Close(ctx)
-	})
+	b := brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", MACKey: key}, testLog(t))
 	e := newEnvWithBroker(t, openSQLite(t), b)
 	alice, bob := newUser(t, "alice"), newUser(t, "bob")
 	e.register(alice)

@@ -111,12 +111,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		ClusterName:             cfg.NATSClusterName,
 		WebSocketListen:         cfg.NATSWebSocket,
 		WebSocketAllowedOrigins: wsOrigins,
-		Auth: &broker.Auth{
-			Issuer:      pub.Issuer,
-			XKey:        pub.XKey,
-			ServiceUser: pub.Service,
-			AppUser:     pub.App,
-		},
+		Auth:                    authcallout.BrokerAuth(pub),
 	}
 	if bcfg.MACKey, err = keys.LiveMACKey(); err != nil {
 		return err
