@@ -294,7 +294,26 @@ func (s *Service) Authenticate(ctx context.Context, c identity.Credentials, msg 
 
 // ParseSend parses and validates a send body. The envelope is kept as the JSON
 // text that was sent, with only insignificant whitespace removed.
+//
+// A body of the common shape is read in one pass (scanSend), which also
+// finds the envelope compact and within the depth limit; any other goes to
+// the strict decoder, which says precisely what is wrong with it.
 func ParseSend(body []byte) (protocol.SendRequest, error) {
+	r, scanned := scanSend(body)
+	if !scanned {
+		var err error
+		if r, err = decodeSend(body); err != nil {
+			return protocol.SendRequest{}, err
+		}
+	}
+	if err := checkSend(r, scanned); err != nil {
+		return protocol.SendRequest{}, err
+	}
+	return r, nil
+}
+
+// decodeSend reads a send body with DecodeObject, envelope compacted.
+func decodeSend(body []byte) (protocol.SendRequest, error) {
 	var r protocol.SendRequest
 	if err := DecodeObject(body,
 		Member{Name: "to", Dst: &r.To, Required: true},
@@ -302,22 +321,6 @@ func ParseSend(body []byte) (protocol.SendRequest, error) {
 		Member{Name: "envelope", Dst: &r.Envelope},
 	); err != nil {
 		return protocol.SendRequest{}, err
-	}
-	if r.To == "" {
-		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "to is required")
-	}
-	if err := identity.ValidateHandle(r.To); err != nil {
-		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidHandle, "to: %v", err)
-	}
-	if err := identity.ValidateClientID(r.ID); err != nil {
-		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "%v", err)
-	}
-	if len(r.Envelope) == 0 || bytes.Equal(r.Envelope, []byte("null")) {
-		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "envelope is required")
-	}
-	if !utf8.Valid(r.Envelope) {
-		// JSON text is UTF-8 (RFC 8259); the stores keep text, not bytes.
-		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "envelope is not valid UTF-8")
 	}
 	// Unmarshal has checked that the envelope is valid JSON, so one with no
 	// whitespace byte at all is already compact: skip a second pass over it.
@@ -328,13 +331,37 @@ func ParseSend(body []byte) (protocol.SendRequest, error) {
 		}
 		r.Envelope = buf.Bytes()
 	}
-	if len(r.Envelope) > protocol.MaxEnvelope {
-		return protocol.SendRequest{}, Errorf(protocol.CodeTooLarge, "envelope is %d bytes of JSON; the limit is %d", len(r.Envelope), protocol.MaxEnvelope)
-	}
-	if d := jsonDepth(r.Envelope, protocol.MaxEnvelopeDepth); d > protocol.MaxEnvelopeDepth {
-		return protocol.SendRequest{}, Errorf(protocol.CodeInvalidRequest, "envelope nests arrays and objects more than %d deep", protocol.MaxEnvelopeDepth)
-	}
 	return r, nil
+}
+
+// checkSend applies the rules of a send beyond JSON. scanned says the
+// envelope's depth is known to be within the limit.
+func checkSend(r protocol.SendRequest, scanned bool) error {
+	if r.To == "" {
+		return Errorf(protocol.CodeInvalidRequest, "to is required")
+	}
+	if err := identity.ValidateHandle(r.To); err != nil {
+		return Errorf(protocol.CodeInvalidHandle, "to: %v", err)
+	}
+	if err := identity.ValidateClientID(r.ID); err != nil {
+		return Errorf(protocol.CodeInvalidRequest, "%v", err)
+	}
+	if len(r.Envelope) == 0 || bytes.Equal(r.Envelope, []byte("null")) {
+		return Errorf(protocol.CodeInvalidRequest, "envelope is required")
+	}
+	if !utf8.Valid(r.Envelope) {
+		// JSON text is UTF-8 (RFC 8259); the stores keep text, not bytes.
+		return Errorf(protocol.CodeInvalidRequest, "envelope is not valid UTF-8")
+	}
+	if len(r.Envelope) > protocol.MaxEnvelope {
+		return Errorf(protocol.CodeTooLarge, "envelope is %d bytes of JSON; the limit is %d", len(r.Envelope), protocol.MaxEnvelope)
+	}
+	if !scanned {
+		if d := jsonDepth(r.Envelope, protocol.MaxEnvelopeDepth); d > protocol.MaxEnvelopeDepth {
+			return Errorf(protocol.CodeInvalidRequest, "envelope nests arrays and objects more than %d deep", protocol.MaxEnvelopeDepth)
+		}
+	}
+	return nil
 }
 
 // Send stores a message from an authenticated sender and publishes it. body is

@@ -239,3 +239,52 @@ func TestJSONDepth(t *testing.T) {
 		}
 	}
 }
+
+// TestScanSend: the one-pass reader takes the common shape of a send body
+// (the strict decoder is the fallback, so a body it passes over is still
+// parsed, and FuzzParseSend checks they agree), and passes over anything
+// else, valid or not.
+func TestScanSend(t *testing.T) {
+	t.Parallel()
+	deep := strings.Repeat("[", protocol.MaxEnvelopeDepth) + strings.Repeat("]", protocol.MaxEnvelopeDepth)
+	tests := []struct {
+		name string
+		body string
+		take bool
+	}{
+		{"common", `{"to":"bob","id":"m-1","envelope":{"v":1,"ct":"AAAA","k":[1,2,3]}}`, true},
+		{"any order, spaces between members", " {\"envelope\":{\"a\":[true,false,null,-1.5e+3,0]} ,\n\"id\" : \"x\", \"to\":\"a\"} ", true},
+		{"escapes in the envelope", `{"to":"bob","id":"m1","envelope":"\u00e9\"\\\/\b\f\n\r\t"}`, true},
+		{"at the depth limit", `{"to":"bob","id":"m1","envelope":` + deep + `}`, true},
+		{"past the depth limit", `{"to":"bob","id":"m1","envelope":[` + deep + `]}`, false},
+		{"whitespace in the envelope", `{"to":"bob","id":"m1","envelope":{"a": 1}}`, false},
+		{"escape in to", `{"to":"b\u006fb","id":"m1","envelope":{}}`, false},
+		{"null id", `{"to":"bob","id":null,"envelope":{}}`, false},
+		{"no id", `{"to":"bob","envelope":{}}`, false},
+		{"unknown member", `{"to":"bob","id":"m1","envelope":{},"cc":"x"}`, false},
+		{"twice to", `{"to":"bob","to":"bob","id":"m1","envelope":{}}`, false},
+		{"leading zero", `{"to":"bob","id":"m1","envelope":01}`, false},
+		{"bad escape", `{"to":"bob","id":"m1","envelope":"\x"}`, false},
+		{"short unicode escape", `{"to":"bob","id":"m1","envelope":"\u00e"}`, false},
+		{"trailing comma", `{"to":"bob","id":"m1","envelope":[1,]}`, false},
+		{"trailing data", `{"to":"bob","id":"m1","envelope":{}}x`, false},
+		{"unterminated", `{"to":"bob","id":"m1","envelope":{"a":1}`, false},
+		{"control byte in a string", "{\"to\":\"bob\",\"id\":\"m1\",\"envelope\":\"a\tb\"}", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r, ok := scanSend([]byte(tt.body))
+			if ok != tt.take {
+				t.Fatalf("scanSend took it: %v, want %v", ok, tt.take)
+			}
+			if !ok {
+				return
+			}
+			strict, err := decodeSend([]byte(tt.body))
+			if err != nil || r.To != strict.To || r.ID != strict.ID || string(r.Envelope) != string(strict.Envelope) {
+				t.Fatalf("scanSend = %+v; the strict decoder: %+v, %v", r, strict, err)
+			}
+		})
+	}
+}

@@ -26,11 +26,29 @@ func FuzzParseSend(f *testing.F) {
 		`{"to":"b\u006fb","id":"m1","envelope":01}`,
 		`{"to":null,"id":"m1","envelope":{}}`,
 		` {"envelope" : { "k" : "v" } , "id":"x","to":"a"} `,
+		` {"envelope":{"k":"v","n":[-0.5e+3,true,false,null,"\u00e9\n"]} , "id":"x","to":"a"} `,
+		`{"to":"bob","id":"m1","envelope":{"a":1,}}`,
+		`{"to":"bob","id":"m1","envelope":[1 ,2]}`,
+		`{"to":"bob","id":"m1","envelope":"\ud800"}`,
+		`{"to":"bob","id":"m1","envelope":-}`,
+		`{"to":"bob","id":"m1","envelope":1.}`,
+		`{"to":"bob","id":"m1","envelope":{"a":tru}}`,
 		`[]`, `{`, ``,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		if fast, ok := scanSend(body); ok {
+			// The one-pass reader takes only what the strict decoder
+			// reads the same way, depth check included.
+			strict, err := decodeSend(body)
+			if err != nil || fast.To != strict.To || fast.ID != strict.ID || !bytes.Equal(fast.Envelope, strict.Envelope) {
+				t.Fatalf("scanSend(%q) = %+v; decodeSend = %+v, %v", body, fast, strict, err)
+			}
+			if (checkSend(fast, true) == nil) != (checkSend(strict, false) == nil) {
+				t.Fatalf("scanSend(%q): checkSend says %v with the scan, %v without", body, checkSend(fast, true), checkSend(strict, false))
+			}
+		}
 		r, err := ParseSend(body)
 		if err != nil {
 			var e *Error
