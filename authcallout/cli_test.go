@@ -25,7 +25,7 @@ const natsCLIPkg = "github.com/nats-io/natscli/nats"
 func natsCLI(t *testing.T, ctx context.Context, args ...string) *exec.Cmd {
 	t.Helper()
 	home := t.TempDir()
-	cmd := exec.CommandContext(ctx, buildTool(t, natsCLIPkg), args...)
+	cmd := exec.CommandContext(ctx, tool(t, natsCLIPkg, "nats"), args...)
 	cmd.Env = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home, "PATH=" + os.Getenv("PATH")}
 	return cmd
 }
@@ -37,7 +37,7 @@ func TestNATSCLI(t *testing.T) {
 	e := newEnv(t, embedded, authcallout.Config{}, authTimeout)
 	// Build the CLI before the clock starts: on a busy machine with a cold
 	// cache the build alone took longer than the deadline below.
-	buildTool(t, natsCLIPkg)
+	tool(t, natsCLIPkg, "nats")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -10,65 +10,29 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/natsapi"
 )
 
-// Binaries built once per test binary from the modules in go.mod.
-var (
-	binDir  string
-	binOnce sync.Map // package path -> *binary
-)
-
-type binary struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kezd-authcallout-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// buildTool builds pkg (a main package required by go.mod) once.
-func buildTool(t testing.TB, pkg string) string {
+// tool builds the main package pkg of go.mod's build list once per test
+// binary (kezdtest.Binary); under -short the tests that need one skip.
+func tool(t testing.TB, pkg, name string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skipf("-short: not building %s", pkg)
 	}
-	v, _ := binOnce.LoadOrStore(pkg, &binary{})
-	b := v.(*binary)
-	b.once.Do(func() {
-		name := strings.TrimSuffix(pkg, "/v2")
-		b.path = filepath.Join(binDir, name[strings.LastIndex(name, "/")+1:])
-		out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput()
-		if err != nil {
-			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
+	return kezdtest.Binary(t, pkg, name)
 }
 
 func natsServerBinary(t testing.TB) string {
-	return buildTool(t, "github.com/nats-io/nats-server/v2")
+	return tool(t, "github.com/nats-io/nats-server/v2", "nats-server")
 }
 
 // extServer is a nats-server process.

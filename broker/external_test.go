@@ -1,58 +1,23 @@
 package broker
 
 import (
-	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-)
 
-var (
-	natsServerOnce sync.Once
-	natsServerPath string
-	natsServerErr  error
+	"github.com/kez-chat/kezd/client/kezdtest"
 )
 
 // natsServerBinary builds nats-server from the module version in go.mod,
-// once per test binary, cached under the user cache dir by version.
+// once per test binary.
 func natsServerBinary(t testing.TB) string {
 	t.Helper()
-	natsServerOnce.Do(func() {
-		out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/nats-io/nats-server/v2").Output()
-		if err != nil {
-			natsServerErr = fmt.Errorf("go list nats-server: %w", err)
-			return
-		}
-		version := strings.TrimSpace(string(out))
-		dir, err := os.UserCacheDir()
-		if err != nil {
-			dir = os.TempDir()
-		}
-		natsServerPath = filepath.Join(dir, "kezd-test", "nats-server-"+version)
-		if _, err := os.Stat(natsServerPath); err == nil {
-			return
-		}
-		tmp := natsServerPath + ".tmp" + strconv.Itoa(os.Getpid())
-		out, err = exec.Command("go", "build", "-o", tmp, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			natsServerErr = err
-			t.Logf("go build nats-server: %s", out)
-			return
-		}
-		natsServerErr = os.Rename(tmp, natsServerPath)
-	})
-	if natsServerErr != nil {
-		t.Fatalf("build nats-server: %v", natsServerErr)
-	}
-	return natsServerPath
+	return kezdtest.Binary(t, "github.com/nats-io/nats-server/v2", "nats-server")
 }
 
 // freePort returns a loopback port that was free a moment ago.
