@@ -151,6 +151,7 @@ func TestAuthConfigValidation(t *testing.T) {
 		"issuer is a user key":    func(a *Auth) { a.Issuer = a.ServiceUser },
 		"service is an account":   func(a *Auth) { a.ServiceUser = a.Issuer },
 		"xkey is not a curve key": func(a *Auth) { a.XKey = a.Issuer },
+		"app user is an account":  func(a *Auth) { a.AppUser = a.Issuer },
 	} {
 		t.Run(name, func(t *testing.T) {
 			a := *good
@@ -159,5 +160,23 @@ func TestAuthConfigValidation(t *testing.T) {
 				t.Error("accepted")
 			}
 		})
+	}
+}
+
+// TestTopologyInternalUser: without an app user, kezd's own user is the
+// internal one, which NewTopology takes only with a name and a password.
+func TestTopologyInternalUser(t *testing.T) {
+	t.Parallel()
+	_, a := newCalloutKeys(t)
+	if _, err := NewTopology(*a); err == nil {
+		t.Error("accepted no app user and no internal user")
+	}
+	a.InternalUser, a.InternalPassword = "kezd", "pw"
+	topo, err := NewTopology(*a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if users := topo.AuthUsers(); len(users) != 2 || users[0] != a.ServiceUser || users[1] != "kezd" {
+		t.Errorf("auth users %v, want the service user and kezd", users)
 	}
 }

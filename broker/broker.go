@@ -85,9 +85,10 @@ type Config struct {
 	MACKey []byte
 }
 
-// Auth is the embedded server's auth-callout setup. The keys are generated and
-// kept by the caller (the authcallout package); the broker only needs their
-// public halves.
+// Auth is the embedded server's auth-callout setup, from which NewTopology
+// makes the topology the server runs (and "kezd nats-config" prints). The
+// keys are generated and kept by the caller (package deploykeys); the broker
+// only needs their public halves.
 type Auth struct {
 	// Issuer is the account public nkey ("A…") that signs callout responses.
 	Issuer string
