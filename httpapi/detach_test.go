@@ -53,7 +53,7 @@ func TestDetachedStream(t *testing.T) {
 	if s.res.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", s.res.StatusCode)
 	}
-	for k, v := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"} {
+	for k, v := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Kez-Ping-Interval": "3600000"} {
 		if got := s.res.Header.Get(k); got != v {
 			t.Errorf("%s: %q, want %q", k, got, v)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -49,6 +50,9 @@ func (s *Server) stream(c echo.Context) error {
 		return err
 	}
 
+	// A client's bound on silence (a hung server or proxy sends nothing,
+	// not even a ping) follows the interval this stream pings at.
+	c.Response().Header().Set(protocol.PingIntervalHeader, strconv.FormatInt(s.cfg.PingInterval.Milliseconds(), 10))
 	conn, err := s.detach(c)
 	switch {
 	case errors.Is(err, errNotDetachable):

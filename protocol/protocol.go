@@ -67,3 +67,8 @@ const (
 
 // LastEventIDHeader is the header a reconnecting stream client resumes with.
 const LastEventIDHeader = "Last-Event-ID"
+
+// PingIntervalHeader, on a stream's response, is kezd's statement of how
+// often the stream pings when idle, in milliseconds (decimal): a client
+// takes a connection silent for a few intervals for dead.
+const PingIntervalHeader = "Kez-Ping-Interval"
