@@ -1,5 +1,5 @@
 // The kezd HTTP API as PROTOCOL.md defines it, from the browser: signed
-// requests, lookups, WebFinger and the stream URL. Every failure is an
+// requests, lookups, WebFinger and opening the stream. Every failure is an
 // ApiError whose message a person can act on.
 import { sign, sha256hex, validHandle } from './envelope.js';
 
@@ -57,20 +57,23 @@ async function request(path, init = {}) {
     throw new ApiError('unreachable', WORDS.unreachable, 0);
   }
   const text = await res.text().catch(() => '');
-  if (res.ok) {
-    try {
-      return JSON.parse(text);
-    } catch {
-      throw new ApiError('internal', 'The server sent an answer kez cannot read.', res.status);
-    }
+  if (!res.ok) throw failure(res, text);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError('internal', 'The server sent an answer kez cannot read.', res.status);
   }
+}
+
+// failure is the ApiError of a response that is not 2xx, body its text.
+function failure(res, text) {
   let body = {};
   try {
     body = JSON.parse(text);
   } catch {}
   const retry = parseInt(res.headers.get('Retry-After') ?? '', 10);
   const code = typeof body.error === 'string' ? body.error : res.status >= 500 ? 'unavailable' : 'internal';
-  throw new ApiError(code, typeof body.message === 'string' ? body.message : `HTTP ${res.status}`, res.status, retry > 0 ? retry : 0);
+  return new ApiError(code, typeof body.message === 'string' ? body.message : `HTTP ${res.status}`, res.status, retry > 0 ? retry : 0);
 }
 
 const json = (body) => ({ method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
@@ -167,19 +170,30 @@ export async function send(id, to, clientID, envelopeText) {
   return request('/v1/messages', init);
 }
 
-// poll asks for the inbox after since, signed; used to learn why a stream
-// could not be opened (EventSource does not say) and as a check.
-export async function poll(id, since, limit = 1) {
-  const ts = now();
-  const path = `/v1/inbox/${id.handle}`;
-  const sig = await sign(id, ['GET', path, `since=${since}`, ts].join('\n'));
-  return request(`${path}?since=${since}&limit=${limit}`, { headers: { Authorization: `Kez ${id.handle}:${ts}:${sig}` } });
-}
-
-// streamURL is a freshly signed stream URL resuming after since.
-export async function streamURL(id, since) {
+// openStream opens id's inbox stream resuming after since, freshly signed
+// (in the Authorization header, so no credential is in a URL), and returns
+// the Response once the server accepted it; signal aborts it. A refusal is
+// an ApiError with the server's reason, which EventSource could not tell.
+export async function openStream(id, since, signal) {
   const ts = now();
   const path = `/v1/inbox/${id.handle}/stream`;
   const sig = await sign(id, ['GET', path, ts].join('\n'));
-  return `${path}?auth=${ts}:${sig}&since=${since}`;
+  let res;
+  try {
+    res = await fetch(`${path}?since=${since}`, {
+      cache: 'no-store',
+      credentials: 'omit',
+      signal,
+      headers: { Accept: 'text/event-stream', Authorization: `Kez ${id.handle}:${ts}:${sig}`, 'Last-Event-ID': String(since) },
+    });
+  } catch (err) {
+    if (signal.aborted) throw err;
+    throw new ApiError('unreachable', WORDS.unreachable, 0);
+  }
+  if (!res.ok) throw failure(res, await res.text().catch(() => ''));
+  if (!/^text\/event-stream\b/.test(res.headers.get('Content-Type') ?? '')) {
+    res.body?.cancel();
+    throw new ApiError('internal', 'The server sent an answer kez cannot read.', res.status);
+  }
+  return res;
 }

@@ -9,6 +9,8 @@ import { EnvelopeError, exportable, fingerprint, keyFile, newIdentity, openStore
 // The envelope code, for the browser tests that check it against the Go
 // package's vectors.
 export * as envelope from './envelope.js';
+// The stream reader, for the browser tests of its parser.
+export * as live from './live.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -31,6 +33,7 @@ const state = {
   keys: new Map(), // handle -> {signing_key, at}: registry answers, briefly cached
   channel: null,
   pending: null, // new keys of a rotation the server may not have taken yet
+  gaps: [], // runs of seqs deleted at the server before this browser kept them
 };
 
 const KEY_TTL = 60000;
@@ -57,6 +60,26 @@ function setStatus(s, detail) {
   p.dataset.status = s;
   $('status-text').textContent = STATUS_TEXT[s] + (detail ? ` — ${detail}` : '');
   if (s === 'live') retryPending();
+}
+
+// ---- messages deleted before this browser kept them
+
+// showGap tells the person that the server deleted messages first to last
+// (its retention, or a delete-through by another device of theirs) before
+// this browser received them: which conversations they were in is gone
+// with them, so it is said above all of them. The stream goes on.
+function showGap(first, last) {
+  state.gaps.push(first === last ? `${first}` : `${first}\u2013${last}`);
+  const one = state.gaps.length === 1 && first === last;
+  $('gap-text').textContent =
+    `${one ? 'Message' : 'Messages'} ${state.gaps.join(', ')} ${one ? 'was' : 'were'} deleted from the server before this browser received ${one ? 'it' : 'them'}, ` +
+    "by the server's retention period or by another of your devices. Newer messages arrive as usual.";
+  $('gap').hidden = false;
+}
+
+function hideGap() {
+  state.gaps = [];
+  $('gap').hidden = true;
 }
 
 // ---- identity
@@ -168,7 +191,7 @@ function switchIdentity(id, backup) {
   $('my-fp').textContent = fingerprint(id.signingKey);
   showBackup(backup);
   state.live?.stop();
-  state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus });
+  state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus, onGap: showGap });
   state.live.start();
 }
 
@@ -200,6 +223,7 @@ async function signOut() {
   await state.db.clear();
   Object.assign(state, { me: null, cursor: 0, current: '' });
   state.keys.clear();
+  hideGap();
   $('app').hidden = true;
   $('app').classList.remove('show-conv');
   $('me').hidden = true;
@@ -461,7 +485,7 @@ function start(id, backup) {
   };
   state.db.cursor().then((cur) => {
     state.cursor = cur;
-    state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus });
+    state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus, onGap: showGap });
     state.live.start();
   });
   renderContacts();
@@ -538,6 +562,7 @@ function wire() {
     }
   });
   $('accept-key').addEventListener('click', () => acceptKeys().catch(showError));
+  $('gap-ok').addEventListener('click', hideGap);
   $('back').addEventListener('click', () => {
     $('app').classList.remove('show-conv');
     $('address').focus();
