@@ -4,6 +4,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
@@ -30,7 +31,7 @@ func BenchmarkConnect(b *testing.B) {
 	auth := authcallout.BrokerAuth(public(b, k))
 	auth.AppUser, auth.InternalUser, auth.InternalPassword, auth.Timeout = "", plainUser, plainPassword, authTimeout
 	url := brokertest.Start(b, broker.Config{Listen: "127.0.0.1:-1", Auth: auth}, nil).ClientURL()
-	db := openStore(b)
+	db := teststore.SQLite(b)
 	alice := register(b, db, "alice")
 	startCallout(b, url, k, db, authcallout.Config{})
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
@@ -190,7 +192,7 @@ func TestExternalServer(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "nats.conf"), "host: 127.0.0.1\nport: -1\ninclude \"auth.conf\"\n")
 	s := runNATSServer(t, filepath.Join(dir, "nats.conf"), false)
 
-	db := openStore(t)
+	db := teststore.SQLite(t)
 	alice := register(t, db, "alice")
 	svc := startCallout(t, s.clientURL, k, db, authcallout.Config{})
 	c := core(t, db, startKezd(t, s.clientURL, k))
@@ -271,11 +273,11 @@ cluster {
 		t.Fatal("a server without the route credentials was not refused")
 	}
 
-	db := openStore(t)
+	db := teststore.SQLite(t)
 	alice := register(t, db, "alice")
 	startCallout(t, n1.clientURL, k, db, authcallout.Config{})
 	kezd := startKezd(t, n1.clientURL, k)
-	r, err := natsapi.StartSend(context.Background(), kezd.Conn(), natsapi.SendConfig{}, core(t, db, kezd), quietLog())
+	r, err := natsapi.StartSend(context.Background(), kezd.Conn(), natsapi.SendConfig{}, core(t, db, kezd), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

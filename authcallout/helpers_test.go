@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -29,8 +28,6 @@ import (
 // authTimeout is the servers' auth timeout in tests: generous, because under
 // -race on two busy cores a callout round trip can take far longer than 1 s.
 const authTimeout = 10 * time.Second
-
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func testKeys(t testing.TB) deploykeys.Keys {
 	t.Helper()
@@ -132,22 +129,12 @@ func startCallout(t testing.TB, url string, k deploykeys.Keys, lookup authcallou
 	t.Helper()
 	nc := connect(t, url, k.ServiceUser(), nats.Name("kezd-authcallout"))
 	cfg.Keys = k
-	svc, err := authcallout.Start(context.Background(), nc, cfg, lookup, quietLog())
+	svc, err := authcallout.Start(context.Background(), nc, cfg, lookup, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Stop)
 	return svc
-}
-
-func openStore(t testing.TB) *sqlite.DB {
-	t.Helper()
-	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "kez.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }
 
 // user is a registered handle with its private signing key.
@@ -210,7 +197,7 @@ func login(t testing.TB, url string, u user, extra ...nats.Option) *nats.Conn {
 // publishes what it stores.
 func core(t testing.TB, db *sqlite.DB, b *broker.Broker) *chat.Service {
 	t.Helper()
-	return chat.New(chat.Config{}, db, b, nil, quietLog())
+	return chat.New(chat.Config{}, db, b, nil, slog.New(slog.DiscardHandler))
 }
 
 func send(t testing.TB, svc *chat.Service, from, to, id, envelope string) protocol.SendResult {

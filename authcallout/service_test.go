@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
@@ -43,7 +45,7 @@ func newEnv(t *testing.T, s setup, cfg authcallout.Config, timeout time.Duration
 	t.Helper()
 	k := testKeys(t)
 	n := s.start(t, k, timeout)
-	db := openStore(t)
+	db := teststore.SQLite(t)
 	e := &env{srv: n.srv, url: n.url, keys: k, db: db, app: n.broker.Conn()}
 	e.callot = startCallout(t, e.url, k, db, cfg)
 	c := core(t, db, n.broker)
@@ -115,7 +117,7 @@ func TestLoginWithoutName(t *testing.T) {
 func TestSendOverNATS(t *testing.T) {
 	t.Parallel()
 	onEverySetup(t, authcallout.Config{}, authTimeout, func(t *testing.T, e *env) {
-		r, err := natsapi.StartSend(context.Background(), e.app, natsapi.SendConfig{}, e.core, quietLog())
+		r, err := natsapi.StartSend(context.Background(), e.app, natsapi.SendConfig{}, e.core, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,7 +428,7 @@ func TestQueueGroup(t *testing.T) {
 			t.Parallel()
 			k := testKeys(t)
 			url := s.start(t, k, authTimeout).url
-			db := openStore(t)
+			db := teststore.SQLite(t)
 			alice := register(t, db, "alice")
 			a := startCallout(t, url, k, db, authcallout.Config{})
 			b := startCallout(t, url, k, db, authcallout.Config{})

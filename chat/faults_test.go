@@ -48,7 +48,7 @@ func (l *lockedBuffer) String() string {
 // TestStoreOutageLoggedOnce: 200 sends refused during an outage make one
 // warning (and summaries at most every few seconds), then one recovery line.
 func TestStoreOutageLoggedOnce(t *testing.T) {
-	db := &outage{Store: outboxBackends[1].open(t)}
+	db := &outage{Store: openSQLite(t)}
 	var logs lockedBuffer
 	svc := chat.New(chat.Config{}, db, nil, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	db.down.Store(true)

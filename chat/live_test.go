@@ -2,13 +2,10 @@ package chat_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,22 +14,19 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
 	"github.com/kez-chat/kezd/store/postgres"
-	"github.com/kez-chat/kezd/store/sqlite"
 	"github.com/nats-io/nats.go"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // openDB opens a fresh Postgres database with alice and bob registered.
 func openDB(t testing.TB) *postgres.DB {
@@ -42,11 +36,7 @@ func openDB(t testing.TB) *postgres.DB {
 
 func openURL(t testing.TB, url string, handles ...string) *postgres.DB {
 	t.Helper()
-	db, err := postgres.Open(context.Background(), postgres.Config{URL: url}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := teststore.PostgresOn(t, url)
 	register(t, db, handles...)
 	return db
 }
@@ -74,54 +64,12 @@ func owner(t testing.TB, svc *chat.Service, handle string) store.Handle {
 	return h
 }
 
-// prunable is a store with alice and bob registered whose messages to bob
-// the test can delete, as a retention job would: the stores have no delete,
-// so it is SQL on the backend's database.
-type prunable struct {
-	chat.Store
-	// deleteSeqs deletes bob's messages with from <= seq <= to.
-	deleteSeqs func(t testing.TB, from, to int64)
-}
-
-// prunableBackends are the stores the deletion tests run against.
-var prunableBackends = []struct {
-	name string
-	open func(t testing.TB) prunable
-}{
-	{"postgres", func(t testing.TB) prunable {
-		url := pgtest.NewDatabase(t)
-		return prunable{Store: openURL(t, url, "alice", "bob"), deleteSeqs: func(t testing.TB, from, to int64) {
-			t.Helper()
-			conn, err := pgx.Connect(t.Context(), url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(context.Background())
-			if _, err := conn.Exec(t.Context(), `DELETE FROM messages WHERE recipient = 'bob' AND seq BETWEEN $1 AND $2`, from, to); err != nil {
-				t.Fatal(err)
-			}
-		}}
-	}},
-	{"sqlite", func(t testing.TB) prunable {
-		path := filepath.Join(t.TempDir(), "kez.db")
-		db, err := sqlite.Open(t.Context(), path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		register(t, db, "alice", "bob")
-		raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { raw.Close() })
-		return prunable{Store: db, deleteSeqs: func(t testing.TB, from, to int64) {
-			t.Helper()
-			if _, err := raw.ExecContext(t.Context(), `DELETE FROM messages WHERE recipient = 'bob' AND seq BETWEEN ? AND ?`, from, to); err != nil {
-				t.Fatal(err)
-			}
-		}}
-	}},
+// openBackend opens a fresh store of b with alice and bob registered.
+func openBackend(t testing.TB, b teststore.Backend) teststore.Prunable {
+	t.Helper()
+	db := b.Open(t)
+	register(t, db, "alice", "bob")
+	return db
 }
 
 func startBroker(t testing.TB, cfg broker.Config) *broker.Broker {
@@ -136,9 +84,9 @@ func startBroker(t testing.TB, cfg broker.Config) *broker.Broker {
 // test instead of being covered by the recheck a second later.
 func newService(db chat.Store, b *broker.Broker) *chat.Service {
 	if b == nil {
-		return chat.New(chat.Config{}, db, nil, nil, quietLog())
+		return chat.New(chat.Config{}, db, nil, nil, slog.New(slog.DiscardHandler))
 	}
-	return chat.New(brokerOnly, db, b, b, quietLog())
+	return chat.New(brokerOnly, db, b, b, slog.New(slog.DiscardHandler))
 }
 
 var brokerOnly = chat.Config{Recheck: time.Hour, RecheckEvery: time.Hour}
@@ -611,8 +559,8 @@ func TestFollowRecoversUnpublishedMessage(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	b := startBroker(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez", ClusterUser: "route", ClusterPassword: "route-secret"})
-	following := chat.New(chat.Config{}, db, b, b, quietLog())  // the default safety net
-	silent := chat.New(chat.Config{}, db, nil, nil, quietLog()) // stores, never publishes
+	following := chat.New(chat.Config{}, db, b, b, slog.New(slog.DiscardHandler))  // the default safety net
+	silent := chat.New(chat.Config{}, db, nil, nil, slog.New(slog.DiscardHandler)) // stores, never publishes
 	f := follow(t, following, chat.Cursor{Now: true})
 	f.ready(t)
 	send(t, silent, "unpublished")
@@ -683,17 +631,17 @@ func TestFollowResetAfterDeletion(t *testing.T) {
 		{"all deleted, now", 3, []span{{1, 3}}, chat.Cursor{Now: true},
 			[]string{"ready 3"}, []string{"message 4"}},
 	}
-	for _, b := range prunableBackends {
+	for _, b := range teststore.Backends {
 		for _, tt := range tests {
-			t.Run(b.name+"/"+tt.name, func(t *testing.T) {
+			t.Run(b.Name+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
-				db := b.open(t)
+				db := openBackend(t, b)
 				svc := newService(db, startBroker(t, broker.Config{}))
 				for i := range tt.sent {
 					send(t, svc, fmt.Sprintf("m%d", i))
 				}
 				for _, d := range tt.deleted {
-					db.deleteSeqs(t, d.from, d.to)
+					db.DeleteSeqs(t, "bob", d.from, d.to)
 				}
 				f := follow(t, svc, tt.cursor)
 				f.expectEvents(t, tt.backlog...)
@@ -709,10 +657,10 @@ func TestFollowResetAfterDeletion(t *testing.T) {
 // says so before the live message.
 func TestFollowResetOnLiveGap(t *testing.T) {
 	t.Parallel()
-	for _, b := range prunableBackends {
-		t.Run(b.name, func(t *testing.T) {
+	for _, b := range teststore.Backends {
+		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
-			db := b.open(t)
+			db := openBackend(t, b)
 			svc := newService(db, startBroker(t, broker.Config{}))
 			silent := newService(db, nil) // stores, never publishes
 			send(t, svc, "m1")
@@ -724,7 +672,7 @@ func TestFollowResetOnLiveGap(t *testing.T) {
 			gate <- struct{}{}
 			send(t, silent, "m3")
 			send(t, silent, "m4")
-			db.deleteSeqs(t, 3, 4)
+			db.DeleteSeqs(t, "bob", 3, 4)
 			send(t, svc, "m5") // published: the stream's next live message
 			close(gate)
 			f.expectEvents(t, "message 1", "message 2", "ready 2", "reset 5", "message 5")

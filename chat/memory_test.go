@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
@@ -56,11 +57,7 @@ func (p *pageMeter) most() int {
 // openSQLite opens a fresh SQLite store with alice and bob registered.
 func openSQLite(t testing.TB) *sqlite.DB {
 	t.Helper()
-	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kez.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := teststore.SQLite(t)
 	register(t, db, "alice", "bob")
 	return db
 }
@@ -83,7 +80,7 @@ func TestFollowCatchUpBoundedByBytes(t *testing.T) {
 	t.Parallel()
 	db := &pageMeter{DB: openSQLite(t)}
 	fill(t, db, 100)
-	f := follow(t, chat.New(chat.Config{}, db, nil, nil, quietLog()), chat.Cursor{})
+	f := follow(t, chat.New(chat.Config{}, db, nil, nil, slog.New(slog.DiscardHandler)), chat.Cursor{})
 	f.expect(t, seqs(1, 100)...)
 	if got := f.ready(t); got != 100 {
 		t.Fatalf("ready latest %d, want 100", got)
@@ -99,7 +96,7 @@ func TestCatchUpBudgetWaits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := openSQLite(t)
 		fill(t, db, 8)
-		svc := chat.New(chat.Config{CatchUpBudget: chat.DefaultStreamPageBytes, CatchUpWait: time.Minute}, db, nil, nil, quietLog())
+		svc := chat.New(chat.Config{CatchUpBudget: chat.DefaultStreamPageBytes, CatchUpWait: time.Minute}, db, nil, nil, slog.New(slog.DiscardHandler))
 		gate := make(chan struct{})
 		a := followWith(t, svc, chat.Cursor{}, gate)
 		synctest.Wait() // a holds its page, blocked writing the first message
@@ -124,7 +121,7 @@ func TestCatchUpBudgetEndsWaiter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := openSQLite(t)
 		fill(t, db, 8)
-		svc := chat.New(chat.Config{CatchUpBudget: 1, CatchUpWait: 5 * time.Second}, db, nil, nil, quietLog())
+		svc := chat.New(chat.Config{CatchUpBudget: 1, CatchUpWait: 5 * time.Second}, db, nil, nil, slog.New(slog.DiscardHandler))
 		gate := make(chan struct{})
 		defer close(gate)
 		followWith(t, svc, chat.Cursor{}, gate)
@@ -151,7 +148,7 @@ func TestCatchUpDrainDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := openSQLite(t)
 		fill(t, db, 6) // two pages
-		svc := chat.New(chat.Config{DrainTimeout: 3 * time.Second}, db, nil, nil, quietLog())
+		svc := chat.New(chat.Config{DrainTimeout: 3 * time.Second}, db, nil, nil, slog.New(slog.DiscardHandler))
 		var deadlines, listed []time.Time
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -191,7 +188,7 @@ func TestCatchUpDrainDeadline(t *testing.T) {
 func TestRunRetention(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db := openSQLite(t)
-		svc := chat.New(chat.Config{Retention: 24 * time.Hour, RetentionEvery: time.Hour}, db, nil, nil, quietLog())
+		svc := chat.New(chat.Config{Retention: 24 * time.Hour, RetentionEvery: time.Hour}, db, nil, nil, slog.New(slog.DiscardHandler))
 		held := func() []int64 {
 			t.Helper()
 			ms, err := svc.List(t.Context(), "bob", 0, 100)
@@ -222,7 +219,7 @@ func TestRunRetention(t *testing.T) {
 		cancel()
 		<-done
 
-		forever := chat.New(chat.Config{}, db, nil, nil, quietLog())
+		forever := chat.New(chat.Config{}, db, nil, nil, slog.New(slog.DiscardHandler))
 		forever.RunRetention(t.Context()) // returns at once
 		if n, err := forever.Expire(t.Context()); n != 0 || err != nil {
 			t.Errorf("Expire with no retention = %d, %v", n, err)

@@ -2,36 +2,19 @@ package chat_test
 
 import (
 	"context"
-	"path/filepath"
+	"log/slog"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
-	"github.com/kez-chat/kezd/store/sqlite"
 	"github.com/nats-io/nats.go"
 )
-
-// outboxBackends are the stores the outbox tests run against.
-var outboxBackends = []struct {
-	name string
-	open func(t testing.TB) chat.Store
-}{
-	{"postgres", func(t testing.TB) chat.Store { return openDB(t) }},
-	{"sqlite", func(t testing.TB) chat.Store {
-		db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kez.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		register(t, db, "alice", "bob")
-		return db
-	}},
-}
 
 // inboxSub subscribes to bob's inbox on b the way a native NATS client does.
 func inboxSub(t *testing.T, b *broker.Broker) *nats.Subscription {
@@ -78,9 +61,9 @@ func runOutbox(t *testing.T, svc *chat.Service) {
 // and died before publishing it. A surviving instance publishes it within
 // the bound, and only once.
 func TestStoredButNeverPublishedIsPublished(t *testing.T) {
-	for _, be := range outboxBackends {
-		t.Run(be.name, func(t *testing.T) {
-			db := be.open(t)
+	for _, be := range teststore.Backends {
+		t.Run(be.Name, func(t *testing.T) {
+			db := openBackend(t, be)
 			b := startBroker(t, broker.Config{})
 			sub := inboxSub(t, b)
 			// The dead instance: stored, never published, never confirmed.
@@ -88,7 +71,7 @@ func TestStoredButNeverPublishedIsPublished(t *testing.T) {
 				t.Fatal(err)
 			}
 			const after = 300 * time.Millisecond
-			survivor := chat.New(chat.Config{RepublishAfter: after}, db, b, b, quietLog())
+			survivor := chat.New(chat.Config{RepublishAfter: after}, db, b, b, slog.New(slog.DiscardHandler))
 			runOutbox(t, survivor)
 			start := time.Now()
 			if seq := nextSeq(t, sub, 10*time.Second); seq != 1 {
@@ -112,16 +95,16 @@ func TestStoredButNeverPublishedIsPublished(t *testing.T) {
 // instance a send whose first instance stored it and died. The retry is a
 // duplicate, and it publishes the message at once.
 func TestRetryOfUnconfirmedPublishes(t *testing.T) {
-	for _, be := range outboxBackends {
-		t.Run(be.name, func(t *testing.T) {
-			db := be.open(t)
+	for _, be := range teststore.Backends {
+		t.Run(be.Name, func(t *testing.T) {
+			db := openBackend(t, be)
 			b := startBroker(t, broker.Config{})
 			sub := inboxSub(t, b)
 			if _, err := db.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: "bob", ID: "m1", Envelope: []byte(`{}`)}); err != nil {
 				t.Fatal(err)
 			}
 			// No sweep in reach: only the retry can publish it.
-			other := chat.New(chat.Config{RepublishAfter: time.Hour}, db, b, b, quietLog())
+			other := chat.New(chat.Config{RepublishAfter: time.Hour}, db, b, b, slog.New(slog.DiscardHandler))
 			r, err := other.Send(t.Context(), "alice", []byte(`{"to":"bob","id":"m1","envelope":{}}`))
 			if err != nil || !r.Duplicate {
 				t.Fatalf("retry = %+v, %v; want a duplicate", r, err)
@@ -136,12 +119,12 @@ func TestRetryOfUnconfirmedPublishes(t *testing.T) {
 // TestConfirmedRetryDoesNotRepeat: once an instance has confirmed a
 // publish, a retry of the send publishes nothing again.
 func TestConfirmedRetryDoesNotRepeat(t *testing.T) {
-	for _, be := range outboxBackends {
-		t.Run(be.name, func(t *testing.T) {
-			db := be.open(t)
+	for _, be := range teststore.Backends {
+		t.Run(be.Name, func(t *testing.T) {
+			db := openBackend(t, be)
 			b := startBroker(t, broker.Config{})
 			sub := inboxSub(t, b)
-			svc := chat.New(chat.Config{RepublishAfter: time.Hour}, db, b, b, quietLog())
+			svc := chat.New(chat.Config{RepublishAfter: time.Hour}, db, b, b, slog.New(slog.DiscardHandler))
 			runOutbox(t, svc)
 			send(t, svc, "m1")
 			if seq := nextSeq(t, sub, 5*time.Second); seq != 1 {

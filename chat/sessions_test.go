@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
@@ -17,10 +18,10 @@ import (
 // waiting long-poll likewise.
 func TestSessionsEndWhenTheStoreRetiresTheirKey(t *testing.T) {
 	t.Parallel()
-	for _, b := range prunableBackends {
-		t.Run(b.name, func(t *testing.T) {
+	for _, b := range teststore.Backends {
+		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
-			db := b.open(t)
+			db := openBackend(t, b)
 			// No broker: the stream reads the store every second, and checks
 			// its key each time.
 			svc := newService(db, nil)

@@ -54,25 +54,13 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
-func registered(t *testing.T, ctx context.Context, c *client.Client, handle string) *envelope.Identity {
-	t.Helper()
-	id, err := envelope.Generate(handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Register(ctx, id); err != nil {
-		t.Fatalf("register %s: %v", handle, err)
-	}
-	return id
-}
-
 // aliceAndBob is the usual start of a test: a client of srv, and alice
 // and bob registered through it.
 func aliceAndBob(t *testing.T, srv *kezdtest.Server) (context.Context, *client.Client, *envelope.Identity, *envelope.Identity) {
 	t.Helper()
 	ctx := ctxFor(t)
 	c := newClient(t, srv)
-	return ctx, c, registered(t, ctx, c, "alice"), registered(t, ctx, c, "bob")
+	return ctx, c, kezdtest.Register(t, ctx, c, "alice"), kezdtest.Register(t, ctx, c, "bob")
 }
 
 func wantCode(t *testing.T, err error, code protocol.Code) {
@@ -330,7 +318,7 @@ func TestStreamRefusesForgedKey(t *testing.T) {
 	srv := kezdtest.Start(t, kezdtest.Config{})
 	ctx := ctxFor(t)
 	c := newClient(t, srv)
-	registered(t, ctx, c, "bob")
+	kezdtest.Register(t, ctx, c, "bob")
 	forged, _ := envelope.Generate("bob")
 	err := c.Stream(ctx, forged, client.StreamOptions{}, func(client.Message) error { return nil })
 	wantCode(t, err, protocol.CodeBadSignature)

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,11 +21,10 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
-	"github.com/kez-chat/kezd/store/postgres"
-	"github.com/kez-chat/kezd/store/sqlite"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -46,22 +44,12 @@ type backend struct {
 
 func openSQLite(t *testing.T) testStore {
 	t.Helper()
-	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kez.db"))
-	if err != nil {
-		t.Fatalf("open sqlite: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return teststore.SQLite(t)
 }
 
 func openPostgres(t *testing.T) testStore {
 	t.Helper()
-	db, err := postgres.Open(t.Context(), postgres.Config{URL: pgtest.NewDatabase(t)}, nil)
-	if err != nil {
-		t.Fatalf("open postgres: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return teststore.Postgres(t)
 }
 
 // backends are the stores the main API tests run against.
@@ -136,7 +124,7 @@ func testLog(t *testing.T) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.DiscardHandler)
 }
 
 type testWriter struct{ t *testing.T }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
@@ -20,11 +21,7 @@ func TestStreamCapsAcrossInstances(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t)
 	instance := func() *env {
-		db, err := postgres.Open(t.Context(), postgres.Config{URL: url}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
+		db := teststore.PostgresOn(t, url)
 		leases := postgres.NewLeases(db, 0, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

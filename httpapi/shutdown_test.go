@@ -20,7 +20,7 @@ import (
 // finishes with 201, new connections are refused and Shutdown returns nil.
 func TestGracefulShutdown(t *testing.T) {
 	st := openSQLite(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	svc := chat.New(chat.Config{}, st, nil, nil, log)
 	srv := New(Config{PublicURL: &url.URL{Scheme: "http", Host: "localhost"}}, svc, log)
 	hsrv := srv.HTTPServer("127.0.0.1:0")

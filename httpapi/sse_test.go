@@ -3,26 +3,21 @@ package httpapi
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/kez-chat/kezd/identity"
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
-	"github.com/kez-chat/kezd/store/pgtest"
-	"github.com/kez-chat/kezd/store/postgres"
-	"github.com/kez-chat/kezd/store/sqlite"
 )
 
 // sseEvent is one parsed SSE frame; a comment-only frame has comment set.
@@ -325,60 +320,13 @@ func TestStreamSlowReaderIsClosed(t *testing.T) {
 	}
 }
 
-// prunableBackends open a fresh store with a way to delete bob's messages
-// with from <= seq <= to, as a retention job would; the stores have no
-// delete, so it is SQL on the backend's database.
-var prunableBackends = []struct {
-	name string
-	open func(t *testing.T) (testStore, func(from, to int64))
-}{
-	{"sqlite", func(t *testing.T) (testStore, func(from, to int64)) {
-		path := filepath.Join(t.TempDir(), "kez.db")
-		db, err := sqlite.Open(t.Context(), path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { raw.Close() })
-		return db, func(from, to int64) {
-			t.Helper()
-			if _, err := raw.ExecContext(t.Context(), `DELETE FROM messages WHERE recipient = 'bob' AND seq BETWEEN ? AND ?`, from, to); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}},
-	{"postgres", func(t *testing.T) (testStore, func(from, to int64)) {
-		url := pgtest.NewDatabase(t)
-		db, err := postgres.Open(t.Context(), postgres.Config{URL: url}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db, func(from, to int64) {
-			t.Helper()
-			conn, err := pgx.Connect(t.Context(), url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(context.Background())
-			if _, err := conn.Exec(t.Context(), `DELETE FROM messages WHERE recipient = 'bob' AND seq BETWEEN $1 AND $2`, from, to); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}},
-}
-
 // Messages deleted after the client's cursor are announced with a reset
 // (no id line) naming the oldest kept message, which follows it.
 func TestStreamResetAfterDeletion(t *testing.T) {
-	for _, b := range prunableBackends {
-		t.Run(b.name, func(t *testing.T) {
+	for _, b := range teststore.Backends {
+		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
-			st, deleteSeqs := b.open(t)
+			st := b.Open(t)
 			e := newEnv(t, st)
 			alice, bob := newUser(t, "alice"), newUser(t, "bob")
 			e.register(alice)
@@ -386,7 +334,7 @@ func TestStreamResetAfterDeletion(t *testing.T) {
 			for i := range 4 {
 				e.mustSend(alice, "bob", fmt.Sprint("m", i), `{}`)
 			}
-			deleteSeqs(1, 2)
+			st.DeleteSeqs(t, "bob", 1, 2)
 
 			s := e.openStream(streamPath(bob, "bob", ""), http.Header{"Last-Event-Id": {"0"}})
 			s.wantReset(3)

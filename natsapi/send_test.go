@@ -3,14 +3,13 @@ package natsapi_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
@@ -19,7 +18,6 @@ import (
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
-	"github.com/kez-chat/kezd/store/sqlite"
 )
 
 // setup runs an open embedded server, a SQLite store with alice and bob, and
@@ -36,18 +34,14 @@ func setup(t *testing.T, cfg natsapi.SendConfig, core ...chat.Config) *server.Se
 	if !s.ReadyForConnections(10 * time.Second) {
 		t.Fatal("not ready")
 	}
-	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "kez.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := teststore.SQLite(t)
 	for _, h := range []string{"alice", "bob"} {
 		key := strings.Repeat(h[:1], 64)
 		if _, err := db.CreateHandle(context.Background(), store.Handle{Handle: h, SigningKey: strings.Map(hexDigit, key), EncryptionKey: strings.Repeat("0", 64)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	nc := connect(t, s, "kezd")
 	var ccfg chat.Config
 	if len(core) > 0 {

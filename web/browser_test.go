@@ -216,7 +216,7 @@ func bobInGoAliceInBrowser(t *testing.T) (*kezdtest.Server, *client.Client, *env
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob := register(t, c, "bob")
+	bob := kezdtest.Register(t, t.Context(), c, "bob")
 	alice := newPerson(t, srv, "alice")
 	alice.create("alice")
 	return srv, c, bob, alice

@@ -17,7 +17,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/internal/browsertest"
@@ -107,7 +106,7 @@ func TestNativeEventSourceResumesAfterReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob, alice := register(t, c, "bob"), register(t, c, "alice")
+	bob, alice := kezdtest.Register(t, t.Context(), c, "bob"), kezdtest.Register(t, t.Context(), c, "alice")
 	// One message before the stream opens: "now" is then seq 1, which the
 	// browser never receives, and ready's id is what it must resume from.
 	if _, err := c.Send(ctx, alice, "bob", []byte("before")); err != nil {
@@ -186,16 +185,4 @@ func TestNativeEventSourceResumesAfterReady(t *testing.T) {
 		t.Fatalf("EventSource opened %d times, readyState %d: it should have reconnected by itself and be open", s.Opens, s.ReadyState)
 	}
 	t.Logf("EventSource: %d opens, %d errors, ready ids %v", s.Opens, s.Errors, s.Ready)
-}
-
-func register(t *testing.T, c *client.Client, handle string) *envelope.Identity {
-	t.Helper()
-	id, err := envelope.Generate(handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Register(t.Context(), id); err != nil {
-		t.Fatalf("register %s: %v", handle, err)
-	}
-	return id
 }

@@ -301,7 +301,7 @@ func TestImportRotatedKeyFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob := register(t, c, "bob")
+	bob := kezdtest.Register(t, t.Context(), c, "bob")
 	carol := newCLI(t, srv)
 	carol.kez("keygen", "carol")
 	carol.kez("register", "carol")

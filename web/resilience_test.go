@@ -36,7 +36,7 @@ func TestSurvivesRestartAndReload(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		carol := register(t, c, "carol")
+		carol := kezdtest.Register(t, t.Context(), c, "carol")
 		alice := newPerson(t, srv, "alice")
 		bob := newPerson(t, srv, "bob")
 		alice.create("alice")
@@ -139,7 +139,7 @@ func TestHostileMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mallory := register(t, c, "mallory")
+	mallory := kezdtest.Register(t, t.Context(), c, "mallory")
 	alice := newPerson(t, srv, "alice")
 	alice.create("alice")
 	hostile := []string{
@@ -250,7 +250,7 @@ func TestTwoTabs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob := register(t, c, "bob")
+	bob := kezdtest.Register(t, t.Context(), c, "bob")
 	one := newPerson(t, srv, "alice-1")
 	one.create("alice")
 	two := &person{Profile: one.NewTab("alice-2"), t: t, name: "alice-2"}

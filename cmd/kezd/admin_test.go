@@ -8,6 +8,7 @@ import (
 
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
+	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/protocol"
 )
 
@@ -30,7 +31,7 @@ func TestAdminListenerServesMetrics(t *testing.T) {
 	s := startServe(t, "--rate-registrations", "1/1000h")
 	ctx := t.Context()
 	c, _ := client.New(s.HTTPURL, client.WithAttempts(1))
-	newUser(t, ctx, c, "alice")
+	kezdtest.Register(t, ctx, c, "alice")
 	bob, _ := envelope.Generate("bob")
 	if _, err := c.Register(ctx, bob); !client.IsCode(err, protocol.CodeRateLimited) {
 		t.Fatalf("second registration: %v, want rate_limited", err)

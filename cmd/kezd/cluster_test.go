@@ -13,6 +13,7 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
+	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
@@ -54,8 +55,8 @@ func TestClusteredInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := newUser(t, ctx, ca, "alice")
-	senders := []*envelope.Identity{newUser(t, ctx, ca, "s1"), newUser(t, ctx, cb, "s2"), newUser(t, ctx, ca, "s3"), newUser(t, ctx, cb, "s4")}
+	alice := kezdtest.Register(t, ctx, ca, "alice")
+	senders := []*envelope.Identity{kezdtest.Register(t, ctx, ca, "s1"), kezdtest.Register(t, ctx, cb, "s2"), kezdtest.Register(t, ctx, ca, "s3"), kezdtest.Register(t, ctx, cb, "s4")}
 	onA, _ := streamFrom(t, "stream on A", a.HTTPURL, alice, -1)
 	onB, _ := streamFrom(t, "stream on B", b.HTTPURL, alice, -1)
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
+	"github.com/kez-chat/kezd/client/kezdtest"
 )
 
 // externalNATS runs a real nats-server with the accounts `kezd nats-config`
@@ -58,7 +59,7 @@ func TestExternalNATSRevocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := newUser(t, ctx, c, "alice")
+	alice := kezdtest.Register(t, ctx, c, "alice")
 	_, stream := streamFrom(t, "SSE stream", s.HTTPURL, alice, -1)
 	sub := natsSession(t, "NATS subscriber on the external server", natsURL, alice)
 

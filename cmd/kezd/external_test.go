@@ -38,7 +38,7 @@ func TestExternalNATS(t *testing.T) {
 	s := startServe(t, "--data-dir", dataDir, "--nats-url", natsURL)
 	ctx := t.Context()
 	c, _ := client.New(s.HTTPURL)
-	alice, bob := newUser(t, ctx, c, "alice"), newUser(t, ctx, c, "bob")
+	alice, bob := kezdtest.Register(t, ctx, c, "alice"), kezdtest.Register(t, ctx, c, "bob")
 
 	nc, err := client.ConnectNATS(natsURL, alice)
 	if err != nil {

@@ -24,11 +24,11 @@ func TestTwoProcessesOnePostgres(t *testing.T) {
 	ca, _ := client.New(a.URL)
 	cb, _ := client.New(b.URL)
 
-	alice := newUser(t, ctx, ca, "alice")
+	alice := kezdtest.Register(t, ctx, ca, "alice")
 	const senders, perSender = 6, 60
 	ids := make([]*envelope.Identity, senders)
 	for i := range ids {
-		ids[i] = newUser(t, ctx, cb, fmt.Sprintf("sender%d", i)) // registered via B, used on both
+		ids[i] = kezdtest.Register(t, ctx, cb, fmt.Sprintf("sender%d", i)) // registered via B, used on both
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for i, id := range ids {

@@ -3,6 +3,7 @@ package main
 import (
 	"testing"
 
+	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/client"
@@ -16,7 +17,7 @@ func TestNATSConnectionsPerHandle(t *testing.T) {
 	s := startServe(t, "--nats-max-conns-per-handle", "2")
 	ctx := t.Context()
 	c, _ := client.New(s.HTTPURL)
-	alice := newUser(t, ctx, c, "alice")
+	alice := kezdtest.Register(t, ctx, c, "alice")
 	var conns []*nats.Conn
 	for range 2 {
 		nc, err := client.ConnectNATS(s.NATSURL, alice, nats.NoReconnect())
@@ -30,7 +31,7 @@ func TestNATSConnectionsPerHandle(t *testing.T) {
 		nc.Close()
 		t.Fatal("a third login was accepted past the cap of 2")
 	}
-	bob := newUser(t, ctx, c, "bob")
+	bob := kezdtest.Register(t, ctx, c, "bob")
 	nc, err := client.ConnectNATS(s.NATSURL, bob, nats.NoReconnect())
 	if err != nil {
 		t.Fatalf("another handle's login: %v", err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/client"
@@ -182,8 +183,8 @@ func TestRotationAcrossInstances(t *testing.T) {
 	t.Parallel()
 	_, a, b, ca, cb := twoInstances(t)
 	ctx := t.Context()
-	alice := newUser(t, ctx, ca, "alice")
-	bob := newUser(t, ctx, cb, "bob")
+	alice := kezdtest.Register(t, ctx, ca, "alice")
+	bob := kezdtest.Register(t, ctx, cb, "bob")
 	if _, err := ca.Send(ctx, bob, "alice", []byte("one")); err != nil {
 		t.Fatal(err)
 	}
@@ -273,8 +274,8 @@ func TestDeletionAcrossInstances(t *testing.T) {
 	t.Parallel()
 	db, a, b, ca, cb := twoInstances(t)
 	ctx := t.Context()
-	alice := newUser(t, ctx, ca, "alice")
-	bob := newUser(t, ctx, cb, "bob")
+	alice := kezdtest.Register(t, ctx, ca, "alice")
+	bob := kezdtest.Register(t, ctx, cb, "bob")
 	for _, text := range []string{"one", "two"} {
 		if _, err := ca.Send(ctx, bob, "alice", []byte(text)); err != nil {
 			t.Fatal(err)
@@ -346,7 +347,7 @@ func TestStoppedInstanceRefusesOldKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := newUser(t, ctx, ca, "alice")
+	alice := kezdtest.Register(t, ctx, ca, "alice")
 	// B has seen (and cached) alice's key before it stops.
 	if _, err := cb.Poll(ctx, alice, client.PollOptions{}); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/client"
-	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/internal/testwait"
@@ -103,18 +102,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newUser(t *testing.T, ctx context.Context, c *client.Client, handle string) *envelope.Identity {
-	t.Helper()
-	id, err := envelope.Generate(handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Register(ctx, id); err != nil {
-		t.Fatalf("register %s: %v", handle, err)
-	}
-	return id
-}
-
 // TestServeEmbeddedDefaults is the first-run promise: with no external
 // service, kezd serves, and a handle can be registered, sent to and polled.
 func TestServeEmbeddedDefaults(t *testing.T) {
@@ -125,7 +112,7 @@ func TestServeEmbeddedDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice, bob := newUser(t, ctx, c, "alice"), newUser(t, ctx, c, "bob")
+	alice, bob := kezdtest.Register(t, ctx, c, "alice"), kezdtest.Register(t, ctx, c, "bob")
 	if _, err := c.Send(ctx, bob, "alice", []byte("hello <alice> & co")); err != nil {
 		t.Fatal(err)
 	}
@@ -201,8 +188,8 @@ func TestGracefulShutdownOnSignal(t *testing.T) {
 	base := "http://" + addr
 	ctx := t.Context()
 	c, _ := client.New(base)
-	bob := newUser(t, ctx, c, "bob")
-	newUser(t, ctx, c, "alice")
+	bob := kezdtest.Register(t, ctx, c, "bob")
+	kezdtest.Register(t, ctx, c, "alice")
 
 	// A send whose body is only half uploaded when the signal arrives.
 	body := []byte(`{"to":"alice","id":"inflight-1","envelope":{"text":"made it"}}`)

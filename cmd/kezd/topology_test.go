@@ -338,7 +338,7 @@ func TestTopology(t *testing.T) {
 	recipients := []string{"bob", "carol"}
 	ids := map[string]*envelope.Identity{}
 	for _, h := range append([]string{"s1", "s2", "s3", "s4"}, recipients...) {
-		ids[h] = newUser(t, ctx, c, h)
+		ids[h] = kezdtest.Register(t, ctx, c, h)
 	}
 
 	// Consumers per recipient: an SSE stream through nginx, a raw native
