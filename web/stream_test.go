@@ -135,7 +135,7 @@ func TestReconnectsAfterSilence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob := register(t, c, "bob")
+	bob := kezdtest.Register(t, t.Context(), c, "bob")
 	proxy := newHangProxy(t, srv.URL)
 	alice := &person{Profile: browsertest.Start(t, "alice"), t: t, name: "alice"}
 	alice.Do(chromedp.Navigate(proxy.URL + "/"))
@@ -223,7 +223,7 @@ func TestShowsDeletedMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob := register(t, c, "bob")
+	bob := kezdtest.Register(t, t.Context(), c, "bob")
 	other := newCLI(t, srv)
 	other.kez("keygen", "alice")
 	other.kez("register", "alice")
