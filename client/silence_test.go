@@ -67,3 +67,42 @@ func TestStreamDetectsSilence(t *testing.T) {
 		t.Fatalf("after the freeze got seqs %v, want [2]", seqsOf(got))
 	}
 }
+
+// TestStreamSilenceFollowsStatedPing: with no Silence option, the bound is
+// 2.5 of the ping interval kezd states on the stream (Kez-Ping-Interval),
+// here 200 ms: a frozen server is left within about half a second, not
+// after DefaultSilence, and pings alone never trip it.
+func TestStreamSilenceFollowsStatedPing(t *testing.T) {
+	t.Parallel()
+	srv := kezdtest.Start(t, kezdtest.Config{Args: []string{"--sse-ping", "200ms"}})
+	ctx, c, _, bob := aliceAndBob(t, srv)
+	col := newCollector()
+	silent := make(chan time.Time, 10)
+	goStream(t, ctx, func(ctx context.Context) error {
+		return c.Stream(ctx, bob, client.StreamOptions{
+			OnState: func(s client.State, err error) {
+				col.states <- s
+				if errors.Is(err, client.ErrSilent) {
+					silent <- time.Now()
+				}
+			},
+		}, func(m client.Message) error { col.msgs <- m; return nil })
+	})
+	col.waitState(t, client.StateLive)
+	select {
+	case <-silent:
+		t.Fatal("a connection that pings was taken for silent")
+	case <-time.After(2 * time.Second):
+	}
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	frozen := time.Now()
+	select {
+	case at := <-silent:
+		if d := at.Sub(frozen); d > 5*time.Second {
+			t.Errorf("silence detected %s after the freeze, want about 0.5 s", d)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no reconnect for silence within 20 s of the freeze (DefaultSilence is %s)", client.DefaultSilence)
+	}
+}

@@ -62,8 +62,10 @@ type StreamOptions struct {
 	OnState func(State, error)
 	// Silence is how long a connection may bring nothing, no event and no
 	// ping, before the stream takes it for dead (a hung server or proxy)
-	// and reconnects, with ErrSilent as the reason; 0 means
-	// DefaultSilence, a negative value never.
+	// and reconnects, with ErrSilent as the reason; 0 means 2.5 of the
+	// ping intervals the server states on the stream (Kez-Ping-Interval:
+	// 37.5 s for kezd's default 15 s), or DefaultSilence from a server
+	// that states none; a negative value never.
 	Silence time.Duration
 	// OnGap, if set, is called when the server says (event: reset) that
 	// messages after the last one delivered were deleted before the stream
@@ -74,8 +76,19 @@ type StreamOptions struct {
 }
 
 // DefaultSilence is two of the protocol's longest ping intervals (15 s)
-// and a margin.
+// and a margin: the bound for a server that does not state its interval,
+// and for the wait for a response's headers.
 const DefaultSilence = 35 * time.Second
+
+// silenceFor is the silence bound for a server's Kez-Ping-Interval value
+// (milliseconds), false when it states none that makes sense.
+func silenceFor(header string) (time.Duration, bool) {
+	ms, err := strconv.ParseInt(header, 10, 64)
+	if err != nil || ms <= 0 || ms > 600_000 {
+		return 0, false
+	}
+	return time.Duration(max(ms, 100)) * time.Millisecond * 5 / 2, true
+}
 
 // ErrSilent is the reconnect reason of a connection that brought nothing
 // for StreamOptions.Silence.
@@ -90,7 +103,7 @@ var ErrSilent = errors.New("stream: no event or ping within the silence timeout"
 func (c *Client) Stream(ctx context.Context, as *envelope.Identity, opts StreamOptions, deliver func(Message) error) error {
 	st := &streamer{c: c, as: as, deliver: deliver, onState: opts.OnState, onGap: opts.OnGap, last: opts.Since, silence: opts.Silence}
 	if st.silence == 0 {
-		st.silence = DefaultSilence
+		st.silence, st.followPing = DefaultSilence, true
 	}
 	return st.run(ctx)
 }
@@ -103,6 +116,9 @@ type streamer struct {
 	onGap   func(Gap)
 	last    int64         // the seq of the last message delivered, or FromNow before the cursor is known
 	silence time.Duration // negative: no silence detection
+	// followPing: the bound is the server's stated ping interval's, once
+	// a response states it.
+	followPing bool
 }
 
 // silenceReader resets the silence timer on every read that brings bytes.
@@ -180,8 +196,9 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 	// hangs before answering is caught too.
 	var silent atomic.Bool
 	var timer *time.Timer
-	if s.silence > 0 {
-		timer = time.AfterFunc(s.silence, func() { silent.Store(true); cancel() })
+	silence := s.silence
+	if silence > 0 {
+		timer = time.AfterFunc(silence, func() { silent.Store(true); cancel() })
 		defer timer.Stop()
 		defer func() {
 			if err != nil && silent.Load() {
@@ -211,7 +228,11 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 	}
 	var body io.Reader = resp.Body
 	if timer != nil {
-		body = &silenceReader{r: resp.Body, timer: timer, d: s.silence}
+		if d, ok := silenceFor(resp.Header.Get(protocol.PingIntervalHeader)); ok && s.followPing {
+			silence = d
+			timer.Reset(silence)
+		}
+		body = &silenceReader{r: resp.Body, timer: timer, d: silence}
 	}
 	r := newEventReader(body)
 	for {
@@ -237,7 +258,7 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 			}
 			err := s.deliver(m)
 			if timer != nil {
-				timer.Reset(s.silence)
+				timer.Reset(silence)
 			}
 			if err != nil {
 				return live, errDeliver{err}
@@ -280,7 +301,7 @@ func (s *streamer) connect(ctx context.Context) (live bool, err error) {
 				}
 				s.onGap(*g)
 				if timer != nil {
-					timer.Reset(s.silence)
+					timer.Reset(silence)
 				}
 			}
 		}

@@ -87,3 +87,26 @@ func TestSendBodyKeepsEnvelopeBytes(t *testing.T) {
 		t.Fatal("accepted invalid JSON")
 	}
 }
+
+func TestSilenceFor(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   time.Duration
+		ok     bool
+	}{
+		{"15000", 37500 * time.Millisecond, true},
+		{"200", 500 * time.Millisecond, true},
+		{"1", 250 * time.Millisecond, true}, // at least 100 ms an interval
+		{"600000", 25 * time.Minute, true},
+		{"600001", 0, false},
+		{"0", 0, false},
+		{"-5", 0, false},
+		{"", 0, false},
+		{"15s", 0, false},
+	} {
+		got, ok := silenceFor(tc.header)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("silenceFor(%q) = %v, %v; want %v, %v", tc.header, got, ok, tc.want, tc.ok)
+		}
+	}
+}
