@@ -28,8 +28,8 @@ func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 		return usageError{err}
 	}
 	for _, f := range []struct{ flag, path string }{
-		{"nats-creds", cfg.NATSCreds}, {"nats-nkey", cfg.NATSNKeySeedFile},
-		{"nats-ca", cfg.NATSCA}, {"nats-cert", cfg.NATSCert}, {"nats-key", cfg.NATSKey},
+		{"nats-creds", cfg.NATS.CredsFile}, {"nats-nkey", cfg.NATS.NkeySeedFile},
+		{"nats-ca", cfg.NATS.TLSCA}, {"nats-cert", cfg.NATS.TLSCert}, {"nats-key", cfg.NATS.TLSKey},
 	} {
 		if f.path == "" {
 			continue
@@ -40,10 +40,9 @@ func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 		}
 		fh.Close()
 	}
-	seeds := deploykeys.Seeds{Issuer: cfg.CalloutIssuerSeed, XKey: cfg.CalloutXKeySeed, Service: cfg.CalloutServiceSeed, App: cfg.CalloutAppSeed}
 	keys := "generated in --data-dir on first start"
-	if seeds != (deploykeys.Seeds{}) {
-		if _, err := deploykeys.KeysFromSeeds(seeds); err != nil {
+	if seedsGiven(cfg) {
+		if _, err := deploykeys.KeysFromSeeds(cfg.Seeds); err != nil {
 			return usageError{fmt.Errorf("invalid --callout-*-seed: %v", err)}
 		}
 		keys = "from --callout-*-seed"
@@ -52,11 +51,11 @@ func checkConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 	if cfg.DatabaseURL != "" {
 		store = "postgres at " + redactURLs(cfg.DatabaseURL)
 	}
-	nats := "embedded, client " + cfg.NATSListen
-	if cfg.NATSURL != "" {
-		nats = "external " + redactURLs(cfg.NATSURL)
-	} else if cfg.NATSClusterListen != "" {
-		nats += fmt.Sprintf(", cluster %s with %d route(s)", cfg.NATSClusterListen, len(cfg.NATSRoutes))
+	nats := "embedded, client " + cfg.NATS.Listen
+	if cfg.NATS.URL != "" {
+		nats = "external " + redactURLs(cfg.NATS.URL)
+	} else if cfg.NATS.ClusterListen != "" {
+		nats += fmt.Sprintf(", cluster %s with %d route(s)", cfg.NATS.ClusterListen, len(cfg.NATS.Routes))
 	}
 	fmt.Fprintf(stdout, "configuration OK\n  http:   %s (public %s)\n  store:  %s\n  nats:   %s\n  keys:   %s\n  drain:  %s, then shutdown within %s\n",
 		cfg.Listen, cfg.PublicURL, store, nats, keys, cfg.DrainDelay, cfg.ShutdownTimeout)

@@ -15,84 +15,55 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 )
 
 // config is everything `kezd serve` is told, parsed once from flags whose
-// defaults come from KEZ_* environment variables.
+// defaults come from KEZ_* environment variables. The settings of the core,
+// the HTTP API, the NATS connection and the auth callout are parsed straight
+// into those packages' own configs; serve adds only what it alone knows (the
+// store, the rate limiter, the bound address, the deployment's keys).
 type config struct {
-	Listen      string
-	AdminListen string // host:port, or "off"
-	PublicURL   *url.URL
-	DatabaseURL string
-	DataDir     string
-	AuthSkew    time.Duration
-	LogLevel    slog.Level
-	// WebFingerAliases are further domains WebFinger answers for.
-	WebFingerAliases []string
+	Listen       string
+	AdminListen  string // host:port, or "off"
+	PublicURL    *url.URL
+	PublicURLSet bool // given, not derived from --listen
+	DatabaseURL  string
+	DataDir      string
+	LogLevel     slog.Level
 
-	PingInterval        time.Duration
-	ShutdownTimeout     time.Duration
-	MaxStreams          int
-	MaxStreamsPerHandle int
-	MaxStreamsPerIP     int
-	MaxPolls            int
-	MaxPollsPerHandle   int
-	MaxPollsPerIP       int
+	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration
 
 	// RateLimits is false with --rate-limits off; Limits are then ignored.
-	RateLimits     bool
-	Limits         map[ratelimit.Name]ratelimit.Limit
-	TrustedProxies []netip.Prefix
+	RateLimits bool
+	Limits     map[ratelimit.Name]ratelimit.Limit
 
-	// Inbox quotas, retention and stream memory (see chat.Config).
-	InboxMaxMessages   int64
-	InboxMaxBytes      int64
-	Retention          time.Duration
-	StreamPageBytes    int64
-	CatchUpBudget      int64
-	CatchUpWait        time.Duration
-	StreamDrainTimeout time.Duration
-
-	NATSListen        string // host:port, or "off"
-	NATSURL           string // external NATS; empty runs the embedded server
-	NATSCreds         string
-	NATSNKeySeedFile  string
-	NATSUser          string
-	NATSPassword      string
-	NATSSystemUser    string
-	NATSSystemPass    string
-	NATSToken         string
-	NATSCA            string
-	NATSCert          string
-	NATSKey           string
-	NATSClusterListen string
-	NATSRoutes        []string
-	NATSClusterName   string
-	// Route credentials; empty means RouteUser and the password derived
-	// from the deployment's keys.
-	NATSClusterUser     string
-	NATSClusterPassword string
-	NATSWebSocket       string
-	// NATSWebSocketOrigins are the page origins the WebSocket accepts;
-	// empty means the public URL's, nil after "*" means any.
-	NATSWebSocketOrigins   []string
-	NATSWebSocketAnyOrigin bool
-	NATSPublicURL          string
-
-	CalloutIssuerSeed  string
-	CalloutXKeySeed    string
-	CalloutServiceSeed string
-	CalloutAppSeed     string
-	PublicURLSet       bool
-	NATSUserTTL        time.Duration
-	NATSMaxConns       int // per handle per NATS server
-
-	RepublishAfter time.Duration
-	DrainDelay     time.Duration
+	// Chat is the core's: clock skew, republishing, quotas, retention and
+	// stream memory.
+	Chat chat.Config
+	// HTTP is the API's: WebFinger aliases, pings, stream and long-poll
+	// caps, trusted proxies.
+	HTTP httpapi.Config
+	// NATS is the broker's: the external server and its credentials, or the
+	// embedded one's listeners and cluster. ClusterUser and ClusterPassword
+	// are as given (empty: RouteUser and the password derived from the
+	// deployment's keys); WebSocketAllowedOrigins empty means the public
+	// URL's, unless NATSWebSocketAnyOrigin.
+	NATS                   broker.Config
+	NATSWebSocketAnyOrigin bool // --nats-websocket-origins '*'
+	// NATSPublicURL is the NATS URL WebFinger advertises; empty, the
+	// broker's client URL.
+	NATSPublicURL string
+	// Callout is the auth callout's: its users' lifetime and connection cap.
+	Callout authcallout.Config
+	// Seeds are the deployment's NATS keys when given as flags.
+	Seeds deploykeys.Seeds
 }
 
 // envFlags registers flags on fs whose defaults are read from getenv.
@@ -230,15 +201,15 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&aliases, "webfinger-aliases", "KEZ_WEBFINGER_ALIASES", "", "comma-separated further domains WebFinger answers for (besides the public URL's)")
 	e.secret(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "postgres:// URL; empty uses the embedded SQLite store in --data-dir")
 	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory for the embedded store and generated keys")
-	e.dur(&c.AuthSkew, "auth-skew", "KEZ_AUTH_SKEW", chat.DefaultSkew, "accepted clock difference for signed requests")
+	e.dur(&c.Chat.Skew, "auth-skew", "KEZ_AUTH_SKEW", chat.DefaultSkew, "accepted clock difference for signed requests")
 	e.str(&logLevel, "log-level", "KEZ_LOG_LEVEL", "info", "log level: debug, info, warn, error")
-	e.dur(&c.PingInterval, "sse-ping", "KEZ_SSE_PING", httpapi.DefaultPingInterval, "interval of SSE keep-alive comments")
-	e.num(&c.MaxStreams, "max-streams", "KEZ_MAX_STREAMS", httpapi.DefaultMaxStreams, "open SSE streams this instance accepts in all (then 429)")
-	e.num(&c.MaxStreamsPerHandle, "max-streams-per-handle", "KEZ_MAX_STREAMS_PER_HANDLE", httpapi.DefaultMaxStreamsPerHandle, "open SSE streams per handle (then 429; deployment-wide on Postgres); at least 8")
-	e.num(&c.MaxStreamsPerIP, "max-streams-per-ip", "KEZ_MAX_STREAMS_PER_IP", httpapi.DefaultMaxStreamsPerIP, "open SSE streams per client IP (IPv6: per /64) (then 429; deployment-wide on Postgres)")
-	e.num(&c.MaxPolls, "max-polls", "KEZ_MAX_POLLS", httpapi.DefaultMaxPolls, "waiting long-polls this instance accepts in all (then 429)")
-	e.num(&c.MaxPollsPerHandle, "max-polls-per-handle", "KEZ_MAX_POLLS_PER_HANDLE", httpapi.DefaultMaxPollsPerHandle, "waiting long-polls per handle (then 429; deployment-wide on Postgres)")
-	e.num(&c.MaxPollsPerIP, "max-polls-per-ip", "KEZ_MAX_POLLS_PER_IP", httpapi.DefaultMaxPollsPerIP, "waiting long-polls per client IP (then 429; deployment-wide on Postgres)")
+	e.dur(&c.HTTP.PingInterval, "sse-ping", "KEZ_SSE_PING", httpapi.DefaultPingInterval, "interval of SSE keep-alive comments")
+	e.num(&c.HTTP.MaxStreams, "max-streams", "KEZ_MAX_STREAMS", httpapi.DefaultMaxStreams, "open SSE streams this instance accepts in all (then 429)")
+	e.num(&c.HTTP.MaxStreamsPerHandle, "max-streams-per-handle", "KEZ_MAX_STREAMS_PER_HANDLE", httpapi.DefaultMaxStreamsPerHandle, "open SSE streams per handle (then 429; deployment-wide on Postgres); at least 8")
+	e.num(&c.HTTP.MaxStreamsPerIP, "max-streams-per-ip", "KEZ_MAX_STREAMS_PER_IP", httpapi.DefaultMaxStreamsPerIP, "open SSE streams per client IP (IPv6: per /64) (then 429; deployment-wide on Postgres)")
+	e.num(&c.HTTP.MaxPolls, "max-polls", "KEZ_MAX_POLLS", httpapi.DefaultMaxPolls, "waiting long-polls this instance accepts in all (then 429)")
+	e.num(&c.HTTP.MaxPollsPerHandle, "max-polls-per-handle", "KEZ_MAX_POLLS_PER_HANDLE", httpapi.DefaultMaxPollsPerHandle, "waiting long-polls per handle (then 429; deployment-wide on Postgres)")
+	e.num(&c.HTTP.MaxPollsPerIP, "max-polls-per-ip", "KEZ_MAX_POLLS_PER_IP", httpapi.DefaultMaxPollsPerIP, "waiting long-polls per client IP (then 429; deployment-wide on Postgres)")
 	var rateLimits, trusted string
 	e.str(&rateLimits, "rate-limits", "KEZ_RATE_LIMITS", "on", "on, or off to turn every rate limit off (not the stream and long-poll caps)")
 	e.str(&trusted, "trusted-proxies", "KEZ_TRUSTED_PROXIES", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the client IP")
@@ -250,43 +221,44 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	e.dur(&c.DrainDelay, "drain-delay", "KEZ_DRAIN_DELAY", 0, "on shutdown, how long to report not ready (503 on /readyz) and close keep-alive connections while still serving, so a load balancer moves away before the listener closes")
 	inboxMessages := int(DefaultInboxMaxMessages)
+	var pageBytes int64
 	e.num(&inboxMessages, "inbox-max-messages", "KEZ_INBOX_MAX_MESSAGES", inboxMessages, "messages an inbox holds at most (then 429 inbox_full); 0 for no limit")
-	e.size(&c.InboxMaxBytes, "inbox-max-bytes", "KEZ_INBOX_MAX_BYTES", DefaultInboxMaxBytes, "bytes of envelopes an inbox holds at most (then 429 inbox_full); 0 for no limit")
-	e.dur(&c.Retention, "retention", "KEZ_RETENTION", DefaultRetention, "how long messages are kept; 0 keeps them forever")
-	e.size(&c.StreamPageBytes, "stream-page-bytes", "KEZ_STREAM_PAGE_BYTES", chat.DefaultStreamPageBytes, "envelope bytes one SSE stream holds at a time (at least 64KiB)")
-	e.size(&c.CatchUpBudget, "catch-up-budget", "KEZ_CATCH_UP_BUDGET", chat.DefaultCatchUpBudget, "envelope bytes all SSE streams catching up hold together")
-	e.dur(&c.CatchUpWait, "catch-up-wait", "KEZ_CATCH_UP_WAIT", chat.DefaultCatchUpWait, "how long a stream waits for the catch-up budget before it ends (the client resumes)")
-	e.dur(&c.StreamDrainTimeout, "stream-drain-timeout", "KEZ_STREAM_DRAIN_TIMEOUT", chat.DefaultDrainTimeout, "how long a stream may take to write one catch-up page before it ends (the client resumes)")
+	e.size(&c.Chat.Quota.Bytes, "inbox-max-bytes", "KEZ_INBOX_MAX_BYTES", DefaultInboxMaxBytes, "bytes of envelopes an inbox holds at most (then 429 inbox_full); 0 for no limit")
+	e.dur(&c.Chat.Retention, "retention", "KEZ_RETENTION", DefaultRetention, "how long messages are kept; 0 keeps them forever")
+	e.size(&pageBytes, "stream-page-bytes", "KEZ_STREAM_PAGE_BYTES", chat.DefaultStreamPageBytes, "envelope bytes one SSE stream holds at a time (at least 64KiB)")
+	e.size(&c.Chat.CatchUpBudget, "catch-up-budget", "KEZ_CATCH_UP_BUDGET", chat.DefaultCatchUpBudget, "envelope bytes all SSE streams catching up hold together")
+	e.dur(&c.Chat.CatchUpWait, "catch-up-wait", "KEZ_CATCH_UP_WAIT", chat.DefaultCatchUpWait, "how long a stream waits for the catch-up budget before it ends (the client resumes)")
+	e.dur(&c.Chat.DrainTimeout, "stream-drain-timeout", "KEZ_STREAM_DRAIN_TIMEOUT", chat.DefaultDrainTimeout, "how long a stream may take to write one catch-up page before it ends (the client resumes)")
 	e.dur(&c.ShutdownTimeout, "shutdown-timeout", "KEZ_SHUTDOWN_TIMEOUT", 20*time.Second, "how long in-flight requests may take to finish on shutdown")
 
-	e.str(&c.NATSListen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")
-	e.secret(&c.NATSURL, "nats-url", "KEZ_NATS_URL", "external NATS URL(s), comma-separated; empty runs the embedded server")
-	e.str(&c.NATSCreds, "nats-creds", "KEZ_NATS_CREDS", "", "external NATS: user credentials file")
-	e.str(&c.NATSNKeySeedFile, "nats-nkey", "KEZ_NATS_NKEY", "", "external NATS: nkey seed file")
-	e.str(&c.NATSUser, "nats-user", "KEZ_NATS_USER", "", "external NATS: user name")
-	e.secret(&c.NATSPassword, "nats-password", "KEZ_NATS_PASSWORD", "external NATS: password")
-	e.str(&c.NATSSystemUser, "nats-system-user", "KEZ_NATS_SYSTEM_USER", "", "external NATS: a system-account user, to disconnect the logins of revoked keys")
-	e.secret(&c.NATSSystemPass, "nats-system-password", "KEZ_NATS_SYSTEM_PASSWORD", "external NATS: the system-account user's password")
-	e.secret(&c.NATSToken, "nats-token", "KEZ_NATS_TOKEN", "external NATS: token")
-	e.str(&c.NATSCA, "nats-ca", "KEZ_NATS_CA", "", "external NATS: CA certificate file")
-	e.str(&c.NATSCert, "nats-cert", "KEZ_NATS_CERT", "", "external NATS: client certificate file")
-	e.str(&c.NATSKey, "nats-key", "KEZ_NATS_KEY", "", "external NATS: client key file")
-	e.str(&c.NATSClusterListen, "nats-cluster-listen", "KEZ_NATS_CLUSTER_LISTEN", "", "embedded NATS cluster (route) address")
+	e.str(&c.NATS.Listen, "nats-listen", "KEZ_NATS_LISTEN", "127.0.0.1:4222", "embedded NATS client address, or off for no listener")
+	e.secret(&c.NATS.URL, "nats-url", "KEZ_NATS_URL", "external NATS URL(s), comma-separated; empty runs the embedded server")
+	e.str(&c.NATS.CredsFile, "nats-creds", "KEZ_NATS_CREDS", "", "external NATS: user credentials file")
+	e.str(&c.NATS.NkeySeedFile, "nats-nkey", "KEZ_NATS_NKEY", "", "external NATS: nkey seed file")
+	e.str(&c.NATS.User, "nats-user", "KEZ_NATS_USER", "", "external NATS: user name")
+	e.secret(&c.NATS.Password, "nats-password", "KEZ_NATS_PASSWORD", "external NATS: password")
+	e.str(&c.NATS.SystemUser, "nats-system-user", "KEZ_NATS_SYSTEM_USER", "", "external NATS: a system-account user, to disconnect the logins of revoked keys")
+	e.secret(&c.NATS.SystemPassword, "nats-system-password", "KEZ_NATS_SYSTEM_PASSWORD", "external NATS: the system-account user's password")
+	e.secret(&c.NATS.Token, "nats-token", "KEZ_NATS_TOKEN", "external NATS: token")
+	e.str(&c.NATS.TLSCA, "nats-ca", "KEZ_NATS_CA", "", "external NATS: CA certificate file")
+	e.str(&c.NATS.TLSCert, "nats-cert", "KEZ_NATS_CERT", "", "external NATS: client certificate file")
+	e.str(&c.NATS.TLSKey, "nats-key", "KEZ_NATS_KEY", "", "external NATS: client key file")
+	e.str(&c.NATS.ClusterListen, "nats-cluster-listen", "KEZ_NATS_CLUSTER_LISTEN", "", "embedded NATS cluster (route) address")
 	e.secret(&routes, "nats-routes", "KEZ_NATS_ROUTES", "embedded NATS: comma-separated route URLs of the other instances (nats://host:port)")
-	e.str(&c.NATSClusterName, "nats-cluster-name", "KEZ_NATS_CLUSTER_NAME", "kezd", "embedded NATS cluster name")
-	e.str(&c.NATSClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "embedded NATS: user the cluster's routes log in as (default kezd-route)")
-	e.secret(&c.NATSClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "embedded NATS: route password (default derived from the NATS keys; prefer the environment)")
-	e.str(&c.NATSWebSocket, "nats-websocket-listen", "KEZ_NATS_WEBSOCKET_LISTEN", "", "embedded NATS WebSocket address for browsers (off when empty)")
+	e.str(&c.NATS.ClusterName, "nats-cluster-name", "KEZ_NATS_CLUSTER_NAME", "kezd", "embedded NATS cluster name")
+	e.str(&c.NATS.ClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "embedded NATS: user the cluster's routes log in as (default kezd-route)")
+	e.secret(&c.NATS.ClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "embedded NATS: route password (default derived from the NATS keys; prefer the environment)")
+	e.str(&c.NATS.WebSocketListen, "nats-websocket-listen", "KEZ_NATS_WEBSOCKET_LISTEN", "", "embedded NATS WebSocket address for browsers (off when empty)")
 	e.str(&wsOrigins, "nats-websocket-origins", "KEZ_NATS_WEBSOCKET_ORIGINS", "", "comma-separated origins (https://host[:port]) whose pages may use the NATS WebSocket, or * for any (default: the public URL's origin)")
 	e.str(&c.NATSPublicURL, "nats-public-url", "KEZ_NATS_PUBLIC_URL", "", "NATS URL advertised to clients in WebFinger (default derived from --nats-listen)")
 
-	e.secret(&c.CalloutIssuerSeed, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "auth callout issuer account seed (default: generated in --data-dir)")
-	e.secret(&c.CalloutXKeySeed, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed (default: generated in --data-dir)")
-	e.secret(&c.CalloutServiceSeed, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed (default: generated in --data-dir)")
-	e.secret(&c.CalloutAppSeed, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed (default: generated in --data-dir)")
-	e.num(&c.NATSMaxConns, "nats-max-conns-per-handle", "KEZ_NATS_MAX_CONNS_PER_HANDLE", authcallout.DefaultMaxConnsPerHandle, "NATS connections a handle may hold on one embedded NATS server (then its login is refused)")
-	e.dur(&c.NATSUserTTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
-	e.dur(&c.RepublishAfter, "republish-after", "KEZ_REPUBLISH_AFTER", chat.DefaultRepublishAfter, "how long a stored message may go without a confirmed NATS publish before any instance publishes it again")
+	e.secret(&c.Seeds.Issuer, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "auth callout issuer account seed (default: generated in --data-dir)")
+	e.secret(&c.Seeds.XKey, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed (default: generated in --data-dir)")
+	e.secret(&c.Seeds.Service, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed (default: generated in --data-dir)")
+	e.secret(&c.Seeds.App, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed (default: generated in --data-dir)")
+	e.num(&c.Callout.MaxConnsPerHandle, "nats-max-conns-per-handle", "KEZ_NATS_MAX_CONNS_PER_HANDLE", authcallout.DefaultMaxConnsPerHandle, "NATS connections a handle may hold on one embedded NATS server (then its login is refused)")
+	e.dur(&c.Callout.TTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
+	e.dur(&c.Chat.RepublishAfter, "republish-after", "KEZ_REPUBLISH_AFTER", chat.DefaultRepublishAfter, "how long a stored message may go without a confirmed NATS publish before any instance publishes it again")
 
 	if err := e.parse(args, stderr); err != nil {
 		return config{}, err
@@ -297,7 +269,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	c.InboxMaxMessages = int64(inboxMessages)
+	c.Chat.Quota.Messages = int64(inboxMessages)
+	c.Chat.StreamPageBytes = int(pageBytes)
 	if err := checkLimits(c); err != nil {
 		return config{}, err
 	}
@@ -312,20 +285,20 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 			return config{}, fmt.Errorf("invalid --admin-listen %q: want host:port or off", c.AdminListen)
 		}
 	}
-	if c.AuthSkew <= 0 {
-		return config{}, fmt.Errorf("invalid --auth-skew %s: must be positive", c.AuthSkew)
+	if c.Chat.Skew <= 0 {
+		return config{}, fmt.Errorf("invalid --auth-skew %s: must be positive", c.Chat.Skew)
 	}
-	if c.MaxStreams < 1 {
-		return config{}, fmt.Errorf("invalid --max-streams %d: must be positive", c.MaxStreams)
+	if c.HTTP.MaxStreams < 1 {
+		return config{}, fmt.Errorf("invalid --max-streams %d: must be positive", c.HTTP.MaxStreams)
 	}
-	if c.MaxStreamsPerHandle < 8 {
+	if c.HTTP.MaxStreamsPerHandle < 8 {
 		// PROTOCOL.md: a server may cap streams per handle, at no fewer than 8.
-		return config{}, fmt.Errorf("invalid --max-streams-per-handle %d: must be at least 8", c.MaxStreamsPerHandle)
+		return config{}, fmt.Errorf("invalid --max-streams-per-handle %d: must be at least 8", c.HTTP.MaxStreamsPerHandle)
 	}
 	for _, n := range []struct {
 		flag string
 		v    int
-	}{{"max-streams-per-ip", c.MaxStreamsPerIP}, {"max-polls", c.MaxPolls}, {"max-polls-per-handle", c.MaxPollsPerHandle}, {"max-polls-per-ip", c.MaxPollsPerIP}} {
+	}{{"max-streams-per-ip", c.HTTP.MaxStreamsPerIP}, {"max-polls", c.HTTP.MaxPolls}, {"max-polls-per-handle", c.HTTP.MaxPollsPerHandle}, {"max-polls-per-ip", c.HTTP.MaxPollsPerIP}} {
 		if n.v < 1 {
 			return config{}, fmt.Errorf("invalid --%s %d: must be positive", n.flag, n.v)
 		}
@@ -357,10 +330,10 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 			}
 			pfx = netip.PrefixFrom(addr, addr.BitLen())
 		}
-		c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
+		c.HTTP.TrustedProxies = append(c.HTTP.TrustedProxies, pfx.Masked())
 	}
-	if c.PingInterval <= 0 {
-		return config{}, fmt.Errorf("invalid --sse-ping %s: must be positive", c.PingInterval)
+	if c.HTTP.PingInterval <= 0 {
+		return config{}, fmt.Errorf("invalid --sse-ping %s: must be positive", c.HTTP.PingInterval)
 	}
 	if c.DrainDelay < 0 || c.DrainDelay > 5*time.Minute {
 		return config{}, fmt.Errorf("invalid --drain-delay %s: must be between 0 and 5m", c.DrainDelay)
@@ -368,14 +341,14 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.ShutdownTimeout <= 0 {
 		return config{}, fmt.Errorf("invalid --shutdown-timeout %s: must be positive", c.ShutdownTimeout)
 	}
-	if c.RepublishAfter < time.Second {
-		return config{}, fmt.Errorf("invalid --republish-after %s: must be at least 1s", c.RepublishAfter)
+	if c.Chat.RepublishAfter < time.Second {
+		return config{}, fmt.Errorf("invalid --republish-after %s: must be at least 1s", c.Chat.RepublishAfter)
 	}
-	if c.NATSMaxConns < 1 {
-		return config{}, fmt.Errorf("invalid --nats-max-conns-per-handle %d: must be positive", c.NATSMaxConns)
+	if c.Callout.MaxConnsPerHandle < 1 {
+		return config{}, fmt.Errorf("invalid --nats-max-conns-per-handle %d: must be positive", c.Callout.MaxConnsPerHandle)
 	}
-	if c.NATSUserTTL < time.Minute {
-		return config{}, fmt.Errorf("invalid --nats-user-ttl %s: must be at least 1m", c.NATSUserTTL)
+	if c.Callout.TTL < time.Minute {
+		return config{}, fmt.Errorf("invalid --nats-user-ttl %s: must be at least 1m", c.Callout.TTL)
 	}
 	if c.DatabaseURL != "" {
 		u, err := url.Parse(c.DatabaseURL)
@@ -385,12 +358,12 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	} else if c.DataDir == "" {
 		return config{}, errors.New("invalid --data-dir: must not be empty with the embedded store")
 	}
-	if c.NATSListen != "off" {
-		if _, port, err := net.SplitHostPort(c.NATSListen); err != nil || !validPort(port) {
-			return config{}, fmt.Errorf("invalid --nats-listen %q: want host:port or off", c.NATSListen)
+	if c.NATS.Listen != "off" {
+		if _, port, err := net.SplitHostPort(c.NATS.Listen); err != nil || !validPort(port) {
+			return config{}, fmt.Errorf("invalid --nats-listen %q: want host:port or off", c.NATS.Listen)
 		}
 	}
-	for _, addr := range []struct{ flag, v string }{{"nats-cluster-listen", c.NATSClusterListen}, {"nats-websocket-listen", c.NATSWebSocket}} {
+	for _, addr := range []struct{ flag, v string }{{"nats-cluster-listen", c.NATS.ClusterListen}, {"nats-websocket-listen", c.NATS.WebSocketListen}} {
 		if addr.v == "" {
 			continue
 		}
@@ -407,31 +380,31 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 		if u.Scheme != "nats" && u.Scheme != "nats-route" || u.Host == "" {
 			return config{}, fmt.Errorf("invalid --nats-routes entry %q: want nats://host:port", u.Redacted())
 		}
-		c.NATSRoutes = append(c.NATSRoutes, r)
+		c.NATS.Routes = append(c.NATS.Routes, r)
 	}
-	if len(c.NATSRoutes) > 0 && c.NATSClusterListen == "" {
+	if len(c.NATS.Routes) > 0 && c.NATS.ClusterListen == "" {
 		return config{}, errors.New("invalid --nats-routes: needs --nats-cluster-listen")
 	}
-	if (c.NATSClusterUser != "" || c.NATSClusterPassword != "") && c.NATSClusterListen == "" {
+	if (c.NATS.ClusterUser != "" || c.NATS.ClusterPassword != "") && c.NATS.ClusterListen == "" {
 		return config{}, errors.New("invalid --nats-cluster-user/--nats-cluster-password: need --nats-cluster-listen")
 	}
-	if c.NATSURL != "" && (c.NATSClusterListen != "" || c.NATSWebSocket != "") {
+	if c.NATS.URL != "" && (c.NATS.ClusterListen != "" || c.NATS.WebSocketListen != "") {
 		return config{}, errors.New("invalid --nats-url: external NATS cannot be combined with --nats-cluster-listen or --nats-websocket-listen")
 	}
-	if (c.NATSSystemUser == "") != (c.NATSSystemPass == "") || (c.NATSSystemUser != "" && c.NATSURL == "") {
+	if (c.NATS.SystemUser == "") != (c.NATS.SystemPassword == "") || (c.NATS.SystemUser != "" && c.NATS.URL == "") {
 		return config{}, errors.New("invalid --nats-system-user/--nats-system-password: give both or neither, with --nats-url")
 	}
-	if (c.NATSUser == "") != (c.NATSPassword == "") && c.NATSURL != "" {
+	if (c.NATS.User == "") != (c.NATS.Password == "") && c.NATS.URL != "" {
 		return config{}, errors.New("invalid --nats-user/--nats-password: give both or neither")
 	}
-	if (c.NATSCert == "") != (c.NATSKey == "") {
+	if (c.NATS.TLSCert == "") != (c.NATS.TLSKey == "") {
 		return config{}, errors.New("invalid --nats-cert/--nats-key: give both or neither")
 	}
 	for _, a := range splitList(aliases) {
 		if strings.ContainsAny(a, "/@ ") || strings.Contains(a, "://") {
 			return config{}, fmt.Errorf("invalid --webfinger-aliases entry %q: want a domain such as example.org", a)
 		}
-		c.WebFingerAliases = append(c.WebFingerAliases, strings.ToLower(a))
+		c.HTTP.WebFingerAliases = append(c.HTTP.WebFingerAliases, strings.ToLower(a))
 	}
 	for _, o := range splitList(wsOrigins) {
 		if o == "*" {
@@ -442,9 +415,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 			return config{}, fmt.Errorf("invalid --nats-websocket-origins entry %q: want http(s)://host[:port] or *", o)
 		}
-		c.NATSWebSocketOrigins = append(c.NATSWebSocketOrigins, u.Scheme+"://"+u.Host)
+		c.NATS.WebSocketAllowedOrigins = append(c.NATS.WebSocketAllowedOrigins, u.Scheme+"://"+u.Host)
 	}
-	if c.NATSWebSocketAnyOrigin && len(c.NATSWebSocketOrigins) > 0 {
+	if c.NATSWebSocketAnyOrigin && len(c.NATS.WebSocketAllowedOrigins) > 0 {
 		return config{}, errors.New("invalid --nats-websocket-origins: * cannot be combined with origins")
 	}
 	c.PublicURLSet = publicURL != ""
@@ -537,20 +510,20 @@ const (
 // checkLimits checks the quota, retention and stream memory settings.
 func checkLimits(c config) error {
 	switch {
-	case c.InboxMaxMessages < 0:
-		return fmt.Errorf("invalid --inbox-max-messages %d: must be 0 (no limit) or more", c.InboxMaxMessages)
-	case c.InboxMaxBytes > 0 && c.InboxMaxBytes < protocol.MaxEnvelope:
-		return fmt.Errorf("invalid --inbox-max-bytes %s: must be 0 (no limit) or at least %s, the largest envelope", formatSize(c.InboxMaxBytes), formatSize(protocol.MaxEnvelope))
-	case c.Retention < 0:
-		return fmt.Errorf("invalid --retention %s: must be 0 (keep forever) or positive", c.Retention)
-	case c.StreamPageBytes < protocol.MaxEnvelope:
-		return fmt.Errorf("invalid --stream-page-bytes %s: must be at least %s, the largest envelope", formatSize(c.StreamPageBytes), formatSize(protocol.MaxEnvelope))
-	case c.CatchUpBudget < c.StreamPageBytes:
-		return fmt.Errorf("invalid --catch-up-budget %s: must be at least --stream-page-bytes (%s)", formatSize(c.CatchUpBudget), formatSize(c.StreamPageBytes))
-	case c.CatchUpWait <= 0:
-		return fmt.Errorf("invalid --catch-up-wait %s: must be positive", c.CatchUpWait)
-	case c.StreamDrainTimeout <= 0:
-		return fmt.Errorf("invalid --stream-drain-timeout %s: must be positive", c.StreamDrainTimeout)
+	case c.Chat.Quota.Messages < 0:
+		return fmt.Errorf("invalid --inbox-max-messages %d: must be 0 (no limit) or more", c.Chat.Quota.Messages)
+	case c.Chat.Quota.Bytes > 0 && c.Chat.Quota.Bytes < protocol.MaxEnvelope:
+		return fmt.Errorf("invalid --inbox-max-bytes %s: must be 0 (no limit) or at least %s, the largest envelope", formatSize(c.Chat.Quota.Bytes), formatSize(protocol.MaxEnvelope))
+	case c.Chat.Retention < 0:
+		return fmt.Errorf("invalid --retention %s: must be 0 (keep forever) or positive", c.Chat.Retention)
+	case c.Chat.StreamPageBytes < protocol.MaxEnvelope:
+		return fmt.Errorf("invalid --stream-page-bytes %s: must be at least %s, the largest envelope", formatSize(int64(c.Chat.StreamPageBytes)), formatSize(protocol.MaxEnvelope))
+	case c.Chat.CatchUpBudget < int64(c.Chat.StreamPageBytes):
+		return fmt.Errorf("invalid --catch-up-budget %s: must be at least --stream-page-bytes (%s)", formatSize(c.Chat.CatchUpBudget), formatSize(int64(c.Chat.StreamPageBytes)))
+	case c.Chat.CatchUpWait <= 0:
+		return fmt.Errorf("invalid --catch-up-wait %s: must be positive", c.Chat.CatchUpWait)
+	case c.Chat.DrainTimeout <= 0:
+		return fmt.Errorf("invalid --stream-drain-timeout %s: must be positive", c.Chat.DrainTimeout)
 	}
 	return nil
 }

@@ -18,8 +18,8 @@ func TestParseServeDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != ":8080" || c.DataDir != "./kez-data" || c.AuthSkew != 120*time.Second ||
-		c.NATSListen != "127.0.0.1:4222" || c.DatabaseURL != "" || c.PingInterval != 15*time.Second ||
+	if c.Listen != ":8080" || c.DataDir != "./kez-data" || c.Chat.Skew != 120*time.Second ||
+		c.NATS.Listen != "127.0.0.1:4222" || c.DatabaseURL != "" || c.HTTP.PingInterval != 15*time.Second ||
 		c.AdminListen != "127.0.0.1:9090" || !c.RateLimits || c.Limits[ratelimit.Sends] != ratelimit.Defaults[ratelimit.Sends] {
 		t.Fatalf("defaults = %+v", c)
 	}
@@ -39,7 +39,7 @@ func TestParseServeEnvAndFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "127.0.0.1:9000" || c.AuthSkew != 30*time.Second || c.DatabaseURL != "postgres://u@h/db" {
+	if c.Listen != "127.0.0.1:9000" || c.Chat.Skew != 30*time.Second || c.DatabaseURL != "postgres://u@h/db" {
 		t.Fatalf("config = %+v", c)
 	}
 	if c.PublicURL.Host != "chat.example.org" || !c.PublicURLSet {
@@ -53,8 +53,8 @@ func TestParseServeLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.InboxMaxMessages != 100_000 || c.InboxMaxBytes != 512<<20 || c.Retention != 30*24*time.Hour ||
-		c.StreamPageBytes != 256<<10 || c.CatchUpBudget != 64<<20 || c.CatchUpWait != 10*time.Second || c.StreamDrainTimeout != 10*time.Second {
+	if c.Chat.Quota.Messages != 100_000 || c.Chat.Quota.Bytes != 512<<20 || c.Chat.Retention != 30*24*time.Hour ||
+		c.Chat.StreamPageBytes != 256<<10 || c.Chat.CatchUpBudget != 64<<20 || c.Chat.CatchUpWait != 10*time.Second || c.Chat.DrainTimeout != 10*time.Second {
 		t.Fatalf("defaults = %+v", c)
 	}
 	c, err = parseServe([]string{"--inbox-max-bytes", "1GiB", "--retention", "0"}, env(map[string]string{
@@ -67,8 +67,8 @@ func TestParseServeLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.InboxMaxMessages != 0 || c.InboxMaxBytes != 1<<30 || c.Retention != 0 ||
-		c.StreamPageBytes != 1<<20 || c.CatchUpBudget != 256<<20 || c.StreamDrainTimeout != 30*time.Second {
+	if c.Chat.Quota.Messages != 0 || c.Chat.Quota.Bytes != 1<<30 || c.Chat.Retention != 0 ||
+		c.Chat.StreamPageBytes != 1<<20 || c.Chat.CatchUpBudget != 256<<20 || c.Chat.DrainTimeout != 30*time.Second {
 		t.Fatalf("config = %+v", c)
 	}
 }
@@ -176,15 +176,15 @@ func TestURLCredentialsStayOutOfHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DatabaseURL != vars["KEZ_DATABASE_URL"] || c.NATSURL != vars["KEZ_NATS_URL"] {
-		t.Fatalf("URLs from the environment not applied: %q %q", c.DatabaseURL, c.NATSURL)
+	if c.DatabaseURL != vars["KEZ_DATABASE_URL"] || c.NATS.URL != vars["KEZ_NATS_URL"] {
+		t.Fatalf("URLs from the environment not applied: %q %q", c.DatabaseURL, c.NATS.URL)
 	}
 	c, err = parseServe([]string{"--nats-cluster-listen", "127.0.0.1:6222"}, env(map[string]string{"KEZ_NATS_ROUTES": vars["KEZ_NATS_ROUTES"]}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.NATSRoutes) != 1 || c.NATSRoutes[0] != vars["KEZ_NATS_ROUTES"] {
-		t.Fatalf("routes from the environment not applied: %q", c.NATSRoutes)
+	if len(c.NATS.Routes) != 1 || c.NATS.Routes[0] != vars["KEZ_NATS_ROUTES"] {
+		t.Fatalf("routes from the environment not applied: %q", c.NATS.Routes)
 	}
 }
 
@@ -205,13 +205,13 @@ func TestSecretsStayOutOfHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.CalloutIssuerSeed != secret || c.NATSPassword != "hunter2" {
+	if c.Seeds.Issuer != secret || c.NATS.Password != "hunter2" {
 		t.Fatalf("secrets from the environment not applied: %+v", c)
 	}
 	// A flag wins over the environment.
 	c, err = parseServe([]string{"--nats-password", "flagged"}, getenv, io.Discard)
-	if err != nil || c.NATSPassword != "flagged" {
-		t.Fatalf("flag did not win: %v %q", err, c.NATSPassword)
+	if err != nil || c.NATS.Password != "flagged" {
+		t.Fatalf("flag did not win: %v %q", err, c.NATS.Password)
 	}
 }
 
@@ -221,7 +221,7 @@ func TestParseServeWebFingerAliases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(c.WebFingerAliases, " ") != "example.org kez.example:8443" {
-		t.Fatalf("aliases = %q", c.WebFingerAliases)
+	if strings.Join(c.HTTP.WebFingerAliases, " ") != "example.org kez.example:8443" {
+		t.Fatalf("aliases = %q", c.HTTP.WebFingerAliases)
 	}
 }

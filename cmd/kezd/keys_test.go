@@ -61,8 +61,7 @@ func TestInstancesAgreeOnKeysThroughPostgres(t *testing.T) {
 	// Seeds from flags win over the database.
 	gen, _ := deploykeys.GenerateKeys()
 	seeds, _ := gen.Seeds()
-	k, err := deploymentKeys(context.Background(), config{DataDir: t.TempDir(), DatabaseURL: "postgres://x",
-		CalloutIssuerSeed: seeds.Issuer, CalloutXKeySeed: seeds.XKey, CalloutServiceSeed: seeds.Service, CalloutAppSeed: seeds.App},
+	k, err := deploymentKeys(context.Background(), config{DataDir: t.TempDir(), DatabaseURL: "postgres://x", Seeds: seeds},
 		db, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,7 +24,6 @@ import (
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/natsapi"
 	"github.com/kez-chat/kezd/ratelimit"
-	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/postgres"
 	"github.com/kez-chat/kezd/store/sqlite"
 	"github.com/kez-chat/kezd/web"
@@ -49,6 +50,7 @@ type started struct {
 // serve runs kezd until ctx ends, then shuts down in order: stop accepting
 // HTTP and end streams, let in-flight requests finish, stop the NATS
 // responders, drain NATS and shut the embedded server, close the store.
+// Each step's undoing is deferred as it starts, so they run in reverse.
 func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(started)) (err error) {
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
@@ -61,7 +63,6 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
 		}
 	}()
-
 	var shared secretStore
 	if cfg.DatabaseURL != "" {
 		shared = st
@@ -87,44 +88,10 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	if !cfg.PublicURLSet {
 		publicURL.Host = net.JoinHostPort(publicURL.Hostname(), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	wsOrigins := cfg.NATSWebSocketOrigins
-	if len(wsOrigins) == 0 && !cfg.NATSWebSocketAnyOrigin {
-		wsOrigins = []string{publicURL.Scheme + "://" + publicURL.Host}
-	}
 
-	bcfg := broker.Config{
-		URL:            cfg.NATSURL,
-		CredsFile:      cfg.NATSCreds,
-		NkeySeedFile:   cfg.NATSNKeySeedFile,
-		User:           cfg.NATSUser,
-		Password:       cfg.NATSPassword,
-		SystemUser:     cfg.NATSSystemUser,
-		SystemPassword: cfg.NATSSystemPass,
-		Token:          cfg.NATSToken,
-		TLSCA:          cfg.NATSCA,
-		TLSCert:        cfg.NATSCert,
-		TLSKey:         cfg.NATSKey,
-
-		Listen:                  cfg.NATSListen,
-		ClusterListen:           cfg.NATSClusterListen,
-		Routes:                  cfg.NATSRoutes,
-		ClusterName:             cfg.NATSClusterName,
-		WebSocketListen:         cfg.NATSWebSocket,
-		WebSocketAllowedOrigins: wsOrigins,
-		Auth:                    authcallout.BrokerAuth(pub),
-	}
-	if bcfg.MACKey, err = keys.LiveMACKey(); err != nil {
+	bcfg, err := brokerConfig(cfg, keys, pub, publicURL)
+	if err != nil {
 		return err
-	}
-	if cfg.NATSClusterListen != "" {
-		if bcfg.ClusterUser, bcfg.ClusterPassword, err = routeCredentials(cfg.NATSClusterUser, cfg.NATSClusterPassword, keys); err != nil {
-			return err
-		}
-	}
-	if cfg.NATSURL == "" || !hasExternalCreds(cfg) {
-		// kezd's own connection logs in as the deployment's app user: to the
-		// embedded server, or to an external one configured by `kezd nats-config`.
-		bcfg.Options = []nats.Option{keys.AppUser()}
 	}
 	b, err := broker.Start(ctx, bcfg, log.With("component", "nats"))
 	if err != nil {
@@ -142,66 +109,40 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	// auth account; kezd's own connection lives in the application account.
 	calloutConn, err := b.Connect(keys.ServiceUser(), nats.Name("kezd-auth-callout"), nats.MaxReconnects(-1))
 	if err != nil {
-		if cfg.NATSURL != "" {
+		if cfg.NATS.URL != "" {
 			return fmt.Errorf("connect auth callout service to --nats-url (is the server configured with the output of `kezd nats-config` for these keys?): %w", err)
 		}
 		return fmt.Errorf("connect auth callout service: %w", err)
 	}
 	defer calloutConn.Close()
-	callout, err := authcallout.Start(ctx, calloutConn, authcallout.Config{Keys: keys, TTL: cfg.NATSUserTTL, MaxConnsPerHandle: cfg.NATSMaxConns, Conns: b}, st, log.With("component", "auth_callout"))
+	ccfg := cfg.Callout
+	ccfg.Keys, ccfg.Conns = keys, b
+	callout, err := authcallout.Start(ctx, calloutConn, ccfg, st, log.With("component", "auth_callout"))
 	if err != nil {
 		return fmt.Errorf("start auth callout: %w", err)
 	}
 	defer callout.Stop()
 
-	var draining atomic.Bool // set on shutdown for --drain-delay
+	// The background loops that need the store stop before it closes, not
+	// when ctx ends; retention stops with ctx.
 	limits := newLimiter(cfg, st)
-	// The limiter reports spent tokens to the store until the store closes
-	// (the deferred steps run in reverse: this one first).
-	limitsCtx, stopLimits := context.WithCancel(context.WithoutCancel(ctx))
-	limitsDone := make(chan struct{})
-	go func() { defer close(limitsDone); limits.Run(limitsCtx) }()
-	defer func() { stopLimits(); <-limitsDone }()
+	defer goUntilStopped(context.WithoutCancel(ctx), limits.Run)()
 	// With Postgres, the stream and long-poll caps per handle and per IP
-	// hold for the deployment: this instance renews its leases until the
-	// store closes.
+	// hold for the deployment: this instance renews its leases.
 	var sharedCaps httpapi.SharedCaps
 	if db, ok := st.(*postgres.DB); ok {
 		leases := postgres.NewLeases(db, 0, log.With("component", "stream_leases"))
-		leasesCtx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
-		leasesDone := make(chan struct{})
-		go func() { defer close(leasesDone); leases.Run(leasesCtx) }()
-		defer func() { stopLeases(); <-leasesDone }()
+		defer goUntilStopped(context.WithoutCancel(ctx), leases.Run)()
 		sharedCaps = leases
 	}
-	svc := chat.New(chat.Config{
-		Skew:            cfg.AuthSkew,
-		RepublishAfter:  cfg.RepublishAfter,
-		Limits:          limits,
-		Quota:           store.Quota{Messages: cfg.InboxMaxMessages, Bytes: cfg.InboxMaxBytes},
-		Retention:       cfg.Retention,
-		StreamPageBytes: int(cfg.StreamPageBytes),
-		CatchUpBudget:   cfg.CatchUpBudget,
-		CatchUpWait:     cfg.CatchUpWait,
-		DrainTimeout:    cfg.StreamDrainTimeout,
-	}, st, b, b, log.With("component", "chat"))
-	retentionDone := make(chan struct{})
-	retentionCtx, stopRetention := context.WithCancel(ctx)
-	go func() { svc.RunRetention(retentionCtx); close(retentionDone) }()
-	defer func() { stopRetention(); <-retentionDone }()
+	core := cfg.Chat
+	core.Limits = limits
+	svc := chat.New(core, st, b, b, log.With("component", "chat"))
+	defer goUntilStopped(ctx, svc.RunRetention)()
 	// The outbox confirms this instance's publishes and republishes what no
 	// instance confirmed; it stops after the HTTP server (the last sends
 	// are confirmed) and before NATS and the store close.
-	outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
-	outboxDone := make(chan struct{})
-	go func() {
-		defer close(outboxDone)
-		svc.RunOutbox(outboxCtx)
-	}()
-	defer func() {
-		stopOutbox()
-		<-outboxDone
-	}()
+	defer goUntilStopped(context.WithoutCancel(ctx), svc.RunOutbox)()
 
 	// Revocations announced by any instance (this one included) end the
 	// sessions of retired keys here, and the embedded server's NATS logins.
@@ -221,37 +162,24 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 	defer sender.Stop()
 
-	natsURL := cfg.NATSPublicURL
-	if natsURL == "" {
-		natsURL = b.ClientURL()
+	var draining atomic.Bool // set on shutdown for --drain-delay
+	hcfg := cfg.HTTP
+	hcfg.PublicURL = &publicURL
+	hcfg.NATSURL = cmp.Or(cfg.NATSPublicURL, b.ClientURL())
+	hcfg.Limits, hcfg.SharedCaps = limits, sharedCaps
+	hcfg.Ready = []httpapi.Check{
+		{Name: "store", Fn: st.Ping},
+		{Name: "nats", Fn: b.Ping},
+		{Name: "nats_routes", Fn: b.RoutesRefused},
+		{Name: "draining", Fn: func(context.Context) error {
+			if draining.Load() {
+				return errDraining
+			}
+			return nil
+		}},
 	}
-	api := httpapi.New(httpapi.Config{
-		PublicURL:           &publicURL,
-		WebFingerAliases:    cfg.WebFingerAliases,
-		NATSURL:             natsURL,
-		PingInterval:        cfg.PingInterval,
-		MaxStreams:          cfg.MaxStreams,
-		MaxStreamsPerHandle: cfg.MaxStreamsPerHandle,
-		MaxStreamsPerIP:     cfg.MaxStreamsPerIP,
-		MaxPolls:            cfg.MaxPolls,
-		MaxPollsPerHandle:   cfg.MaxPollsPerHandle,
-		MaxPollsPerIP:       cfg.MaxPollsPerIP,
-		Limits:              limits,
-		SharedCaps:          sharedCaps,
-		TrustedProxies:      cfg.TrustedProxies,
-		Ready: []httpapi.Check{
-			{Name: "store", Fn: st.Ping},
-			{Name: "nats", Fn: b.Ping},
-			{Name: "nats_routes", Fn: b.RoutesRefused},
-			{Name: "draining", Fn: func(context.Context) error {
-				if draining.Load() {
-					return errDraining
-				}
-				return nil
-			}},
-		},
-		Web: web.New(web.Config{ConnectOrigins: []string{publicURL.Scheme + "://" + publicURL.Host}}),
-	}, svc, log.With("component", "http"))
+	hcfg.Web = web.New(web.Config{ConnectOrigins: []string{publicURL.Scheme + "://" + publicURL.Host}})
+	api := httpapi.New(hcfg, svc, log.With("component", "http"))
 	srv := api.HTTPServer(cfg.Listen)
 
 	// The operator listener: metrics, off the public listener.
@@ -278,6 +206,48 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		onStart(started{HTTPURL: "http://" + ln.Addr().String(), AdminURL: adminURL, NATSURL: b.ClientURL(), Broker: b})
 	}
 
+	return serveUntilDone(ctx, cfg, log, srv, api, &draining, serveErr)
+}
+
+// brokerConfig is the NATS configuration as the flags give it, with what
+// the deployment's keys and the bound public URL add.
+func brokerConfig(cfg config, keys deploykeys.Keys, pub deploykeys.PublicKeys, publicURL url.URL) (broker.Config, error) {
+	bcfg := cfg.NATS
+	if len(bcfg.WebSocketAllowedOrigins) == 0 && !cfg.NATSWebSocketAnyOrigin {
+		bcfg.WebSocketAllowedOrigins = []string{publicURL.Scheme + "://" + publicURL.Host}
+	}
+	bcfg.Auth = authcallout.BrokerAuth(pub)
+	var err error
+	if bcfg.MACKey, err = keys.LiveMACKey(); err != nil {
+		return broker.Config{}, err
+	}
+	if bcfg.ClusterListen != "" {
+		if bcfg.ClusterUser, bcfg.ClusterPassword, err = routeCredentials(cfg.NATS.ClusterUser, cfg.NATS.ClusterPassword, keys); err != nil {
+			return broker.Config{}, err
+		}
+	}
+	if bcfg.URL == "" || !hasExternalCreds(cfg) {
+		// kezd's own connection logs in as the deployment's app user: to the
+		// embedded server, or to an external one configured by `kezd nats-config`.
+		bcfg.Options = []nats.Option{keys.AppUser()}
+	}
+	return bcfg, nil
+}
+
+// goUntilStopped runs fn in a goroutine until ctx ends or the returned
+// stop is called; stop waits for fn to return.
+func goUntilStopped(ctx context.Context, fn func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); fn(ctx) }()
+	return func() { cancel(); <-done }
+}
+
+// serveUntilDone waits for ctx to end (or the HTTP server to fail), drains
+// for --drain-delay, then stops accepting, ends open streams and
+// long-polls, and waits up to --shutdown-timeout for in-flight requests;
+// serve's deferred steps (NATS, the store) follow it.
+func serveUntilDone(ctx context.Context, cfg config, log *slog.Logger, srv *http.Server, api *httpapi.Server, draining *atomic.Bool, serveErr <-chan error) error {
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
@@ -300,8 +270,6 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Shutdown stops accepting, ends open streams and long-polls, and waits
-	// for in-flight requests; then the deferred steps stop NATS and the store.
 	shutdownErr := srv.Shutdown(sctx)
 	if shutdownErr != nil {
 		// Requests are still running past the grace period; end the streams
@@ -357,7 +325,7 @@ func routeCredentials(user, password string, keys deploykeys.Keys) (string, stri
 }
 
 func hasExternalCreds(cfg config) bool {
-	return cfg.NATSCreds != "" || cfg.NATSNKeySeedFile != "" || cfg.NATSUser != "" || cfg.NATSToken != ""
+	return cfg.NATS.CredsFile != "" || cfg.NATS.NkeySeedFile != "" || cfg.NATS.User != "" || cfg.NATS.Token != ""
 }
 
 func storeKind(cfg config) string {
@@ -446,15 +414,14 @@ func deploymentKeys(ctx context.Context, cfg config, shared secretStore, log *sl
 }
 
 func seedsGiven(cfg config) bool {
-	return cfg.CalloutIssuerSeed != "" || cfg.CalloutXKeySeed != "" || cfg.CalloutServiceSeed != "" || cfg.CalloutAppSeed != ""
+	return cfg.Seeds != (deploykeys.Seeds{})
 }
 
 // loadKeys takes the deployment's NATS keys from flags when given, else from
 // (or newly into) the data dir. Every instance of a deployment must share them.
 func loadKeys(cfg config) (deploykeys.Keys, error) {
-	seeds := deploykeys.Seeds{Issuer: cfg.CalloutIssuerSeed, XKey: cfg.CalloutXKeySeed, Service: cfg.CalloutServiceSeed, App: cfg.CalloutAppSeed}
-	if seeds != (deploykeys.Seeds{}) {
-		k, err := deploykeys.KeysFromSeeds(seeds)
+	if seedsGiven(cfg) {
+		k, err := deploykeys.KeysFromSeeds(cfg.Seeds)
 		if err != nil {
 			return deploykeys.Keys{}, fmt.Errorf("invalid --callout-*-seed: %w", err)
 		}
