@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/deploykeys"
+	"github.com/kez-chat/kezd/faultlog"
+	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 )
 
@@ -64,6 +67,19 @@ type Config struct {
 	MaxConnsPerHandle int
 	// Conns counts connections for MaxConnsPerHandle; nil means no cap.
 	Conns ConnCounter
+	// Limits, when set, charges each login refused for its credentials to
+	// the failed-authentication limit of the client's IP
+	// (ratelimit.FailedAuth, the bucket failed HTTP authentications take
+	// from too), and refuses the logins of an IP whose bucket is empty
+	// before verifying them, until it refills. Nil is no limit.
+	Limits Limiter
+}
+
+// Limiter is the rate limits the callout applies (*ratelimit.Limiter
+// implements it; a nil *ratelimit.Limiter is limits off).
+type Limiter interface {
+	Take(ctx context.Context, name ratelimit.Name, key string, n float64) error
+	Reserved(name ratelimit.Name, key string) error
 }
 
 // ConnCounter counts a handle's client connections on the server serverID,
@@ -95,6 +111,7 @@ type Service struct {
 
 	authorized, rejected, dropped atomic.Int64
 	refusals                      refusalLog
+	faults                        *faultlog.Log // the limits' store
 }
 
 // refusalEvery is the least time between two log lines about refused
@@ -153,7 +170,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log, conns: cfg.Conns}
+	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log, conns: cfg.Conns, faults: faultlog.New(log, 0)}
 	if s.resp, err = broker.Respond(ctx, nc, broker.CalloutSubject, cfg.QueueGroup, cfg.Workers, s.handle); err != nil {
 		return nil, fmt.Errorf("auth callout: %w", err)
 	}
@@ -194,7 +211,12 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	handle, err := authorize(ctx, s.lookup, req)
+	ip := ipKey(req.ClientInformation.Host)
+	handle, err := "", s.reserved(ip)
+	if err == nil {
+		handle, err = authorize(ctx, s.lookup, req)
+		s.chargeFailure(ctx, ip, err)
+	}
 	if err == nil && s.conns != nil && s.cfg.MaxConnsPerHandle > 0 {
 		if n, ok := s.conns.HandleConnections(req.Server.ID, handle); ok && n >= s.cfg.MaxConnsPerHandle {
 			err = reject("handle %q has %d NATS connections on this server, its limit", handle, n)
@@ -230,6 +252,48 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 	}
 	if err := m.Respond(out); err != nil {
 		s.drop("respond", "err", err)
+	}
+}
+
+// ipKey is the failed-authentication bucket of a client's host, as HTTP
+// keys it (ratelimit.IPKey); a host that is no address is its own key.
+func ipKey(host string) string {
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	return ratelimit.IPKey(addr)
+}
+
+// reserved refuses a login from ip while its failed-authentication bucket
+// is empty: without verifying anything, and without a query.
+func (s *Service) reserved(ip string) error {
+	if s.cfg.Limits == nil {
+		return nil
+	}
+	var r *ratelimit.Refused
+	if err := s.cfg.Limits.Reserved(ratelimit.FailedAuth, ip); errors.As(err, &r) {
+		return reject("too many failed logins from this address; retry after %s", r.RetryAfter.Round(time.Second))
+	}
+	return nil
+}
+
+// chargeFailure takes a token from ip's failed-authentication bucket when
+// err refused the client's credentials (not when the store failed). A
+// failure of the limits' own store is logged once per outage; the login is
+// refused anyway.
+func (s *Service) chargeFailure(ctx context.Context, ip string, err error) {
+	var rj *rejection
+	if s.cfg.Limits == nil || !errors.As(err, &rj) || rj.err != nil {
+		return
+	}
+	const what = "failed-login limit"
+	var r *ratelimit.Refused
+	switch lerr := s.cfg.Limits.Take(ctx, ratelimit.FailedAuth, ip, 1); {
+	case lerr == nil, errors.As(lerr, &r):
+		s.faults.OK(what)
+	default:
+		s.faults.Fail(what, lerr)
 	}
 }
 

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
+	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store/pgtest"
 )
@@ -72,5 +75,37 @@ func TestRateLimitsHoldForTheDeployment(t *testing.T) {
 				t.Fatalf("two instances admitted %d sends, want %d", sent, c.sent)
 			}
 		})
+	}
+}
+
+// Refused NATS logins and failed HTTP authentications take from one bucket
+// per client IP (defect: NATS logins took from none): two logins with an
+// unregistered key empty a bucket of 2, and then alice's own NATS login and
+// her signed HTTP poll from the same address are both refused.
+func TestFailedNATSLoginsShareHTTPLimit(t *testing.T) {
+	t.Parallel()
+	s := startServe(t, "--rate-failed-auth", "2/1000h")
+	ctx := t.Context()
+	c, _ := client.New(s.HTTPURL, client.WithAttempts(1))
+	alice := kezdtest.Register(t, ctx, c, "alice")
+	if _, err := c.Poll(ctx, alice, client.PollOptions{}); err != nil {
+		t.Fatalf("poll before any failure: %v", err)
+	}
+	stranger, err := envelope.Generate("mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if nc, err := client.ConnectNATS(s.NATSURL, stranger, nats.NoReconnect()); err == nil {
+			nc.Close()
+			t.Fatalf("login %d with an unregistered key was accepted", i)
+		}
+	}
+	if nc, err := client.ConnectNATS(s.NATSURL, alice, nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Fatal("alice's NATS login was accepted from an address past its failed-authentication limit")
+	}
+	if _, err := c.Poll(ctx, alice, client.PollOptions{}); !client.IsCode(err, protocol.CodeRateLimited) {
+		t.Fatalf("poll after two failed NATS logins: %v, want rate_limited", err)
 	}
 }

@@ -105,24 +105,6 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		}
 	}()
 
-	// The callout service has its own connection, as the service user in the
-	// auth account; kezd's own connection lives in the application account.
-	calloutConn, err := b.Connect(keys.ServiceUser(), nats.Name("kezd-auth-callout"), nats.MaxReconnects(-1))
-	if err != nil {
-		if cfg.NATS.URL != "" {
-			return fmt.Errorf("connect auth callout service to --nats-url (is the server configured with the output of `kezd nats-config` for these keys?): %w", err)
-		}
-		return fmt.Errorf("connect auth callout service: %w", err)
-	}
-	defer calloutConn.Close()
-	ccfg := cfg.Callout
-	ccfg.Keys, ccfg.Conns = keys, b
-	callout, err := authcallout.Start(ctx, calloutConn, ccfg, st, log.With("component", "auth_callout"))
-	if err != nil {
-		return fmt.Errorf("start auth callout: %w", err)
-	}
-	defer callout.Stop()
-
 	// The background loops that need the store stop before it closes, not
 	// when ctx ends; retention stops with ctx.
 	limits := newLimiter(cfg, st)
@@ -135,6 +117,25 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		defer goUntilStopped(context.WithoutCancel(ctx), leases.Run)()
 		sharedCaps = leases
 	}
+
+	// The callout service has its own connection, as the service user in the
+	// auth account; kezd's own connection lives in the application account.
+	calloutConn, err := b.Connect(keys.ServiceUser(), nats.Name("kezd-auth-callout"), nats.MaxReconnects(-1))
+	if err != nil {
+		if cfg.NATS.URL != "" {
+			return fmt.Errorf("connect auth callout service to --nats-url (is the server configured with the output of `kezd nats-config` for these keys?): %w", err)
+		}
+		return fmt.Errorf("connect auth callout service: %w", err)
+	}
+	defer calloutConn.Close()
+	ccfg := cfg.Callout
+	ccfg.Keys, ccfg.Conns, ccfg.Limits = keys, b, limits
+	callout, err := authcallout.Start(ctx, calloutConn, ccfg, st, log.With("component", "auth_callout"))
+	if err != nil {
+		return fmt.Errorf("start auth callout: %w", err)
+	}
+	defer callout.Stop()
+
 	core := cfg.Chat
 	core.Limits = limits
 	svc := chat.New(core, st, b, b, log.With("component", "chat"))
