@@ -44,9 +44,7 @@ func TestDetachedStream(t *testing.T) {
 	e := newEnvWithBroker(t, openSQLite(t), startBroker(t), func(c *Config) {
 		c.PingInterval = time.Hour // no frames but the ones the test expects
 	})
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	alice, bob := e.aliceAndBob()
 	e.mustSend(alice, "bob", "m1", `{"n":1}`)
 
 	s := e.openStream(streamPath(bob, "bob", "since=0"), nil)
@@ -233,9 +231,7 @@ func TestStreamCapReapsClosedClients(t *testing.T) {
 // its write deadline (a minute here) runs out.
 func TestCloseStreamsUnblocksStalledWriter(t *testing.T) {
 	e := newEnv(t, openSQLite(t), func(c *Config) { c.StreamWriteTimeout = time.Minute })
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	alice, bob := e.aliceAndBob()
 	big := `"` + strings.Repeat("x", 60<<10) + `"`
 	for i := range 150 { // 9 MB of backlog, far more than socket buffers hold
 		e.mustSend(alice, "bob", fmt.Sprintf("m%d", i), big)

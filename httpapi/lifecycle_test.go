@@ -83,9 +83,7 @@ func TestRotateKeys(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
 		b := startBroker(t)
 		e := newEnvWithBroker(t, open(t), b)
-		alice, bob := newUser(t, "alice"), newUser(t, "bob")
-		e.register(alice)
-		e.register(bob)
+		alice, bob := e.aliceAndBob()
 		registered := e.do(http.MethodGet, "/v1/handles/alice", nil, nil)
 		var before store.Handle
 		registered.decode(t, &before)
@@ -157,9 +155,7 @@ func TestRotateKeys(t *testing.T) {
 
 func TestRotateErrors(t *testing.T) {
 	e := newEnv(t, openSQLite(t))
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	alice, bob := e.aliceAndBob()
 	next := newUser(t, "alice")
 	ts := now()
 	msg := identity.RotateString("alice", next.sk, next.ek, ts)
@@ -207,9 +203,7 @@ func TestDeleteHandle(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
 		b := startBroker(t)
 		e := newEnvWithBroker(t, open(t), b)
-		alice, bob := newUser(t, "alice"), newUser(t, "bob")
-		e.register(alice)
-		e.register(bob)
+		alice, bob := e.aliceAndBob()
 		e.mustSend(bob, "alice", "m1", `1`)
 		e.mustSend(bob, "alice", "m2", `2`)
 		e.mustSend(alice, "bob", "to-bob", `3`)
@@ -253,9 +247,7 @@ func TestDeleteHandle(t *testing.T) {
 func TestDeleteThrough(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
 		e := newEnv(t, open(t))
-		alice, bob := newUser(t, "alice"), newUser(t, "bob")
-		e.register(alice)
-		e.register(bob)
+		alice, bob := e.aliceAndBob()
 		for _, id := range []string{"m1", "m2", "m3", "m4", "m5"} {
 			e.mustSend(alice, "bob", id, `1`)
 		}

@@ -30,9 +30,7 @@ func TestStreamBacklogReadyLive(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
 		b := startBroker(t)
 		e := newEnvWithBroker(t, open(t), b)
-		alice, bob := newUser(t, "alice"), newUser(t, "bob")
-		e.register(alice)
-		e.register(bob)
+		alice, bob := e.aliceAndBob()
 		e.mustSend(alice, "bob", "m1", `{"n":1}`)
 		e.mustSend(alice, "bob", "m2", `{"n":2}`)
 
@@ -58,9 +56,7 @@ func TestStreamBacklogReadyLive(t *testing.T) {
 func TestLongPollWakesOnMessage(t *testing.T) {
 	b := startBroker(t)
 	e := newEnvWithBroker(t, openSQLite(t), b)
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	alice, bob := e.aliceAndBob()
 
 	before := b.Server().NumSubscriptions()
 	done := make(chan response, 1)

@@ -22,9 +22,7 @@ func TestForgedLiveMessageIsDropped(t *testing.T) {
 	rand.Read(key)
 	b := brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", MACKey: key}, testLog(t))
 	e := newEnvWithBroker(t, openSQLite(t), b)
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	alice, bob := e.aliceAndBob()
 
 	before := b.Server().NumSubscriptions()
 	s := e.openStream(streamPath(bob, "bob", "since=0"), nil)

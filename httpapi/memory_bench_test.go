@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
@@ -136,11 +137,9 @@ func BenchmarkSlowStreamMemory(b *testing.B) {
 	}
 	peak := int64(0)
 	// Sampling starts once every stream is open.
-	for tick := time.NewTicker(10 * time.Millisecond); srv.OpenStreams() < inboxes*perInbox; <-tick.C {
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d streams opened", srv.OpenStreams(), inboxes*perInbox)
-		}
-	}
+	testwait.Within(b, time.Until(deadline), fmt.Sprintf("all %d streams to open", inboxes*perInbox), func() bool {
+		return srv.OpenStreams() >= inboxes*perInbox
+	})
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Second) // sampling, not synchronisation
 		if time.Until(deadline) < time.Second {

@@ -15,9 +15,7 @@ import (
 func TestSend(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
 		e := newEnv(t, open(t))
-		alice, bob := newUser(t, "alice"), newUser(t, "bob")
-		e.register(alice)
-		e.register(bob)
+		alice, bob := e.aliceAndBob()
 
 		// An envelope with characters an HTML-escaping encoder would rewrite,
 		// odd number spellings and key order: it must come back as sent.

@@ -22,9 +22,7 @@ type pollResult struct {
 func TestPoll(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
 		e := newEnv(t, open(t))
-		alice, bob := newUser(t, "alice"), newUser(t, "bob")
-		e.register(alice)
-		e.register(bob)
+		alice, bob := e.aliceAndBob()
 
 		// Empty inbox: an empty list, not null, and next = since.
 		r := e.poll(bob, "bob", "", 0)

@@ -25,9 +25,7 @@ func TestSendInboxFull(t *testing.T) {
 			Retention: time.Hour,
 			Now:       func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) },
 		})
-		alice, bob := newUser(t, "alice"), newUser(t, "bob")
-		e.register(alice)
-		e.register(bob)
+		alice, bob := e.aliceAndBob()
 		for _, id := range []string{"m1", "m2", "m3"} {
 			e.mustSend(alice, "bob", id, `{"n":1}`)
 		}
@@ -66,9 +64,7 @@ func TestSendInboxFull(t *testing.T) {
 func TestPollResetAfterDeletion(t *testing.T) {
 	st := openSQLite(t)
 	e := newEnv(t, st)
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	alice, bob := e.aliceAndBob()
 	for i := range 4 {
 		e.mustSend(alice, "bob", fmt.Sprint("m", i), `{}`)
 	}
@@ -97,9 +93,7 @@ func TestPollResetAfterDeletion(t *testing.T) {
 func TestPollBoundedByBytes(t *testing.T) {
 	st := openSQLite(t)
 	e := newEnvWithCore(t, st, nil, chat.Config{PollPageBytes: 200 << 10})
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	alice, bob := e.aliceAndBob()
 	big := `"` + strings.Repeat("x", protocol.MaxEnvelope-2) + `"`
 	for i := range 5 {
 		e.mustSend(alice, "bob", fmt.Sprint("m", i), big)

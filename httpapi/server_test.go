@@ -180,6 +180,15 @@ func (e *env) register(u user) {
 	r.want(e.t, http.StatusCreated)
 }
 
+// aliceAndBob registers alice and bob, the two users of most tests.
+func (e *env) aliceAndBob() (alice, bob user) {
+	e.t.Helper()
+	alice, bob = newUser(e.t, "alice"), newUser(e.t, "bob")
+	e.register(alice)
+	e.register(bob)
+	return alice, bob
+}
+
 // sendBody is a send request body.
 func sendBody(to, id, envelope string) []byte {
 	return []byte(`{"to":"` + to + `","id":"` + id + `","envelope":` + envelope + `}`)

@@ -49,9 +49,7 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Cleanup(func() { hsrv.Close() })
 
 	e := &env{t: t, st: st, svc: svc, srv: srv, url: "http://" + ln.Addr().String()}
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	alice, bob := e.aliceAndBob()
 
 	// A stream, open and live.
 	s := e.openStream(streamPath(bob, "bob", ""), nil)

@@ -76,9 +76,7 @@ func readSeqs(t *testing.T, r io.Reader) (seqs []int64, ready bool) {
 func TestStreamSlowDrainEnds(t *testing.T) {
 	st := openSQLite(t)
 	e := newEnvWithCore(t, st, nil, chat.Config{DrainTimeout: 500 * time.Millisecond})
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	_, bob := e.aliceAndBob() // alice sends, through the store
 	envelope := []byte(`"` + strings.Repeat("x", protocol.MaxEnvelope-2) + `"`)
 	const total = 100
 	for i := range total {

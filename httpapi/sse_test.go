@@ -154,9 +154,7 @@ func (s *sseStream) wantEnd() {
 func TestStreamBacklogThenReady(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, open func(*testing.T) testStore) {
 		e := newEnv(t, open(t))
-		alice, bob := newUser(t, "alice"), newUser(t, "bob")
-		e.register(alice)
-		e.register(bob)
+		alice, bob := e.aliceAndBob()
 		envelope := `{"ct":"<&>","n":1.0}`
 		e.mustSend(alice, "bob", "m1", envelope)
 		e.mustSend(alice, "bob", "m2", `2`)
@@ -283,9 +281,7 @@ func TestStreamLimitPerInstance(t *testing.T) {
 
 func TestStreamSlowReaderIsClosed(t *testing.T) {
 	e := newEnv(t, openSQLite(t), func(c *Config) { c.StreamWriteTimeout = 100 * time.Millisecond })
-	alice, bob := newUser(t, "alice"), newUser(t, "bob")
-	e.register(alice)
-	e.register(bob)
+	_, bob := e.aliceAndBob() // alice sends, through the store
 
 	// More backlog than the socket buffers on both sides hold.
 	envelope := []byte(`"` + strings.Repeat("x", 60<<10) + `"`)
@@ -328,9 +324,7 @@ func TestStreamResetAfterDeletion(t *testing.T) {
 			t.Parallel()
 			st := b.Open(t)
 			e := newEnv(t, st)
-			alice, bob := newUser(t, "alice"), newUser(t, "bob")
-			e.register(alice)
-			e.register(bob)
+			alice, bob := e.aliceAndBob()
 			for i := range 4 {
 				e.mustSend(alice, "bob", fmt.Sprint("m", i), `{}`)
 			}
