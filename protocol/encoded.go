@@ -105,6 +105,11 @@ func CheckEncoded(handle string, seq int64, data []byte) error {
 	if !bytes.HasPrefix(rest, []byte(`,"to":"`+handle+`",`)) {
 		return fmt.Errorf("not for %s", handle)
 	}
+	if end, ok := ScanCompactJSON(data, 0, maxScanDepth); ok && end == len(data) {
+		// kezd's own messages are compact JSON, which is also one line:
+		// the quick check says so, and the slow ones are not needed.
+		return nil
+	}
 	if bytes.ContainsAny(data, "\r\n") {
 		return errors.New("not on one line") // a stream writes it as one data: line
 	}
@@ -112,4 +117,22 @@ func CheckEncoded(handle string, seq int64, data []byte) error {
 		return errors.New("not valid JSON")
 	}
 	return nil
+}
+
+// AppendSendResult appends r's JSON to b: byte for byte what Marshal(r)
+// writes (TestAppendSendResult), without reflection. It is the answer to
+// every send.
+func AppendSendResult(b []byte, r SendResult) []byte {
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendInt(b, r.Seq, 10)
+	b = append(b, `,"to":`...)
+	b = appendString(b, r.To)
+	b = append(b, `,"id":`...)
+	b = appendString(b, r.ID)
+	b = append(b, `,"sent_at":`...)
+	b = appendTime(b, r.SentAt)
+	if r.Duplicate {
+		b = append(b, `,"duplicate":true`...)
+	}
+	return append(b, '}')
 }

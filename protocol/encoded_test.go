@@ -64,3 +64,68 @@ func TestCheckEncoded(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendSendResult(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 12, 1, 20, 1, 2, 345678900, time.UTC)
+	for _, r := range []protocol.SendResult{
+		{Seq: 1, To: "bob", ID: "m-1", SentAt: at},
+		{Seq: 1 << 60, To: "a.b_c-d", ID: "0123456789abcdef", SentAt: at.In(time.FixedZone("x", 5400)), Duplicate: true},
+		{Seq: 7, To: `back\slash`, ID: "ctl\n\x01 é <&>", SentAt: time.Time{}},
+	} {
+		got := protocol.AppendSendResult([]byte("prefix"), r)
+		want, err := protocol.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, append([]byte("prefix"), want...)) {
+			t.Errorf("AppendSendResult(%+v)\n got %s\nwant prefix%s", r, got, want)
+		}
+	}
+}
+
+func TestScanCompactJSON(t *testing.T) {
+	t.Parallel()
+	deep := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+	for _, c := range []struct {
+		v  string
+		ok bool
+	}{
+		{`{"a":[1,-2.5e+3,0,true,false,null,"\u00e9\"\\\/\b\f\n\r\t"],"b":{}}`, true},
+		{`"é"`, true}, {`0`, true}, {`-0.0E-1`, true}, {`[]`, true}, {deep(4), true},
+		{deep(5), false},                       // past maxDepth
+		{`{"a": 1}`, false}, {`[1 ,2]`, false}, // valid, but not compact
+		{`01`, false}, {`1.`, false}, {`-`, false}, {`.5`, false}, {`1e`, false},
+		{`[1,]`, false}, {`{"a":1,}`, false}, {`{"a"}`, false}, {`{1:2}`, false},
+		{`"\x"`, false}, {`"\u00e"`, false}, {"\"a\tb\"", false}, {`"open`, false},
+		{`tru`, false}, {`nul`, false}, {``, false},
+	} {
+		end, ok := protocol.ScanCompactJSON([]byte(c.v), 0, 4)
+		if whole := ok && end == len(c.v); whole != c.ok {
+			t.Errorf("ScanCompactJSON(%s) = %d, %v; want the whole of it taken: %v", c.v, end, ok, c.ok)
+		}
+	}
+	// It stops after the value: what follows is the caller's.
+	if end, ok := protocol.ScanCompactJSON([]byte(`{"a":1},"b"`), 0, 4); !ok || end != 7 {
+		t.Errorf("ScanCompactJSON before more input = %d, %v", end, ok)
+	}
+}
+
+// FuzzScanCompactJSON: what the fast path accepts, encoding/json does, and
+// CheckEncoded's verdict is json.Valid's whichever path gives it.
+func FuzzScanCompactJSON(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `[1 ,2]`, `"\ud800"`, `-0.5e+3`, `01`, `{"a":"\u00e9"}`, "\"\xff\""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if end, ok := protocol.ScanCompactJSON(b, 0, protocol.MaxEnvelopeDepth); ok && !json.Valid(b[:end]) {
+			t.Fatalf("ScanCompactJSON took %q, which is not JSON", b[:end])
+		}
+		data := append([]byte(`{"seq":1,"from":"a","to":"b","envelope":`), b...)
+		data = append(data, '}')
+		err := protocol.CheckEncoded("b", 1, data)
+		if valid := json.Valid(data) && !bytes.ContainsAny(data, "\r\n"); (err == nil) != valid {
+			t.Fatalf("CheckEncoded(%q) = %v; json.Valid says %v", data, err, valid)
+		}
+	})
+}
