@@ -68,7 +68,9 @@ type config struct {
 	settle     time.Duration
 	idleWindow time.Duration
 	profileDir string
-	scenarios  []string
+	// commitWorkers is kezd's postgres.Config.CommitWorkers (0: its default).
+	commitWorkers int
+	scenarios     []string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -89,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.envelope, "envelope", 1024, "envelope size, bytes of JSON")
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the idle streams open before reading memory (streams re-read the store 1s after setup)")
 	fs.DurationVar(&c.idleWindow, "idle-window", 5*time.Second, "how long the idle run reads the server's CPU with the idle streams open and nothing sent")
+	fs.IntVar(&c.commitWorkers, "commit-workers", 0, "kezd's group-commit workers (postgres.Config.CommitWorkers); 0 is the store's default")
 	fs.StringVar(&c.profileDir, "profile", "", "profile each server into this directory: CPU and allocations through one more many-streams throughput run after the measured ones, CPU while the idle streams open and while they idle, the heap with them open")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -105,8 +108,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("unknown scenario %q (want %s)", s, joinScenarios())
 		}
 	}
-	if c.duration <= 0 || c.count < 1 || c.senders < 1 || c.streams < 1 || c.rate <= 0 || c.idle < 1 || c.storm < 1 || c.envelope < 16 {
-		return c, errors.New("-duration, -count, -senders, -streams, -rate, -idle, -storm must be positive and -envelope at least 16")
+	if c.duration <= 0 || c.count < 1 || c.senders < 1 || c.streams < 1 || c.rate <= 0 || c.idle < 1 || c.storm < 1 || c.envelope < 16 || c.commitWorkers < 0 {
+		return c, errors.New("-duration, -count, -senders, -streams, -rate, -idle, -storm must be positive, -envelope at least 16 and -commit-workers not negative")
 	}
 	return c, nil
 }
@@ -142,12 +145,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer func() { err = errors.Join(err, db.drop()) }()
-	kezd, err := startServer(ctx, exe, "kezd", db.URL, cfg.senders)
+	kezd, err := startServer(ctx, exe, "kezd", db.URL, cfg.senders, cfg.commitWorkers)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, kezd.close()) }()
-	base, err := startServer(ctx, exe, "baseline", db.URL, cfg.senders)
+	base, err := startServer(ctx, exe, "baseline", db.URL, cfg.senders, 0)
 	if err != nil {
 		return err
 	}

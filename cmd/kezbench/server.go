@@ -23,7 +23,8 @@ import (
 // hold nothing but the server.
 //
 // The child is this binary run as `kezbench serve <kind> <database URL>
-// <connections>`. It prints "addr <host:port>" once it serves, then answers
+// <connections> <commit workers>` (the baseline's pool size; kezd's
+// postgres.Config.CommitWorkers, 0 for its default). It prints "addr <host:port>" once it serves, then answers
 // one command a line on stdin, each with one line ("ok", or the result, or
 // "error: …"), until stdin ends; then it shuts the server down and exits:
 //
@@ -39,18 +40,19 @@ func child(args []string) (ran bool, err error) {
 	switch {
 	case len(args) == 2 && args[0] == childCommand:
 		return true, runIdleClients(args[1], os.Stdin, os.Stdout)
-	case len(args) == 4 && args[0] == serveCommand:
-		conns, err := strconv.Atoi(args[3])
-		if err != nil {
+	case len(args) == 5 && args[0] == serveCommand:
+		conns, err1 := strconv.Atoi(args[3])
+		workers, err2 := strconv.Atoi(args[4])
+		if err := errors.Join(err1, err2); err != nil {
 			return true, err
 		}
-		return true, runServer(args[1], args[2], int32(conns), os.Stdin, os.Stdout)
+		return true, runServer(args[1], args[2], int32(conns), workers, os.Stdin, os.Stdout)
 	}
 	return false, nil
 }
 
 // runServer is the server child.
-func runServer(kind, dbURL string, conns int32, stdin io.Reader, stdout io.Writer) error {
+func runServer(kind, dbURL string, conns int32, commitWorkers int, stdin io.Reader, stdout io.Writer) error {
 	if _, err := raiseFileLimit(); err != nil {
 		return err
 	}
@@ -60,7 +62,7 @@ func runServer(kind, dbURL string, conns int32, stdin io.Reader, stdout io.Write
 	var err error
 	switch kind {
 	case "kezd":
-		t, err = startKezd(ctx, dbURL, log)
+		t, err = startKezd(ctx, dbURL, commitWorkers, log)
 	case "baseline":
 		t, err = startBaseline(ctx, dbURL, conns)
 	default:
@@ -127,8 +129,8 @@ type serverProc struct {
 }
 
 // startServer starts the server child of kind ("kezd" or "baseline").
-func startServer(ctx context.Context, exe, kind, dbURL string, conns int) (*serverProc, error) {
-	cmd := exec.CommandContext(ctx, exe, serveCommand, kind, dbURL, strconv.Itoa(conns))
+func startServer(ctx context.Context, exe, kind, dbURL string, conns, commitWorkers int) (*serverProc, error) {
+	cmd := exec.CommandContext(ctx, exe, serveCommand, kind, dbURL, strconv.Itoa(conns), strconv.Itoa(commitWorkers))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

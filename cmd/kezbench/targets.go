@@ -42,8 +42,8 @@ type target struct {
 // listener), minus the NATS-only parts (auth callout, send responder) that
 // the HTTP path never touches. Its embedded NATS has no listener: kezd's
 // connection is in-process, as with --nats-listen off.
-func startKezd(ctx context.Context, dbURL string, log *slog.Logger) (*target, error) {
-	db, err := postgres.Open(ctx, postgres.Config{URL: dbURL}, log.With("component", "store"))
+func startKezd(ctx context.Context, dbURL string, commitWorkers int, log *slog.Logger) (*target, error) {
+	db, err := postgres.Open(ctx, postgres.Config{URL: dbURL, CommitWorkers: commitWorkers}, log.With("component", "store"))
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
