@@ -207,10 +207,16 @@ func TestGracefulShutdownOnSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Make sure the server has the request before signalling: it answers a
-	// ping on another connection only after accepting ours (accepts are in order).
-	if resp, err := http.Get(base + "/healthz"); err == nil {
-		resp.Body.Close()
+	// ping on a new connection only after accepting ours (accepts are in
+	// order). A new one: http.Get could reuse the registrations' idle
+	// keep-alive connection, and then ours might still wait in the accept
+	// queue when the listener closes, which resets it.
+	ping := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := ping.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
 	}
+	resp.Body.Close()
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -229,7 +235,7 @@ func TestGracefulShutdownOnSignal(t *testing.T) {
 	if _, err := conn.Write(body[half:]); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
