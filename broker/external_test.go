@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"net"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -18,17 +17,6 @@ import (
 func natsServerBinary(t testing.TB) string {
 	t.Helper()
 	return kezdtest.Binary(t, "github.com/nats-io/nats-server/v2", "nats-server")
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // runNATSServer starts a nats-server process with a user and password; the
@@ -67,7 +55,7 @@ func waitStatus(t testing.TB, nc *nats.Conn, status nats.Status) {
 
 func TestExternalServer(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := kezdtest.FreePort(t)
 	stop := runNATSServer(t, port)
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 	b := startBroker(t, Config{URL: url, User: "kezd", Password: "s3cret"})
@@ -112,7 +100,7 @@ func TestExternalServer(t *testing.T) {
 
 func TestExternalServerNotUpYet(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := kezdtest.FreePort(t)
 	b := startBroker(t, Config{URL: "nats://kezd:s3cret@127.0.0.1:" + strconv.Itoa(port)})
 	if got := b.ClientURL(); got != "nats://127.0.0.1:"+strconv.Itoa(port) {
 		t.Errorf("ClientURL %q still holds credentials", got)

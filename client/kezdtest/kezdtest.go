@@ -234,6 +234,17 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// FreePort returns a loopback port that was free a moment ago, for a
+// process that takes its port as a flag or a config file's setting.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
 var (
 	buildMu sync.Mutex
 	built   = map[string]string{}

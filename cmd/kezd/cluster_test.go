@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,16 +21,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-func freeLoopbackPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestClusteredInstances runs two kezd on one Postgres with their embedded
 // NATS servers clustered by flags. Senders through both at once: a stream on
 // each instance sees the same complete sequence, in order, once each.
@@ -39,7 +28,7 @@ func TestClusteredInstances(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	keys := t.TempDir()
-	routeA := freeLoopbackPort(t)
+	routeA := kezdtest.FreePort(t)
 	a := startServe(t, "--database-url", db, "--data-dir", keys,
 		"--nats-cluster-listen", fmt.Sprintf("127.0.0.1:%d", routeA))
 	b := startServe(t, "--database-url", db, "--data-dir", keys,

@@ -158,7 +158,7 @@ func twoInstances(t *testing.T) (db string, a, b started, ca, cb *client.Client)
 	t.Helper()
 	db = pgtest.NewDatabase(t)
 	keys := t.TempDir()
-	routeA := freeLoopbackPort(t)
+	routeA := kezdtest.FreePort(t)
 	a = startServe(t, "--database-url", db, "--data-dir", keys,
 		"--nats-cluster-listen", fmt.Sprintf("127.0.0.1:%d", routeA))
 	b = startServe(t, "--database-url", db, "--data-dir", keys,

@@ -139,7 +139,7 @@ func startNginx(t *testing.T, upstreams []string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freeLoopbackPort(t)
+	port := kezdtest.FreePort(t)
 	text := string(conf)
 	for i, u := range upstreams {
 		from := fmt.Sprintf("server kezd%d:8080 ", i+1)
@@ -275,8 +275,8 @@ func TestTopology(t *testing.T) {
 	const n = 3
 	var httpPort, natsPort, routePort, adminPort [n]int
 	for i := range n {
-		httpPort[i], natsPort[i], routePort[i] = freeLoopbackPort(t), freeLoopbackPort(t), freeLoopbackPort(t)
-		adminPort[i] = freeLoopbackPort(t)
+		httpPort[i], natsPort[i], routePort[i] = kezdtest.FreePort(t), kezdtest.FreePort(t), kezdtest.FreePort(t)
+		adminPort[i] = kezdtest.FreePort(t)
 	}
 	instances := make([]*topoInstance, n)
 	var upstreams, natsURLs []string
