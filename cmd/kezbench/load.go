@@ -237,6 +237,16 @@ type load struct {
 	envelope string
 	run      string // prefixes client ids, unique per measurement
 	runs     atomic.Int64
+	// dbCPU reads the Postgres server's CPU time; nil when it cannot be seen.
+	dbCPU func() (time.Duration, error)
+}
+
+// readDBCPU is the Postgres server's CPU time so far, 0 when unseen.
+func (l *load) readDBCPU() (time.Duration, error) {
+	if l.dbCPU == nil {
+		return 0, nil
+	}
+	return l.dbCPU()
 }
 
 func (l *load) nextRun() string {
@@ -247,6 +257,7 @@ func (l *load) nextRun() string {
 type throughputResult struct {
 	rate       float64 // deliveries per second
 	cpuPerMsg  float64 // server CPU µs per delivery
+	dbPerMsg   float64 // Postgres CPU µs per delivery (0: not measured)
 	sent, lost int64
 	batch      float64 // mean appends per group-commit batch (0: none)
 }
@@ -288,6 +299,10 @@ func (l *load) throughput(ctx context.Context, p *serverProc, recipients []*user
 	if err != nil {
 		return throughputResult{}, err
 	}
+	db0, err := l.readDBCPU()
+	if err != nil {
+		return throughputResult{}, err
+	}
 	start := time.Now()
 	deadline := start.Add(dur)
 	err = l.each(ctx, p.addr, func(s int, snd *sender) error {
@@ -316,6 +331,10 @@ func (l *load) throughput(ctx context.Context, p *serverProc, recipients []*user
 	if err != nil {
 		return throughputResult{}, err
 	}
+	db1, err := l.readDBCPU()
+	if err != nil {
+		return throughputResult{}, err
+	}
 	var batch float64
 	if n := b1.Batches - b0.Batches; n > 0 {
 		batch = float64(b1.Appends-b0.Appends) / float64(n)
@@ -326,6 +345,7 @@ func (l *load) throughput(ctx context.Context, p *serverProc, recipients []*user
 		batch:     batch,
 		rate:      float64(got) / elapsed.Seconds(),
 		cpuPerMsg: µs(cpu1-cpu0) / float64(max(got, 1)),
+		dbPerMsg:  µs(db1-db0) / float64(max(got, 1)),
 		sent:      sent,
 		lost:      max(0, sent-got),
 	}, nil

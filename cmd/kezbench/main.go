@@ -174,7 +174,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := seed(ctx, db.URL, slices.Concat(senders, recipients, idle)); err != nil {
 		return err
 	}
-	l := &load{senders: senders, envelope: benchEnvelope(cfg.envelope), run: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	l := &load{senders: senders, envelope: benchEnvelope(cfg.envelope), run: strconv.FormatInt(time.Now().UnixNano(), 36),
+		dbCPU: postgresCPU(ctx, db.URL)}
 
 	var rep report
 	for _, sc := range cfg.scenarios {

@@ -60,6 +60,14 @@ func (rep *report) throughput(name string, runs [2][]throughputResult) {
 		row{name: "kezd's group-commit batch, mean appends, " + name, kezd: medianOf(k, batch), unit: "", noBase: true,
 			note: fmt.Sprintf("%s; the baseline commits one row per transaction", spread(k, "%.1f", batch))},
 	)
+	if db := func(r throughputResult) float64 { return r.dbPerMsg }; medianOf(k, db) > 0 {
+		both := func(r throughputResult) float64 { return r.cpuPerMsg + r.dbPerMsg }
+		rep.rows = append(rep.rows,
+			row{name: "Postgres CPU per delivery, " + name, kezd: medianOf(k, db), base: medianOf(b, db), unit: "µs",
+				note: fmt.Sprintf("kezd %s; baseline %s", spread(k, "%.0f", db), spread(b, "%.0f", db))},
+			row{name: "server + Postgres CPU per delivery, " + name, kezd: medianOf(k, both), base: medianOf(b, both), unit: "µs",
+				note: fmt.Sprintf("kezd %s; baseline %s", spread(k, "%.0f", both), spread(b, "%.0f", both))})
+	}
 }
 
 func (rep *report) latency(name string, runs [2][]latencyResult) {
