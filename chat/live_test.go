@@ -18,7 +18,6 @@ import (
 	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/internal/teststore"
-	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/pgtest"
@@ -419,8 +418,10 @@ func TestFollowTwoInstancesClustered(t *testing.T) {
 	fB := follow(t, svcB, chat.Cursor{})
 	fA.ready(t)
 	fB.ready(t)
-	waitInterest(t, natsA)
-	waitInterest(t, natsB)
+	// Each server routes bob's inbox to both instances: its own stream's
+	// subscription and the route to the other server.
+	brokertest.WaitInterest(t, natsA, "bob", 2)
+	brokertest.WaitInterest(t, natsB, "bob", 2)
 
 	const perSender, senders = 25, 4
 	var wg sync.WaitGroup
@@ -435,17 +436,6 @@ func TestFollowTwoInstancesClustered(t *testing.T) {
 	wg.Wait()
 	fA.expect(t, seqs(1, perSender*senders)...)
 	fB.expect(t, seqs(1, perSender*senders)...)
-}
-
-// waitInterest waits until b's server routes bob's inbox to both instances
-// (its own stream and the route to the other server).
-func waitInterest(t testing.TB, b *broker.Broker) {
-	t.Helper()
-	acc := b.Server().GlobalAccount()
-	// Route interest has no event to wait on.
-	testwait.Until(t, "bob's inbox interest on both instances", func() bool {
-		return acc.Interest(protocol.InboxSubject("bob")) >= 2
-	})
 }
 
 // A reader that stops reading while many messages arrive: its live buffer
@@ -495,11 +485,7 @@ func TestPollWakesOnMessage(t *testing.T) {
 	}()
 	// Send only once the poll is waiting (it has subscribed), so that it
 	// must wake on the message rather than find it.
-	acc := b.Server().GlobalAccount()
-	// Subscriptions have no event to wait on.
-	testwait.Until(t, "the poll's subscription to bob's inbox", func() bool {
-		return acc.Interest(protocol.InboxSubject("bob")) > 0
-	})
+	brokertest.WaitInterest(t, b, "bob", 1)
 	send(t, svc, "m2")
 	// Well before protocol.MaxPollWait (and the hour-long recheck): the poll woke up.
 	select {

@@ -4,11 +4,14 @@ package brokertest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/internal/testwait"
+	"github.com/kez-chat/kezd/protocol"
 )
 
 // Start starts a broker as cfg says, logging to log (nil discards the log),
@@ -30,4 +33,21 @@ func Start(t testing.TB, cfg broker.Config, log *slog.Logger) *broker.Broker {
 		}
 	})
 	return b
+}
+
+// WaitInterest waits until b's embedded server routes handle's inbox to at
+// least n subscriptions, its own clients' and other servers' (over routes)
+// together, in the account kezd's messages live in. Interest has no event
+// to wait on; a test waits for it before publishing what a new subscriber
+// must get live.
+func WaitInterest(t testing.TB, b *broker.Broker, handle string, n int) {
+	t.Helper()
+	acc := b.Server().GlobalAccount() // a broker without Auth has only this one
+	if app, err := b.Server().LookupAccount(broker.AccountApp); err == nil {
+		acc = app
+	}
+	subject := protocol.InboxSubject(handle)
+	testwait.Until(t, fmt.Sprintf("%d subscriptions to %s", n, subject), func() bool {
+		return acc.Interest(subject) >= n
+	})
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/client"
 	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
@@ -74,7 +74,7 @@ func TestClusteredInstances(t *testing.T) {
 	if err := onBNATS.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitInterest(t, a, "alice")
+	brokertest.WaitInterest(t, a.Broker, "alice", 1)
 	if _, err := ca.Send(ctx, senders[0], "alice", []byte("via A")); err != nil {
 		t.Fatal(err)
 	}
@@ -115,20 +115,6 @@ func TestClusteredInstances(t *testing.T) {
 			}
 		}
 	}
-}
-
-// waitInterest waits until s's embedded server knows of a subscriber to
-// handle's inbox elsewhere in the cluster. Route interest has no event to
-// wait on.
-func waitInterest(t *testing.T, s started, handle string) {
-	t.Helper()
-	acc, err := s.Broker.Server().LookupAccount(broker.AccountApp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testwait.Until(t, fmt.Sprintf("interest in %s's inbox to reach the other server", handle), func() bool {
-		return acc.Interest(protocol.InboxSubject(handle)) > 0
-	})
 }
 
 // waitRouted waits until the embedded servers have a route to each other.
