@@ -63,13 +63,6 @@ func aliceAndBob(t *testing.T, srv *kezdtest.Server) (context.Context, *client.C
 	return ctx, c, kezdtest.Register(t, ctx, c, "alice"), kezdtest.Register(t, ctx, c, "bob")
 }
 
-func wantCode(t *testing.T, err error, code protocol.Code) {
-	t.Helper()
-	if !client.IsCode(err, code) {
-		t.Fatalf("got %v, want %s", err, code)
-	}
-}
-
 func TestClientCalls(t *testing.T) {
 	t.Parallel()
 	backends(t, func(t *testing.T, srv *kezdtest.Server) {
@@ -77,11 +70,11 @@ func TestClientCalls(t *testing.T) {
 
 		// Register, and its conflicts.
 		_, err := c.Register(ctx, alice)
-		wantCode(t, err, protocol.CodeHandleTaken)
+		kezdtest.WantCode(t, err, protocol.CodeHandleTaken)
 		again, _ := envelope.Generate("alice2")
 		again.Signing = alice.Signing
 		_, err = c.Register(ctx, again)
-		wantCode(t, err, protocol.CodeKeyTaken)
+		kezdtest.WantCode(t, err, protocol.CodeKeyTaken)
 
 		// Lookup and WebFinger.
 		h, err := c.Lookup(ctx, "bob")
@@ -89,9 +82,9 @@ func TestClientCalls(t *testing.T) {
 			t.Fatalf("lookup bob: %+v, %v", h, err)
 		}
 		_, err = c.Lookup(ctx, "nobody")
-		wantCode(t, err, protocol.CodeUnknownHandle)
+		kezdtest.WantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Lookup(ctx, "Bad.Handle")
-		wantCode(t, err, protocol.CodeInvalidHandle)
+		kezdtest.WantCode(t, err, protocol.CodeInvalidHandle)
 		host := srv.URL[len("http://"):]
 		a, err := c.Resolve(ctx, "bob@"+host)
 		if err != nil {
@@ -101,7 +94,7 @@ func TestClientCalls(t *testing.T) {
 			t.Fatalf("resolve: %+v", a)
 		}
 		_, err = c.Resolve(ctx, "nobody@"+host)
-		wantCode(t, err, protocol.CodeUnknownHandle)
+		kezdtest.WantCode(t, err, protocol.CodeUnknownHandle)
 
 		// Send, idempotently.
 		s1, err := c.Send(ctx, alice, "bob", []byte("hello bob"))
@@ -121,7 +114,7 @@ func TestClientCalls(t *testing.T) {
 			t.Fatalf("retry: %+v, %v", s3, err)
 		}
 		_, err = c.Send(ctx, alice, "nobody", []byte("x"))
-		wantCode(t, err, protocol.CodeUnknownHandle)
+		kezdtest.WantCode(t, err, protocol.CodeUnknownHandle)
 
 		// Poll and open.
 		p, err := c.Poll(ctx, bob, client.PollOptions{})
@@ -167,13 +160,13 @@ func TestClientCalls(t *testing.T) {
 		// Credentials the server refuses.
 		forged, _ := envelope.Generate("bob")
 		_, err = c.Poll(ctx, forged, client.PollOptions{})
-		wantCode(t, err, protocol.CodeBadSignature)
+		kezdtest.WantCode(t, err, protocol.CodeBadSignature)
 		stranger, _ := envelope.Generate("stranger")
 		_, err = c.Poll(ctx, stranger, client.PollOptions{})
-		wantCode(t, err, protocol.CodeUnauthorized)
+		kezdtest.WantCode(t, err, protocol.CodeUnauthorized)
 		stale, _ := client.New(srv.URL, client.WithClock(func() time.Time { return time.Now().Add(-time.Hour) }))
 		_, err = stale.Poll(ctx, bob, client.PollOptions{})
-		wantCode(t, err, protocol.CodeStaleTimestamp)
+		kezdtest.WantCode(t, err, protocol.CodeStaleTimestamp)
 	})
 }
 
@@ -321,7 +314,7 @@ func TestStreamRefusesForgedKey(t *testing.T) {
 	kezdtest.Register(t, ctx, c, "bob")
 	forged, _ := envelope.Generate("bob")
 	err := c.Stream(ctx, forged, client.StreamOptions{}, func(client.Message) error { return nil })
-	wantCode(t, err, protocol.CodeBadSignature)
+	kezdtest.WantCode(t, err, protocol.CodeBadSignature)
 }
 
 func TestNATS(t *testing.T) {
@@ -377,7 +370,7 @@ func TestNATS(t *testing.T) {
 	}
 	// Errors come back typed.
 	_, err = c.SendNATS(ctx, anc, alice, "nobody", []byte("x"))
-	wantCode(t, err, protocol.CodeUnknownHandle)
+	kezdtest.WantCode(t, err, protocol.CodeUnknownHandle)
 }
 
 func TestEnvelopeJSONSurvives(t *testing.T) {

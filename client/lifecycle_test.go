@@ -48,7 +48,7 @@ func TestLifecycleCalls(t *testing.T) {
 			t.Fatalf("LookupAt(sent_at) = %+v, %v; want bob's old key", h, err)
 		}
 		_, err = c.Rotate(ctx, bob, bob2)
-		wantCode(t, err, protocol.CodeBadSignature)
+		kezdtest.WantCode(t, err, protocol.CodeBadSignature)
 
 		// Alice rotates: her stream ends, distinctly.
 		alice2, err := envelope.Generate("alice")
@@ -91,10 +91,10 @@ func TestLifecycleCalls(t *testing.T) {
 			t.Fatalf("DeleteAccount = %+v, %v", del, err)
 		}
 		_, err = c.Lookup(ctx, "alice")
-		wantCode(t, err, protocol.CodeUnknownHandle)
+		kezdtest.WantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Send(ctx, bob2, "alice", []byte("gone"))
-		wantCode(t, err, protocol.CodeUnknownHandle)
+		kezdtest.WantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Register(ctx, alice2)
-		wantCode(t, err, protocol.CodeHandleTaken)
+		kezdtest.WantCode(t, err, protocol.CodeHandleTaken)
 	})
 }

@@ -21,3 +21,11 @@ func Register(t testing.TB, ctx context.Context, c *client.Client, handle string
 	}
 	return id
 }
+
+// WantCode fails the test unless err is kezd's error with code.
+func WantCode(t testing.TB, err error, code client.Code) {
+	t.Helper()
+	if !client.IsCode(err, code) {
+		t.Fatalf("got %v, want %s", err, code)
+	}
+}

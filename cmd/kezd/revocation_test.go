@@ -145,13 +145,6 @@ func wantNATSRefused(t *testing.T, url string, id *envelope.Identity) {
 	}
 }
 
-func wantCode(t *testing.T, err error, code client.Code) {
-	t.Helper()
-	if !client.IsCode(err, code) {
-		t.Fatalf("error %v, want %s", err, code)
-	}
-}
-
 // twoInstances starts two kezd on one Postgres, their embedded NATS
 // servers clustered, and returns them with a client for each.
 func twoInstances(t *testing.T) (db string, a, b started, ca, cb *client.Client) {
@@ -225,9 +218,9 @@ func TestRotationAcrossInstances(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = c.Poll(ctx, alice, client.PollOptions{})
-		wantCode(t, err, protocol.CodeBadSignature)
+		kezdtest.WantCode(t, err, protocol.CodeBadSignature)
 		_, err = c.Send(ctx, alice, "bob", []byte("as the old alice"))
-		wantCode(t, err, protocol.CodeBadSignature)
+		kezdtest.WantCode(t, err, protocol.CodeBadSignature)
 		h, err := c.Lookup(ctx, "alice")
 		if err != nil || h.SigningKey != next.SigningKeyHex() || h.EncryptionKey != next.EncryptionKeyHex() {
 			t.Fatalf("lookup on %s: %+v, %v; want the new keys", name, h, err)
@@ -309,11 +302,11 @@ func TestDeletionAcrossInstances(t *testing.T) {
 	}
 	for _, c := range []*client.Client{ca, cb} {
 		_, err := c.Send(ctx, bob, "alice", []byte("too late"))
-		wantCode(t, err, protocol.CodeUnknownHandle)
+		kezdtest.WantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Lookup(ctx, "alice")
-		wantCode(t, err, protocol.CodeUnknownHandle)
+		kezdtest.WantCode(t, err, protocol.CodeUnknownHandle)
 		_, err = c.Poll(ctx, alice, client.PollOptions{})
-		wantCode(t, err, protocol.CodeUnauthorized)
+		kezdtest.WantCode(t, err, protocol.CodeUnauthorized)
 	}
 	wantNATSRefused(t, a.NATSURL, alice)
 	wantNATSRefused(t, b.NATSURL, alice)
@@ -322,11 +315,11 @@ func TestDeletionAcrossInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = ca.Register(ctx, fresh)
-	wantCode(t, err, protocol.CodeHandleTaken)
+	kezdtest.WantCode(t, err, protocol.CodeHandleTaken)
 	sameKey := *alice
 	sameKey.Handle = "alice2"
 	_, err = cb.Register(ctx, &sameKey)
-	wantCode(t, err, protocol.CodeKeyTaken)
+	kezdtest.WantCode(t, err, protocol.CodeKeyTaken)
 }
 
 // TestStoppedInstanceRefusesOldKey: an instance that was down while alice
@@ -367,7 +360,7 @@ func TestStoppedInstanceRefusesOldKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = cb.Poll(ctx, alice, client.PollOptions{})
-	wantCode(t, err, protocol.CodeBadSignature)
+	kezdtest.WantCode(t, err, protocol.CodeBadSignature)
 	wantNATSRefused(t, b.NATSURL, alice)
 	if _, err := cb.Poll(ctx, next, client.PollOptions{}); err != nil {
 		t.Fatalf("poll with the new key on the restarted instance: %v", err)
