@@ -11,8 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
+	"regexp"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,11 +65,26 @@ type Config struct {
 	QueueGroup string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// MaxConnsPerHandle caps a handle's NATS connections on one server
-	// (see ConnCounter); 0 means no cap.
+	// MaxConnsPerHandle caps a handle's NATS connections (see ConnCounter
+	// and Leases); 0 means no cap.
 	MaxConnsPerHandle int
 	// Conns counts connections for MaxConnsPerHandle; nil means no cap.
 	Conns ConnCounter
+	// ServerID is the embedded server this instance runs ("" for none), and
+	// Peers kezd's own connection (broker.Broker.Conn). With both, the
+	// callouts of clustered instances pass each request to the instance
+	// running the client's server, which alone sees its connections: the
+	// servers' queue group picks any instance's callout, the local one no
+	// more often than another.
+	ServerID string
+	Peers    *nats.Conn
+	// Leases, when set, makes MaxConnsPerHandle hold for the deployment
+	// rather than per server: each login the callout grants on a server
+	// Conns sees takes a lease (*postgres.Leases implements it, kind
+	// LeaseKind), which this instance renews while the connection is open
+	// and gives back once Conns reports it closed. Nil keeps the count of
+	// the one server.
+	Leases ConnLeases
 	// Limits, when set, charges each login refused for its credentials to
 	// the failed-authentication limit of the client's IP
 	// (ratelimit.FailedAuth, the bucket failed HTTP authentications take
@@ -82,12 +100,25 @@ type Limiter interface {
 	Reserved(name ratelimit.Name, key string) error
 }
 
-// ConnCounter counts a handle's client connections on the server serverID,
-// reporting false when it cannot (broker.Broker implements it for its
-// embedded server).
+// ConnCounter counts a handle's client connections on the server serverID
+// and tells whether the connection cid is still open there, reporting false
+// when it cannot (broker.Broker implements it for its embedded server).
 type ConnCounter interface {
 	HandleConnections(serverID, handle string) (int, bool)
+	ClientOpen(serverID string, cid uint64) (open, ok bool)
 }
+
+// ConnLeases is the deployment's count of open things (*postgres.Leases,
+// the stream leases of package httpapi): AcquireLease takes a lease of kind
+// for handle when fewer than perHandle are open for it, and fewer than
+// perIP for ip, in the whole deployment; ReleaseLease gives one back.
+type ConnLeases interface {
+	AcquireLease(ctx context.Context, kind, handle, ip string, perHandle, perIP int) (id int64, handleOpen, ipOpen int, ok bool, err error)
+	ReleaseLease(ctx context.Context, id int64) error
+}
+
+// LeaseKind is the kind of the leases NATS logins take.
+const LeaseKind = "nats-connections"
 
 // DefaultMaxConnsPerHandle is the default cap on a handle's NATS
 // connections per server: a person's devices and tabs, several times over.
@@ -103,16 +134,34 @@ type Stats struct {
 // Service answers authorization requests. Start it with Start.
 type Service struct {
 	cfg    Config
+	nc     *nats.Conn // the callout's own connection
 	issuer string
 	lookup HandleLookup
 	conns  ConnCounter
 	log    *slog.Logger
 	resp   *broker.Responder
+	fwd    *broker.Responder // forwarded requests; nil without Peers
 
 	authorized, rejected, dropped atomic.Int64
 	refusals                      refusalLog
-	faults                        *faultlog.Log // the limits' store
+	faults                        *faultlog.Log // the limits' and leases' store
+
+	mu        sync.Mutex
+	held      map[int64]connLease // leases of open logins, by lease id
+	stopSweep context.CancelFunc
+	swept     chan struct{} // closed when the sweep has stopped
 }
+
+// connLease is a login's lease: connection cid on server.
+type connLease struct {
+	server, handle string
+	cid            uint64
+}
+
+// sweepEvery is how often the logins' leases are checked against the
+// connections still open: a connection closed on this instance's server
+// frees its slot in the deployment within it.
+const sweepEvery = time.Second
 
 // refusalEvery is the least time between two log lines about refused
 // logins: a flood of bad logins (anyone can try) writes one line per
@@ -170,9 +219,27 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Service{cfg: cfg, issuer: issuer, lookup: lookup, log: log, conns: cfg.Conns, faults: faultlog.New(log, 0)}
+	s := &Service{cfg: cfg, nc: nc, issuer: issuer, lookup: lookup, log: log, conns: cfg.Conns, faults: faultlog.New(log, 0)}
+	if cfg.Leases != nil {
+		s.held = map[int64]connLease{}
+		var sweepCtx context.Context
+		sweepCtx, s.stopSweep = context.WithCancel(context.WithoutCancel(ctx))
+		s.swept = make(chan struct{})
+		go s.runSweep(sweepCtx)
+	}
 	if s.resp, err = broker.Respond(ctx, nc, broker.CalloutSubject, cfg.QueueGroup, cfg.Workers, s.handle); err != nil {
+		s.stopLeases()
 		return nil, fmt.Errorf("auth callout: %w", err)
+	}
+	if cfg.Peers != nil && cfg.ServerID != "" {
+		if !serverToken.MatchString(cfg.ServerID) {
+			s.Stop()
+			return nil, fmt.Errorf("auth callout: server id %q cannot name a subject", cfg.ServerID)
+		}
+		if s.fwd, err = broker.Respond(ctx, cfg.Peers, ForwardSubject(cfg.ServerID), cfg.QueueGroup, cfg.Workers, s.handleForwarded); err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("auth callout: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -180,14 +247,62 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 // Stop stops answering and waits for requests in flight. Servers then refuse
 // new logins (after their auth timeout) unless another instance answers;
 // connections already logged in stay up until their JWT expires.
-func (s *Service) Stop() { s.resp.Stop() }
+// The leases of its logins are given back: the instance stops with them.
+func (s *Service) Stop() {
+	s.resp.Stop()
+	if s.fwd != nil {
+		s.fwd.Stop()
+	}
+	s.stopLeases()
+}
+
+// stopLeases stops the sweep and gives back every lease held.
+func (s *Service) stopLeases() {
+	if s.stopSweep == nil {
+		return
+	}
+	s.stopSweep()
+	<-s.swept
+	ctx, cancel := context.WithTimeout(context.Background(), leaseReleaseTimeout)
+	defer cancel()
+	s.mu.Lock()
+	ids := make([]int64, 0, len(s.held))
+	for id := range s.held {
+		ids = append(ids, id)
+	}
+	clear(s.held)
+	s.mu.Unlock()
+	s.release(ctx, ids)
+}
 
 // Stats returns the counters.
 func (s *Service) Stats() Stats {
 	return Stats{Authorized: s.authorized.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load()}
 }
 
+// handle answers a request a server sent, unless it passes it on to the
+// instance running that server.
 func (s *Service) handle(ctx context.Context, m *nats.Msg) {
+	s.answer(ctx, m, m.Respond, true)
+}
+
+// handleForwarded answers a request another instance passed on: to the
+// server's reply subject, through the callout's own connection.
+func (s *Service) handleForwarded(ctx context.Context, m *nats.Msg) {
+	reply := m.Header.Get(forwardedReplyHeader)
+	if !strings.HasPrefix(reply, calloutReplyPrefix) {
+		s.drop("forwarded request without the server's reply subject")
+		return
+	}
+	// Taken: the forwarding instance stops waiting.
+	_ = m.Respond(nil)
+	s.answer(ctx, m, func(out []byte) error { return s.nc.Publish(reply, out) }, false)
+}
+
+// answer decides the request m and sends the answer with respond. With
+// mayForward, a request from another instance's embedded server goes to
+// that instance instead (see Config.Peers), unless it cannot be reached.
+func (s *Service) answer(ctx context.Context, m *nats.Msg, respond func([]byte) error, mayForward bool) {
 	data := m.Data
 	serverXKey := m.Header.Get(serverXKeyHeader)
 	if serverXKey != "" {
@@ -208,6 +323,9 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 		s.drop("undecodable request", "err", err)
 		return
 	}
+	if mayForward && s.forward(ctx, req.Server.ID, m) {
+		return
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -217,18 +335,16 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 		handle, err = authorize(ctx, s.lookup, req)
 		s.chargeFailure(ctx, ip, err)
 	}
-	if err == nil && s.conns != nil && s.cfg.MaxConnsPerHandle > 0 {
-		if n, ok := s.conns.HandleConnections(req.Server.ID, handle); ok && n >= s.cfg.MaxConnsPerHandle {
-			err = reject("handle %q has %d NATS connections on this server, its limit", handle, n)
-		}
-	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	if err == nil {
 		resp.Jwt, err = s.userJWT(req.UserNkey, handle)
 	}
+	if err == nil {
+		err = s.admit(ctx, req, handle, ip)
+	}
 	if err != nil {
-		resp.Error = s.refusal(req, err)
+		resp.Jwt, resp.Error = "", s.refusal(req, err)
 	}
 	tok, err := resp.Encode(s.cfg.Keys.Issuer)
 	if err != nil {
@@ -250,9 +366,53 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 	} else {
 		s.rejected.Add(1)
 	}
-	if err := m.Respond(out); err != nil {
+	if err := respond(out); err != nil {
 		s.drop("respond", "err", err)
 	}
+}
+
+// Forwarding requests between instances (Config.Peers).
+const (
+	// forwardSubject is where the instance running server <id> takes the
+	// requests of its server that another instance received.
+	forwardSubject = "kezd.internal.callout."
+	// forwardedReplyHeader carries the server's reply subject.
+	forwardedReplyHeader = "Kez-Callout-Reply"
+	// calloutReplyPrefix is what a server's reply subject starts with
+	// (broker.CalloutReplies).
+	calloutReplyPrefix = "$SYS._INBOX."
+	// forwardWait bounds waiting for the other instance to take one.
+	forwardWait = 2 * time.Second
+)
+
+// ForwardSubject is where the instance running the server serverID takes
+// that server's requests from other instances (in the application account).
+func ForwardSubject(serverID string) string { return forwardSubject + serverID }
+
+// serverToken is what a server ID must look like to name a subject.
+var serverToken = regexp.MustCompile(`^[A-Za-z0-9]{1,128}$`)
+
+// forward passes m, a request of the server serverID, to the instance
+// running it when that is another instance's embedded server, and reports
+// whether that instance took it. A request it did not take (nobody runs
+// that server any more, or it is too slow) is answered here.
+func (s *Service) forward(ctx context.Context, serverID string, m *nats.Msg) bool {
+	if s.cfg.Peers == nil || s.cfg.ServerID == "" || serverID == s.cfg.ServerID || !serverToken.MatchString(serverID) {
+		return false
+	}
+	fm := nats.NewMsg(ForwardSubject(serverID))
+	fm.Data = m.Data
+	fm.Header.Set(forwardedReplyHeader, m.Reply)
+	if x := m.Header.Get(serverXKeyHeader); x != "" {
+		fm.Header.Set(serverXKeyHeader, x)
+	}
+	ctx, cancel := context.WithTimeout(ctx, forwardWait)
+	defer cancel()
+	if _, err := s.cfg.Peers.RequestMsgWithContext(ctx, fm); err != nil {
+		s.log.Debug("auth callout: the instance of the client's server did not take its login; answering here", "server", serverID, "err", err)
+		return false
+	}
+	return true
 }
 
 // ipKey is the failed-authentication bucket of a client's host, as HTTP
@@ -296,6 +456,100 @@ func (s *Service) chargeFailure(ctx context.Context, ip string, err error) {
 		s.faults.Fail(what, lerr)
 	}
 }
+
+// admit applies MaxConnsPerHandle to a login of handle: the count of the
+// server the client connects to first (no query), then, with Leases, the
+// deployment's, taking a lease. Neither applies when Conns cannot see that
+// server (an external NATS, or another instance's embedded server, whose
+// own callout normally answers: see docs/protocol.md). When the leases'
+// store fails, the server's count alone decides.
+func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims, handle, ip string) error {
+	limit := s.cfg.MaxConnsPerHandle
+	if s.conns == nil || limit <= 0 {
+		return nil
+	}
+	n, ok := s.conns.HandleConnections(req.Server.ID, handle)
+	switch {
+	case !ok:
+		return nil
+	case n >= limit:
+		return reject("handle %q has %d NATS connections on this server, its limit", handle, n)
+	case s.cfg.Leases == nil:
+		return nil
+	}
+	const what = "nats connection leases"
+	for swept := false; ; swept = true {
+		id, open, _, ok, err := s.cfg.Leases.AcquireLease(ctx, LeaseKind, handle, ip, limit, math.MaxInt32)
+		if err != nil {
+			s.faults.Fail(what, err)
+			return nil
+		}
+		s.faults.OK(what)
+		if ok {
+			s.mu.Lock()
+			s.held[id] = connLease{server: req.Server.ID, handle: handle, cid: req.ClientInformation.ID}
+			s.mu.Unlock()
+			return nil
+		}
+		// A connection of handle closed here since the last sweep still
+		// holds its lease: give such leases back and ask once more.
+		if swept || s.sweep(ctx, handle) == 0 {
+			return reject("handle %q has %d NATS connections in the deployment, its limit", handle, open)
+		}
+	}
+}
+
+// runSweep sweeps every sweepEvery until ctx ends.
+func (s *Service) runSweep(ctx context.Context) {
+	defer close(s.swept)
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.sweep(ctx, "")
+		}
+	}
+}
+
+// sweep gives back the leases of handle's logins (every handle's for "")
+// whose connections are no longer open, and returns how many.
+func (s *Service) sweep(ctx context.Context, handle string) int {
+	s.mu.Lock()
+	var ids []int64
+	for id, l := range s.held {
+		if handle != "" && l.handle != handle {
+			continue
+		}
+		// A server Conns no longer sees (it was shut down) has no open
+		// connections either.
+		if open, ok := s.conns.ClientOpen(l.server, l.cid); !open || !ok {
+			ids = append(ids, id)
+			delete(s.held, id)
+		}
+	}
+	s.mu.Unlock()
+	s.release(ctx, ids)
+	return len(ids)
+}
+
+// release gives back leases; one that cannot be deleted is no longer
+// renewed, and expires by itself.
+func (s *Service) release(ctx context.Context, ids []int64) {
+	for _, id := range ids {
+		rctx, cancel := context.WithTimeout(ctx, leaseReleaseTimeout)
+		err := s.cfg.Leases.ReleaseLease(rctx, id)
+		cancel()
+		if err != nil {
+			s.faults.Fail("nats connection leases", err)
+		}
+	}
+}
+
+// leaseReleaseTimeout bounds giving back one lease.
+const leaseReleaseTimeout = 5 * time.Second
 
 // refusal logs why a login was refused and returns the reason for the
 // response (nats-server logs it; the client only sees an authorization

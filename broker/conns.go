@@ -16,3 +16,22 @@ func (b *Broker) HandleConnections(serverID, handle string) (int, bool) {
 	}
 	return len(conns.Conns), true
 }
+
+// ClientOpen reports whether the connection cid is open on the embedded
+// server whose ID is serverID (a connection is open from its first byte,
+// before its login is decided), and false for ok when it cannot tell: in
+// external mode, or for another server of the cluster.
+func (b *Broker) ClientOpen(serverID string, cid uint64) (open, ok bool) {
+	if b.srv == nil || b.srv.ID() != serverID {
+		return false, false
+	}
+	return b.srv.GetClient(cid) != nil, true
+}
+
+// ServerID is the embedded server's ID, or "" in external mode.
+func (b *Broker) ServerID() string {
+	if b.srv == nil {
+		return ""
+	}
+	return b.srv.ID()
+}

@@ -109,13 +109,15 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	// when ctx ends; retention stops with ctx.
 	limits := newLimiter(cfg, st)
 	defer goUntilStopped(context.WithoutCancel(ctx), limits.Run)()
-	// With Postgres, the stream and long-poll caps per handle and per IP
-	// hold for the deployment: this instance renews its leases.
+	// With Postgres, the stream and long-poll caps per handle and per IP,
+	// and the NATS connections per handle, hold for the deployment: this
+	// instance renews its leases.
 	var sharedCaps httpapi.SharedCaps
+	ccfg := cfg.Callout
 	if db, ok := st.(*postgres.DB); ok {
 		leases := postgres.NewLeases(db, 0, log.With("component", "stream_leases"))
 		defer goUntilStopped(context.WithoutCancel(ctx), leases.Run)()
-		sharedCaps = leases
+		sharedCaps, ccfg.Leases = leases, leases
 	}
 
 	// The callout service has its own connection, as the service user in the
@@ -128,8 +130,8 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		return fmt.Errorf("connect auth callout service: %w", err)
 	}
 	defer calloutConn.Close()
-	ccfg := cfg.Callout
 	ccfg.Keys, ccfg.Conns, ccfg.Limits = keys, b, limits
+	ccfg.ServerID, ccfg.Peers = b.ServerID(), b.Conn()
 	callout, err := authcallout.Start(ctx, calloutConn, ccfg, st, log.With("component", "auth_callout"))
 	if err != nil {
 		return fmt.Errorf("start auth callout: %w", err)

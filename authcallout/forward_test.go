@@ -1,0 +1,78 @@
+package authcallout_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/broker/brokertest"
+	"github.com/kez-chat/kezd/internal/teststore"
+	"github.com/kez-chat/kezd/internal/testwait"
+)
+
+// With two instances' embedded servers clustered, every login on A's server
+// is decided by A's callout, which alone sees that server's connections
+// (defect: the servers' queue group gave about half of them to B's callout,
+// which could not count them, so they passed the cap): with a cap of 1, the
+// first login on A is admitted and the next 8 are all refused, and B's
+// callout, which received some of the requests, decided none.
+func TestLoginDecidedByItsServersInstance(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	start := func(routes ...string) *broker.Broker {
+		auth := authcallout.BrokerAuth(public(t, k))
+		auth.Timeout = authTimeout
+		return brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez",
+			ClusterUser: "kezd-route", ClusterPassword: "0123456789abcdef-route-secret", Routes: routes,
+			Auth: auth, Options: []nats.Option{k.AppUser()}}, nil)
+	}
+	a := start()
+	b := start(a.ClusterURL())
+	for _, s := range []*broker.Broker{a, b} {
+		testwait.Until(t, "the two servers to form a cluster", func() bool { return s.Server().NumRoutes() > 0 })
+	}
+	db := teststore.SQLite(t)
+	alice := register(t, db, "alice")
+	callout := func(on *broker.Broker) *authcallout.Service {
+		return startCallout(t, on.ClientURL(), k, db, authcallout.Config{MaxConnsPerHandle: 1, Conns: on, ServerID: on.ServerID(), Peers: on.Conn()})
+	}
+	onA, onB := callout(a), callout(b)
+	// B's callout must be in the queue group as seen from A's server, and
+	// A's forwarded requests' subscription known to B's.
+	auth, err := a.Server().LookupAccount(broker.AccountAuth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := b.Server().LookupAccount(broker.AccountApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "B's callout subscription to reach A's server", func() bool { return auth.Interest(broker.CalloutSubject) > 1 })
+	testwait.Until(t, "A's forwarding subscription to reach B's server", func() bool {
+		return app.Interest(authcallout.ForwardSubject(a.ServerID())) > 0
+	})
+
+	login(t, a.ClientURL(), alice, nats.IgnoreDiscoveredServers())
+	const more = 8
+	for i := range more {
+		// Only A: nats.go would try a refused login again on the servers
+		// A's INFO names.
+		nc, err := nats.Connect(a.ClientURL(), append(kezLogin("alice", alice.priv), nats.IgnoreDiscoveredServers())...)
+		if err == nil {
+			nc.Close()
+			t.Fatalf("login %d on A passed the cap of 1", i+2)
+		}
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("login %d: %v, want an authorization violation", i+2, err)
+		}
+	}
+	if st := onA.Stats(); st.Authorized != 1 || st.Rejected != more {
+		t.Errorf("A's callout: %+v, want 1 authorized and %d rejected", st, more)
+	}
+	if st := onB.Stats(); st != (authcallout.Stats{}) {
+		t.Errorf("B's callout decided logins of A's server: %+v", st)
+	}
+}
