@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -88,24 +87,11 @@ func serverOptions(cfg Config) (*server.Options, []nats.Option, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("nats cluster listen: %w", err)
 		}
-		if cfg.ClusterUser == "" || cfg.ClusterPassword == "" {
-			return nil, nil, errors.New("a clustered embedded nats needs a route user and password")
-		}
 		opts.Cluster.Host, opts.Cluster.Port = host, port
 		opts.Cluster.Name = cfg.ClusterName
-		// Routes that join through our port must log in; nats-server also
-		// presents these credentials on the routes it learns by gossip.
-		opts.Cluster.Username, opts.Cluster.Password = cfg.ClusterUser, cfg.ClusterPassword
-		for _, r := range cfg.Routes {
-			u, err := url.Parse(r)
-			if err != nil || u.Host == "" {
-				// The URL may carry a password: do not echo it.
-				return nil, nil, fmt.Errorf("nats route %q: not a URL like nats://host:6222", redactURL(r))
-			}
-			if u.User == nil {
-				u.User = url.UserPassword(cfg.ClusterUser, cfg.ClusterPassword)
-			}
-			opts.Routes = append(opts.Routes, u)
+		c := Cluster{User: cfg.ClusterUser, Password: cfg.ClusterPassword, Routes: cfg.Routes}
+		if err := c.apply(opts); err != nil {
+			return nil, nil, err
 		}
 	} else if len(cfg.Routes) > 0 {
 		return nil, nil, errors.New("nats routes need a cluster listen address")

@@ -64,6 +64,21 @@ func summarize(o *server.Options) topologySummary {
 	return s
 }
 
+// readConfig has nats-server read the configuration conf, which includes
+// the printed text under the name name.
+func readConfig(t *testing.T, conf, name, text string) (*server.Options, error) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return server.ProcessConfigFile(path)
+}
+
 // TestWriteConfigIsTheEmbeddedTopology: nats-server reads the printed
 // configuration into the same accounts, users, permissions and callout as
 // the embedded server is given for the same keys.
@@ -92,15 +107,7 @@ func TestWriteConfigIsTheEmbeddedTopology(t *testing.T) {
 			if err := topo.WriteConfig(&text); err != nil {
 				t.Fatal(err)
 			}
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "auth.conf"), text.Bytes(), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			conf := filepath.Join(dir, "nats.conf")
-			if err := os.WriteFile(conf, []byte("include \"auth.conf\"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			parsed, err := server.ProcessConfigFile(conf)
+			parsed, err := readConfig(t, "include \"auth.conf\"\n", "auth.conf", text.String())
 			if err != nil {
 				t.Fatalf("nats-server refuses the printed config: %v\n%s", err, text.String())
 			}
@@ -158,5 +165,46 @@ func TestWriteConfigRefuses(t *testing.T) {
 				t.Error("accepted")
 			}
 		})
+	}
+}
+
+// TestClusterWriteConfigIsTheEmbeddedCluster: nats-server reads the printed
+// cluster file, included in a cluster {} block, into the same route
+// credentials and routes as the embedded server is given for them.
+func TestClusterWriteConfigIsTheEmbeddedCluster(t *testing.T) {
+	t.Parallel()
+	c := Cluster{User: testRouteUser, Password: testRoutePassword, Routes: []string{"nats://10.0.0.1:6222", "nats-route://kez-2:6222/"}}
+	var text bytes.Buffer
+	if err := c.WriteConfig(&text); err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := readConfig(t, "cluster {\n  listen: 127.0.0.1:6222\n  include \"cluster-auth.conf\"\n}\n", "cluster-auth.conf", text.String())
+	if err != nil {
+		t.Fatalf("nats-server refuses the printed cluster file: %v\n%s", err, text.String())
+	}
+	embedded, _, err := serverOptions(Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:6222",
+		ClusterUser: c.User, ClusterPassword: c.Password, Routes: c.Routes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type routing struct {
+		User, Password string
+		Routes         []string
+	}
+	summary := func(o *server.Options) routing {
+		r := routing{User: o.Cluster.Username, Password: o.Cluster.Password}
+		for _, u := range o.Routes {
+			u := *u
+			u.Path = "" // a path means nothing to a route
+			r.Routes = append(r.Routes, u.String())
+		}
+		return r
+	}
+	got, want := summary(parsed), summary(embedded)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("printed cluster file reads as\n%+v\nthe embedded server has\n%+v\n%s", got, want, text.String())
+	}
+	if want.User != testRouteUser || len(want.Routes) != 2 || !strings.Contains(want.Routes[0], testRoutePassword) {
+		t.Errorf("embedded routing %+v", want)
 	}
 }

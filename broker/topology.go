@@ -34,7 +34,8 @@ const CalloutReplies = "$SYS._INBOX.>"
 // callout's settings. The embedded server's options (Start, with
 // Config.Auth) and the configuration "kezd nats-config" prints for an
 // external server (WriteConfig) are both made from it and from nothing
-// else, so that they cannot differ.
+// else, so that they cannot differ. Its route part, for clustered servers,
+// is Cluster, made into options and printed the same way.
 //
 // Every configured user logs in without the callout (each is one of its
 // auth users, see AuthUsers); every other login goes to the callout, which
