@@ -3,6 +3,7 @@ package authcallout_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,5 +89,28 @@ func TestFailedLoginsLimited(t *testing.T) {
 			refused("unknown key after the refill", kezLogin("alice", newKey(t)))
 			refused("alice after the refill was spent", kezLogin("alice", alice.priv))
 		})
+	}
+}
+
+// A login arriving from a trusted proxy is not charged: the host the
+// server reports is the proxy's, shared by every client behind it, so
+// charging it would let one client's failures lock all of them out.
+func TestFailedLoginsFromTrustedProxyNotCharged(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	url := embedded.start(t, k, authTimeout).url
+	db := teststore.SQLite(t)
+	alice := register(t, db, "alice")
+	limits := ratelimit.New(ratelimit.Config{Limits: map[ratelimit.Name]ratelimit.Limit{ratelimit.FailedAuth: {Burst: 1, Per: time.Hour}}})
+	startCallout(t, url, k, db, authcallout.Config{Limits: limits, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	for range 3 {
+		if nc, err := nats.Connect(url, kezLogin("alice", newKey(t))...); err == nil {
+			nc.Close()
+			t.Fatal("an unknown key logged in")
+		}
+	}
+	login(t, url, alice).Close()
+	if got := limits.Refusals(ratelimit.FailedAuth); got != 0 {
+		t.Errorf("%d refusals by the limit for logins through a trusted proxy", got)
 	}
 }

@@ -91,6 +91,12 @@ type Config struct {
 	// from too), and refuses the logins of an IP whose bucket is empty
 	// before verifying them, until it refills. Nil is no limit.
 	Limits Limiter
+	// TrustedProxies are peers (the HTTP API's --trusted-proxies) whose
+	// clients' logins Limits does not charge: the host a server reports is
+	// the peer's (nats-server does not pass a WebSocket's X-Forwarded-For on
+	// to the callout), which every client behind the proxy shares, so one
+	// client's failures would lock all of them out.
+	TrustedProxies []netip.Prefix
 }
 
 // Limiter is the rate limits the callout applies (*ratelimit.Limiter
@@ -329,7 +335,7 @@ func (s *Service) answer(ctx context.Context, m *nats.Msg, respond func([]byte) 
 
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	ip := ipKey(req.ClientInformation.Host)
+	ip := s.ipKey(req.ClientInformation.Host)
 	handle, err := "", s.reserved(ip)
 	if err == nil {
 		handle, err = authorize(ctx, s.lookup, req)
@@ -341,7 +347,7 @@ func (s *Service) answer(ctx context.Context, m *nats.Msg, respond func([]byte) 
 		resp.Jwt, err = s.userJWT(req.UserNkey, handle)
 	}
 	if err == nil {
-		err = s.admit(ctx, req, handle, ip)
+		err = s.admit(ctx, req, handle, req.ClientInformation.Host)
 	}
 	if err != nil {
 		resp.Jwt, resp.Error = "", s.refusal(req, err)
@@ -416,11 +422,17 @@ func (s *Service) forward(ctx context.Context, serverID string, m *nats.Msg) boo
 }
 
 // ipKey is the failed-authentication bucket of a client's host, as HTTP
-// keys it (ratelimit.IPKey); a host that is no address is its own key.
-func ipKey(host string) string {
+// keys it (ratelimit.IPKey); a host that is no address is its own key. It
+// is "" (no bucket) for a trusted proxy.
+func (s *Service) ipKey(host string) string {
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
 		return host
+	}
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(addr.Unmap()) {
+			return ""
+		}
 	}
 	return ratelimit.IPKey(addr)
 }
@@ -428,7 +440,7 @@ func ipKey(host string) string {
 // reserved refuses a login from ip while its failed-authentication bucket
 // is empty: without verifying anything, and without a query.
 func (s *Service) reserved(ip string) error {
-	if s.cfg.Limits == nil {
+	if s.cfg.Limits == nil || ip == "" {
 		return nil
 	}
 	var r *ratelimit.Refused
@@ -444,7 +456,7 @@ func (s *Service) reserved(ip string) error {
 // refused anyway.
 func (s *Service) chargeFailure(ctx context.Context, ip string, err error) {
 	var rj *rejection
-	if s.cfg.Limits == nil || !errors.As(err, &rj) || rj.err != nil {
+	if s.cfg.Limits == nil || ip == "" || !errors.As(err, &rj) || rj.err != nil {
 		return
 	}
 	const what = "failed-login limit"

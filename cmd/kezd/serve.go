@@ -132,6 +132,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	defer calloutConn.Close()
 	ccfg.Keys, ccfg.Conns, ccfg.Limits = keys, b, limits
 	ccfg.ServerID, ccfg.Peers = b.ServerID(), b.Conn()
+	ccfg.TrustedProxies = cfg.HTTP.TrustedProxies
 	callout, err := authcallout.Start(ctx, calloutConn, ccfg, st, log.With("component", "auth_callout"))
 	if err != nil {
 		return fmt.Errorf("start auth callout: %w", err)
