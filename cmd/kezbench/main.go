@@ -90,7 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.storm, "storm", 1000, "streams the idle run opens at once (a reconnect storm)")
 	fs.IntVar(&c.envelope, "envelope", 1024, "envelope size, bytes of JSON")
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the idle streams open before reading memory (streams re-read the store 1s after setup)")
-	fs.DurationVar(&c.idleWindow, "idle-window", 5*time.Second, "how long the idle run reads the server's CPU with the idle streams open and nothing sent")
+	fs.DurationVar(&c.idleWindow, "idle-window", 16*time.Second, "how long the idle run reads the server's CPU with the idle streams open and nothing sent; at least the 15 s ping interval, so that every stream's ping falls in it")
 	fs.IntVar(&c.commitWorkers, "commit-workers", 0, "kezd's group-commit workers (postgres.Config.CommitWorkers); 0 is the store's default")
 	fs.StringVar(&c.profileDir, "profile", "", "profile each server into this directory: CPU and allocations through one more many-streams throughput run after the measured ones, CPU while the idle streams open and while they idle, the heap with them open")
 	if err := fs.Parse(args); err != nil {
