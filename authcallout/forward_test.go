@@ -72,7 +72,10 @@ func TestLoginDecidedByItsServersInstance(t *testing.T) {
 	if st := onA.Stats(); st.Authorized != 1 || st.Rejected != more {
 		t.Errorf("A's callout: %+v, want 1 authorized and %d rejected", st, more)
 	}
-	if st := onB.Stats(); st != (authcallout.Stats{}) {
+	if st := onB.Stats(); st.Authorized+st.Rejected+st.Dropped != 0 {
 		t.Errorf("B's callout decided logins of A's server: %+v", st)
+	}
+	if st := onA.Stats(); st.CapRefused != more || st.Forwarded != 0 {
+		t.Errorf("A's callout: %+v, want %d refused at the cap and none forwarded", st, more)
 	}
 }

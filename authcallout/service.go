@@ -135,6 +135,11 @@ type Stats struct {
 	Authorized int64 // logins granted
 	Rejected   int64 // logins refused
 	Dropped    int64 // requests that could not be read or answered
+	// CapRefused counts the Rejected refused at MaxConnsPerHandle.
+	CapRefused int64
+	// Forwarded counts requests passed on to the instance running the
+	// client's server (see Config.Peers), which decided them.
+	Forwarded int64
 }
 
 // Service answers authorization requests. Start it with Start.
@@ -149,6 +154,7 @@ type Service struct {
 	fwd    *broker.Responder // forwarded requests; nil without Peers
 
 	authorized, rejected, dropped atomic.Int64
+	capRefused, forwarded         atomic.Int64
 	refusals                      refusalLog
 	faults                        *faultlog.Log // the limits' and leases' store
 
@@ -283,7 +289,8 @@ func (s *Service) stopLeases() {
 
 // Stats returns the counters.
 func (s *Service) Stats() Stats {
-	return Stats{Authorized: s.authorized.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load()}
+	return Stats{Authorized: s.authorized.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load(),
+		CapRefused: s.capRefused.Load(), Forwarded: s.forwarded.Load()}
 }
 
 // handle answers a request a server sent, unless it passes it on to the
@@ -418,6 +425,7 @@ func (s *Service) forward(ctx context.Context, serverID string, m *nats.Msg) boo
 		s.log.Debug("auth callout: the instance of the client's server did not take its login; answering here", "server", serverID, "err", err)
 		return false
 	}
+	s.forwarded.Add(1)
 	return true
 }
 
@@ -485,6 +493,7 @@ func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims
 	case !ok:
 		return nil
 	case n >= limit:
+		s.capRefused.Add(1)
 		return reject("handle %q has %d NATS connections on this server, its limit", handle, n)
 	case s.cfg.Leases == nil:
 		return nil
@@ -506,6 +515,7 @@ func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims
 		// A connection of handle closed here since the last sweep still
 		// holds its lease: give such leases back and ask once more.
 		if swept || s.sweep(ctx, handle) == 0 {
+			s.capRefused.Add(1)
 			return reject("handle %q has %d NATS connections in the deployment, its limit", handle, open)
 		}
 	}

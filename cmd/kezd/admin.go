@@ -60,13 +60,18 @@ func newRegistry(m metricSources) *prometheus.Registry {
 		func() float64 { return float64(m.callout.Stats().Rejected) }, nil)
 	counter("kezd_nats_login_requests_dropped_total", "Auth callout requests that could not be read or answered.",
 		func() float64 { return float64(m.callout.Stats().Dropped) }, nil)
-	const refusedHelp = "Requests refused with 429 rate_limited, by the limit or cap that refused them."
+	counter("kezd_nats_login_requests_forwarded_total", "Auth callout requests passed on to the instance running the client's NATS server.",
+		func() float64 { return float64(m.callout.Stats().Forwarded) }, nil)
+	const refusedHelp = "Requests refused with 429 rate_limited (NATS logins: an authorization violation), by the limit or cap that refused them."
 	for _, n := range ratelimit.Names {
 		counter("kezd_rate_limited_total", refusedHelp, func() float64 { return float64(m.limits.Refusals(n)) }, prometheus.Labels{"limit": string(n)})
 	}
 	for _, n := range httpapi.CapNames {
 		counter("kezd_rate_limited_total", refusedHelp, func() float64 { return float64(m.api.CapRefusals(n)) }, prometheus.Labels{"limit": n})
 	}
+	// On NATS a refusal is an authorization violation, there being no 429.
+	counter("kezd_rate_limited_total", refusedHelp, func() float64 { return float64(m.callout.Stats().CapRefused) },
+		prometheus.Labels{"limit": "nats_connections_per_handle"})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }

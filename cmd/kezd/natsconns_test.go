@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,9 @@ func TestNATSConnectionsPerHandle(t *testing.T) {
 	if nc, err := client.ConnectNATS(s.NATSURL, alice, nats.NoReconnect()); err == nil {
 		nc.Close()
 		t.Fatal("a third login was accepted past the cap of 2")
+	}
+	if _, body := get(t, s.AdminURL+"/metrics"); !strings.Contains(body, `kezd_rate_limited_total{limit="nats_connections_per_handle"} 1`+"\n") {
+		t.Errorf("metrics do not count the refusal at the cap:\n%s", body)
 	}
 	bob := kezdtest.Register(t, ctx, c, "bob")
 	nc, err := client.ConnectNATS(s.NATSURL, bob, nats.NoReconnect())
