@@ -318,11 +318,13 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 	recipients := make([]string, len(reqs))
 	senders := make([]string, len(reqs))
 	ids := make([]string, len(reqs))
-	envelopes := make([]string, len(reqs))
+	// The envelopes' bytes as they are: pgx writes a []byte as text into
+	// the text[] parameter, so they need no string copy each.
+	envelopes := make([][]byte, len(reqs))
 	maxCounts := make([]int64, len(reqs))
 	maxBytes := make([]int64, len(reqs))
 	for i, r := range reqs {
-		recipients[i], senders[i], ids[i], envelopes[i] = r.msg.To, r.msg.From, r.msg.ID, string(r.msg.Envelope)
+		recipients[i], senders[i], ids[i], envelopes[i] = r.msg.To, r.msg.From, r.msg.ID, r.msg.Envelope
 		maxCounts[i], maxBytes[i] = max(r.msg.Quota.Messages, 0), max(r.msg.Quota.Bytes, 0)
 	}
 	distinct := slices.Clone(recipients)
