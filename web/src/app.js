@@ -360,15 +360,34 @@ function messageItem(m) {
   return li;
 }
 
-async function renderMessages() {
-  const ol = $('messages');
-  const msgs = await state.db.messages(state.current);
-  ol.replaceChildren(...msgs.map(messageItem));
-  ol.scrollTop = ol.scrollHeight;
+// The open conversation's view changes one at a time, in the order they
+// were asked for: a full render reads the store first, and a message shown
+// while it reads must neither be wiped by the list it read nor shown twice.
+let view = Promise.resolve();
+function inOrder(f) {
+  const p = view.then(f);
+  view = p.catch(() => {});
+  return p;
 }
 
-// show puts one message in the open conversation (new or changed).
+function renderMessages() {
+  const peer = state.current;
+  return inOrder(async () => {
+    const msgs = await state.db.messages(peer);
+    if (peer !== state.current) return; // another conversation's render follows
+    const ol = $('messages');
+    ol.replaceChildren(...msgs.map(messageItem));
+    ol.scrollTop = ol.scrollHeight;
+  });
+}
+
+// show puts one message in the open conversation (new or changed), after
+// any render asked for before it.
 function show(m) {
+  return inOrder(() => showNow(m));
+}
+
+function showNow(m) {
   if (m.peer !== state.current) return;
   const ol = $('messages');
   const li = messageItem(m);
