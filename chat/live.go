@@ -1,8 +1,10 @@
 package chat
 
 import (
+	"cmp"
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -248,6 +250,10 @@ func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor,
 				return endErr(ctx, err)
 			}
 		}
+		// The messages of one group commit are published by as many
+		// senders at once and reach NATS in any order; in seq order, those
+		// queued together need no gap fill.
+		slices.SortFunc(msgs, func(a, b protocol.Encoded) int { return cmp.Compare(a.Seq, b.Seq) })
 		for _, m := range msgs {
 			if m.Seq <= last {
 				continue

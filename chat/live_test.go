@@ -667,3 +667,83 @@ func TestFollowResetOnLiveGap(t *testing.T) {
 		})
 	}
 }
+
+// handLive is a Live whose test delivers the messages itself, in the order
+// it chooses.
+type handLive struct {
+	mu      sync.Mutex
+	deliver func(protocol.Encoded)
+}
+
+func (l *handLive) Subscribe(_ context.Context, _ string, deliver func(protocol.Encoded), _ func()) (func(), error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deliver = deliver
+	return func() {}, nil
+}
+
+func (l *handLive) AnnounceRevocation(context.Context, chat.Revocation) error { return nil }
+
+func (l *handLive) send(m protocol.Encoded) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deliver(m)
+}
+
+// The messages of one group commit reach NATS in any order (their senders
+// publish them at once): those queued together go out in seq order, with
+// no gap fill from the store.
+func TestFollowSortsWhatArrivesTogether(t *testing.T) {
+	t.Parallel()
+	db := &listCounter{Store: openDB(t)}
+	live := &handLive{}
+	svc := chat.New(brokerOnly, db, nil, live, slog.New(slog.DiscardHandler))
+	var seqs []int64
+	inFirst, release := make(chan struct{}), make(chan struct{})
+	ready := make(chan int64, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- svc.Follow(ctx, owner(t, svc, "bob"), chat.Cursor{Now: true}, func(e chat.Event) error {
+			switch e.Kind {
+			case chat.EventReady:
+				ready <- e.Latest
+			case chat.EventMessage:
+				if seqs = append(seqs, e.Message.Seq); len(seqs) == 1 {
+					close(inFirst) // the stream has taken message 1 and emits it
+					<-release
+				}
+				if len(seqs) == 3 {
+					cancel()
+				}
+			}
+			return nil
+		})
+	}()
+	if got := <-ready; got != 0 {
+		t.Fatalf("ready latest = %d, want 0", got)
+	}
+	stored := func(id string) protocol.Encoded {
+		t.Helper()
+		a, err := db.AppendMessage(t.Context(), store.NewMessage{From: "alice", To: "bob", ID: id, Envelope: []byte(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return protocol.Encode(a.Message)
+	}
+	m1, m2, m3 := stored("m1"), stored("m2"), stored("m3")
+	live.send(m1)
+	<-inFirst
+	live.send(m3) // 3 and 2 are queued together while the stream emits 1
+	live.send(m2)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Follow: %v", err)
+	}
+	if !slices.Equal(seqs, []int64{1, 2, 3}) {
+		t.Errorf("stream sent %v, want [1 2 3]", seqs)
+	}
+	if n := db.lists.Load(); n != 0 {
+		t.Errorf("%d store listings, want 0: 2 and 3 arrived together", n)
+	}
+}
