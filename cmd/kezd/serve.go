@@ -263,9 +263,11 @@ func serveUntilDone(ctx context.Context, cfg config, log *slog.Logger, srv *http
 		// its response, so that a load balancer moves away before the
 		// listener closes and no request is sent on a connection closing
 		// under it.
-		log.Info("draining before shutdown", "for", cfg.DrainDelay)
+		// Logged once it holds: whoever reads the line (an operator, a
+		// test) may rely on /readyz saying so.
 		draining.Store(true)
 		srv.SetKeepAlivesEnabled(false)
+		log.Info("draining before shutdown", "for", cfg.DrainDelay)
 		select {
 		case <-time.After(cfg.DrainDelay):
 		case err := <-serveErr:
