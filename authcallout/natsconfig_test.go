@@ -94,7 +94,7 @@ func TestWriteClusterConfig(t *testing.T) {
 		{"quote in password", authcallout.ClusterConfigOptions{Password: secret + `"`}},
 		{"variable in password", authcallout.ClusterConfigOptions{Password: secret + "$X"}},
 		{"quote in user", authcallout.ClusterConfigOptions{User: `a"b`, Password: secret}},
-		{"route with credentials", authcallout.ClusterConfigOptions{Password: secret, Routes: []string{"nats://u:p@h:6222"}}},
+		{"route with credentials", authcallout.ClusterConfigOptions{Password: secret, Routes: []string{"nats://u:routesecret@h:6222"}}},
 		{"route without port", authcallout.ClusterConfigOptions{Password: secret, Routes: []string{"nats://h"}}},
 		{"not a route", authcallout.ClusterConfigOptions{Password: secret, Routes: []string{"http://h:6222"}}},
 		{"route breaking out", authcallout.ClusterConfigOptions{Password: secret, Routes: []string{"nats://h:6222/\"]\nx"}}},
@@ -107,6 +107,9 @@ func TestWriteClusterConfig(t *testing.T) {
 			}
 			if tt.opts.Password != "" && strings.Contains(err.Error(), tt.opts.Password) {
 				t.Errorf("error echoes the password: %v", err)
+			}
+			if strings.Contains(err.Error(), "routesecret") {
+				t.Errorf("error echoes a route's password: %v", err)
 			}
 		})
 	}

@@ -104,7 +104,7 @@ func (c Cluster) printable() error {
 		u, err := url.Parse(r)
 		if err != nil || (u.Scheme != "nats" && u.Scheme != "nats-route") || u.Host == "" || u.Port() == "" ||
 			u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-			return fmt.Errorf("nats cluster config: route %q: want nats://host:port without user info", r)
+			return fmt.Errorf("nats cluster config: route %q: want nats://host:port without user info", redactURL(r))
 		}
 	}
 	return nil

@@ -81,13 +81,18 @@ type StreamOptions struct {
 const DefaultSilence = 35 * time.Second
 
 // silenceFor is the silence bound for a server's Kez-Ping-Interval value
-// (milliseconds), false when it states none that makes sense.
+// (milliseconds; from the network, so bounded): 2.5 intervals, an interval
+// taken as at least 100 ms and at most 10 minutes, as the web app does.
+// false when the value is not 1 to 9 decimal digits.
 func silenceFor(header string) (time.Duration, bool) {
-	ms, err := strconv.ParseInt(header, 10, 64)
-	if err != nil || ms <= 0 || ms > 600_000 {
+	if len(header) == 0 || len(header) > 9 || strings.Trim(header, "0123456789") != "" {
 		return 0, false
 	}
-	return time.Duration(max(ms, 100)) * time.Millisecond * 5 / 2, true
+	ms, err := strconv.ParseInt(header, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(min(max(ms, 100), 600_000)) * time.Millisecond * 5 / 2, true
 }
 
 // ErrSilent is the reconnect reason of a connection that brought nothing

@@ -98,11 +98,15 @@ func TestSilenceFor(t *testing.T) {
 		{"200", 500 * time.Millisecond, true},
 		{"1", 250 * time.Millisecond, true}, // at least 100 ms an interval
 		{"600000", 25 * time.Minute, true},
-		{"600001", 0, false},
-		{"0", 0, false},
+		{"900000", 25 * time.Minute, true}, // at most 10 minutes: --sse-ping 15m is not cut every 35 s
+		{"999999999", 25 * time.Minute, true},
+		{"0", 250 * time.Millisecond, true},
+		{"1000000000", 0, false},
 		{"-5", 0, false},
+		{"+5", 0, false},
 		{"", 0, false},
 		{"15s", 0, false},
+		{" 15", 0, false},
 	} {
 		got, ok := silenceFor(tc.header)
 		if got != tc.want || ok != tc.ok {

@@ -102,6 +102,10 @@ func (s *Server) follow(ctx context.Context, cancel context.CancelFunc, w *event
 	// handler. Every frame counts, so pings fill only the silences.
 	w.onPingFail = cancel
 	s.pings.add(w)
+	// Out of the wheel whatever happens: a panic in Follow must not leave
+	// the wheel writing to a response that has ended (stopPings is
+	// idempotent; the normal path calls it below, where it matters when).
+	defer w.stopPings()
 	stopAbort := context.AfterFunc(ctx, w.abort)
 	err := s.svc.Follow(ctx, owner, cursor, w.event)
 	ended := ctx.Err() != nil // by the client, a failed ping or shutdown

@@ -332,8 +332,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 		c.HTTP.TrustedProxies = append(c.HTTP.TrustedProxies, pfx.Masked())
 	}
-	if c.HTTP.PingInterval <= 0 {
-		return config{}, fmt.Errorf("invalid --sse-ping %s: must be positive", c.HTTP.PingInterval)
+	if c.HTTP.PingInterval < 100*time.Millisecond || c.HTTP.PingInterval > 10*time.Minute {
+		// Clients bound an interval they are told to the same range.
+		return config{}, fmt.Errorf("invalid --sse-ping %s: must be from 100ms to 10m", c.HTTP.PingInterval)
 	}
 	if c.DrainDelay < 0 || c.DrainDelay > 5*time.Minute {
 		return config{}, fmt.Errorf("invalid --drain-delay %s: must be between 0 and 5m", c.DrainDelay)

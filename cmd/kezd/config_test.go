@@ -109,6 +109,8 @@ func TestParseServeRejects(t *testing.T) {
 		{"budget below a page", []string{"--catch-up-budget", "128KiB"}, nil, "catch-up-budget"},
 		{"catch-up wait", []string{"--catch-up-wait", "0s"}, nil, "catch-up-wait"},
 		{"drain timeout", []string{"--stream-drain-timeout", "0s"}, nil, "stream-drain-timeout"},
+		{"ping below the clients' floor", []string{"--sse-ping", "50ms"}, nil, "sse-ping"},
+		{"ping above the clients' ceiling", []string{"--sse-ping", "15m"}, nil, "sse-ping"},
 		{"admin listen", []string{"--admin-listen", "9090"}, nil, "admin-listen"},
 		{"rate limits switch", nil, map[string]string{"KEZ_RATE_LIMITS": "maybe"}, "rate-limits"},
 		{"rate limit syntax", []string{"--rate-sends", "10"}, nil, "rate-sends"},
