@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/netip"
 	"regexp"
 	"runtime"
@@ -117,7 +116,8 @@ type ConnCounter interface {
 // ConnLeases is the deployment's count of open things (*postgres.Leases,
 // the stream leases of package httpapi): AcquireLease takes a lease of kind
 // for handle when fewer than perHandle are open for it, and fewer than
-// perIP for ip, in the whole deployment; ReleaseLease gives one back.
+// perIP for ip (perIP 0: no per-IP cap, nothing counted or locked for ip),
+// in the whole deployment; ReleaseLease gives one back.
 type ConnLeases interface {
 	AcquireLease(ctx context.Context, kind, handle, ip string, perHandle, perIP int) (id int64, handleOpen, ipOpen int, ok bool, err error)
 	ReleaseLease(ctx context.Context, id int64) error
@@ -500,7 +500,9 @@ func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims
 	}
 	const what = "nats connection leases"
 	for swept := false; ; swept = true {
-		id, open, _, ok, err := s.cfg.Leases.AcquireLease(ctx, LeaseKind, handle, ip, limit, math.MaxInt32)
+		// No per-IP cap (0): logins behind one proxy or NAT do not queue
+		// on their address's lock.
+		id, open, _, ok, err := s.cfg.Leases.AcquireLease(ctx, LeaseKind, handle, ip, limit, 0)
 		if err != nil {
 			s.faults.Fail(what, err)
 			return nil

@@ -40,11 +40,17 @@ func NewLeases(db *DB, ttl time.Duration, log *slog.Logger) *Leases {
 // AcquireLease takes one lease of kind for handle and ip when fewer than
 // perHandle are open for handle and fewer than perIP for ip, in the whole
 // deployment, in one round trip. ok false says which cap refused it
-// (handleOpen >= perHandle, or else ipOpen >= perIP).
+// (handleOpen >= perHandle, or else ipOpen >= perIP). perIP 0 or less is no
+// per-IP cap: ip's leases are neither counted (ipOpen is 0) nor locked, so
+// that acquires from one address do not wait for each other.
 func (l *Leases) AcquireLease(ctx context.Context, kind, handle, ip string, perHandle, perIP int) (id int64, handleOpen, ipOpen int, ok bool, err error) {
+	var ipCap *int // NULL: no per-IP cap
+	if perIP > 0 {
+		ipCap = &perIP
+	}
 	var lease *int64
 	if err := l.db.pool.QueryRow(ctx, `SELECT lease_id, handle_open, ip_open FROM acquire_lease($1, $2, $3, $4, $5, $6)`,
-		kind, handle, ip, perHandle, perIP, l.ttl.Milliseconds()).Scan(&lease, &handleOpen, &ipOpen); err != nil {
+		kind, handle, ip, perHandle, ipCap, l.ttl.Milliseconds()).Scan(&lease, &handleOpen, &ipOpen); err != nil {
 		return 0, 0, 0, false, fmt.Errorf("acquire stream lease: %w", translate(err))
 	}
 	if lease == nil {
@@ -59,11 +65,22 @@ func (l *Leases) AcquireLease(ctx context.Context, kind, handle, ip string, perH
 // ReleaseLease ends lease id. If the delete fails, the lease is no longer
 // renewed and expires within the TTL.
 func (l *Leases) ReleaseLease(ctx context.Context, id int64) error {
+	return l.ReleaseLeases(ctx, []int64{id})
+}
+
+// ReleaseLeases ends the leases ids in one statement. If the delete fails,
+// they are no longer renewed and expire within the TTL.
+func (l *Leases) ReleaseLeases(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	l.mu.Lock()
-	delete(l.mine, id)
+	for _, id := range ids {
+		delete(l.mine, id)
+	}
 	l.mu.Unlock()
-	if _, err := l.db.pool.Exec(ctx, `DELETE FROM stream_leases WHERE id = $1`, id); err != nil {
-		return fmt.Errorf("release stream lease: %w", translate(err))
+	if _, err := l.db.pool.Exec(ctx, `DELETE FROM stream_leases WHERE id = ANY($1)`, ids); err != nil {
+		return fmt.Errorf("release stream leases: %w", translate(err))
 	}
 	return nil
 }

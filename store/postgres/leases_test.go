@@ -1,10 +1,14 @@
 package postgres_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/store/pgtest"
@@ -111,5 +115,91 @@ func TestLeasesExpireUnlessRenewed(t *testing.T) {
 			t.Fatalf("live leases lapsed: handleOpen %d, ok %v, err %v", handleOpen, ok, err)
 		}
 		time.Sleep(ttl / 4) // sampling, not synchronisation
+	}
+}
+
+// Without a per-IP cap (perIP 0, the NATS logins' leases), acquiring
+// neither waits for the address's lock nor counts its leases: with another
+// transaction holding the (kind, ip) lock, it still takes its lease, while
+// with a per-IP cap it waits for that lock (until its context ends). Before,
+// every login behind one proxy or NAT queued on that one lock.
+func TestLeaseWithoutIPCapTakesNoIPLock(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	l := postgres.NewLeases(open(t, url), 0, nil)
+	ctx := t.Context()
+	const kind, ip = "nats-connections", "10.0.0.1"
+	for i := range 2 { // the address has leases, which a count would see
+		if _, _, _, ok, err := l.AcquireLease(ctx, kind, fmt.Sprintf("h%d", i), ip, 8, 100); err != nil || !ok {
+			t.Fatalf("lease %d: ok %v, err %v", i, ok, err)
+		}
+	}
+
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1 || '|i|' || $2, 0))`, kind, ip); err != nil {
+		t.Fatal(err)
+	}
+
+	// The check that the lock held is the IP's: a per-IP cap waits for it.
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, _, _, ok, err := l.AcquireLease(wctx, kind, "alice", ip, 8, 100); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("with a per-IP cap under the held IP lock: ok %v, err %v; want it to wait until its context ends", ok, err)
+	}
+
+	// No per-IP cap: not blocked (bounded by a context, so that a regression
+	// fails rather than hangs).
+	nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id, handleOpen, ipOpen, ok, err := l.AcquireLease(nctx, kind, "alice", ip, 8, 0)
+	if err != nil || !ok || handleOpen != 0 || ipOpen != 0 {
+		t.Fatalf("without a per-IP cap under the held IP lock: id %d, handleOpen %d, ipOpen %d, ok %v, err %v; want taken, 0 and 0 (not counted)",
+			id, handleOpen, ipOpen, ok, err)
+	}
+	// The per-handle cap still holds without a per-IP cap.
+	for range 2 {
+		if _, _, _, ok, err := l.AcquireLease(nctx, kind, "bob", ip, 2, 0); err != nil || !ok {
+			t.Fatalf("bob's lease: ok %v, err %v", ok, err)
+		}
+	}
+	if _, handleOpen, _, ok, err := l.AcquireLease(nctx, kind, "bob", ip, 2, 0); err != nil || ok || handleOpen != 2 {
+		t.Fatalf("bob's 3rd lease: handleOpen %d, ok %v, err %v; want refused at 2", handleOpen, ok, err)
+	}
+}
+
+// ReleaseLeases gives back several leases in one call, and only those.
+func TestReleaseLeases(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDatabase(t)
+	l := postgres.NewLeases(open(t, url), 0, nil)
+	ctx := t.Context()
+	var ids []int64
+	for range 3 {
+		id, _, _, ok, err := l.AcquireLease(ctx, "nats-connections", "bob", "ip", 3, 0)
+		if err != nil || !ok {
+			t.Fatalf("lease: ok %v, err %v", ok, err)
+		}
+		ids = append(ids, id)
+	}
+	if err := l.ReleaseLeases(ctx, ids[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ReleaseLeases(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for want := 1; want <= 3; want++ {
+		_, handleOpen, _, ok, err := l.AcquireLease(ctx, "nats-connections", "bob", "ip", 3, 0)
+		if err != nil || ok != (want < 3) || handleOpen != want {
+			t.Fatalf("after releasing 2 of 3: handleOpen %d, ok %v, err %v; want %d open", handleOpen, ok, err, want)
+		}
 	}
 }
