@@ -3,6 +3,7 @@ package authcallout_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -77,5 +78,47 @@ func TestLoginDecidedByItsServersInstance(t *testing.T) {
 	}
 	if st := onA.Stats(); st.CapRefused != more || st.Forwarded != 0 {
 		t.Errorf("A's callout: %+v, want %d refused at the cap and none forwarded", st, more)
+	}
+}
+
+// A request passed on to an instance that does not take it (here a peer
+// that never answers) is answered here while the server still waits, with
+// nats-server's default auth timeout, which kezd's embedded server keeps
+// (defect: the wait for the peer was 2 s, that timeout, so the fallback
+// answer came after the server had refused the login).
+func TestForwardNotTakenAnsweredInTime(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	// No Timeout: the server's default, as kezd serve's embedded server.
+	a := brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", Auth: authcallout.BrokerAuth(public(t, k)),
+		Options: []nats.Option{k.AppUser()}}, nil)
+	db := teststore.SQLite(t)
+	alice := register(t, db, "alice")
+
+	// The slow instance said to run a's server: it receives, never answers.
+	peer := connect(t, a.ClientURL(), k.AppUser())
+	received := make(chan struct{}, 1)
+	if _, err := peer.Subscribe(authcallout.ForwardSubject(a.ServerID()), func(*nats.Msg) {
+		select {
+		case received <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// This callout runs another server, so it passes a's requests on.
+	svc := startCallout(t, a.ClientURL(), k, db, authcallout.Config{ServerID: "ANOTHERSERVER", Peers: a.Conn(), Conns: a})
+
+	login(t, a.ClientURL(), alice, nats.IgnoreDiscoveredServers())
+	select {
+	case <-received:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the login was never passed on to the peer")
+	}
+	if st := svc.Stats(); st.Authorized != 1 || st.Forwarded != 0 {
+		t.Errorf("callout: %+v, want 1 authorized here and none forwarded", st)
 	}
 }

@@ -117,10 +117,11 @@ type ConnCounter interface {
 // the stream leases of package httpapi): AcquireLease takes a lease of kind
 // for handle when fewer than perHandle are open for it, and fewer than
 // perIP for ip (perIP 0: no per-IP cap, nothing counted or locked for ip),
-// in the whole deployment; ReleaseLease gives one back.
+// in the whole deployment; ReleaseLeases gives several back in one
+// statement.
 type ConnLeases interface {
 	AcquireLease(ctx context.Context, kind, handle, ip string, perHandle, perIP int) (id int64, handleOpen, ipOpen int, ok bool, err error)
-	ReleaseLease(ctx context.Context, id int64) error
+	ReleaseLeases(ctx context.Context, ids []int64) error
 }
 
 // LeaseKind is the kind of the leases NATS logins take.
@@ -138,7 +139,7 @@ type Stats struct {
 	// CapRefused counts the Rejected refused at MaxConnsPerHandle.
 	CapRefused int64
 	// Forwarded counts requests passed on to the instance running the
-	// client's server (see Config.Peers), which decided them.
+	// client's server (see Config.Peers), for it to decide.
 	Forwarded int64
 }
 
@@ -152,6 +153,9 @@ type Service struct {
 	log    *slog.Logger
 	resp   *broker.Responder
 	fwd    *broker.Responder // forwarded requests; nil without Peers
+	// fwdWaits bounds the workers waiting for another instance to take a
+	// request (forward), so that a slow peer cannot hold them all.
+	fwdWaits chan struct{}
 
 	authorized, rejected, dropped atomic.Int64
 	capRefused, forwarded         atomic.Int64
@@ -231,7 +235,8 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Service{cfg: cfg, nc: nc, issuer: issuer, lookup: lookup, log: log, conns: cfg.Conns, faults: faultlog.New(log, 0)}
+	s := &Service{cfg: cfg, nc: nc, issuer: issuer, lookup: lookup, log: log, conns: cfg.Conns, faults: faultlog.New(log, 0),
+		fwdWaits: make(chan struct{}, max(1, cfg.Workers/2))}
 	if cfg.Leases != nil {
 		s.held = map[int64]connLease{}
 		var sweepCtx context.Context
@@ -240,16 +245,18 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 		go s.runSweep(sweepCtx)
 	}
 	if s.resp, err = broker.Respond(ctx, nc, broker.CalloutSubject, cfg.QueueGroup, cfg.Workers, s.handle); err != nil {
-		s.stopLeases()
+		s.ReleaseLeases()
 		return nil, fmt.Errorf("auth callout: %w", err)
 	}
 	if cfg.Peers != nil && cfg.ServerID != "" {
 		if !serverToken.MatchString(cfg.ServerID) {
 			s.Stop()
+			s.ReleaseLeases()
 			return nil, fmt.Errorf("auth callout: server id %q cannot name a subject", cfg.ServerID)
 		}
 		if s.fwd, err = broker.Respond(ctx, cfg.Peers, ForwardSubject(cfg.ServerID), cfg.QueueGroup, cfg.Workers, s.handleForwarded); err != nil {
 			s.Stop()
+			s.ReleaseLeases()
 			return nil, fmt.Errorf("auth callout: %w", err)
 		}
 	}
@@ -259,22 +266,26 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 // Stop stops answering and waits for requests in flight. Servers then refuse
 // new logins (after their auth timeout) unless another instance answers;
 // connections already logged in stay up until their JWT expires.
-// The leases of its logins are given back: the instance stops with them.
+// The leases of its logins stay taken, as their connections are still
+// open: give them back with ReleaseLeases once they are closed.
 func (s *Service) Stop() {
 	s.resp.Stop()
 	if s.fwd != nil {
 		s.fwd.Stop()
 	}
-	s.stopLeases()
+	s.stopSweeping()
 }
 
-// stopLeases stops the sweep and gives back every lease held.
-func (s *Service) stopLeases() {
+// ReleaseLeases gives back every lease its logins hold, in one statement
+// (waiting at most leaseReleaseTimeout), and stops checking them against
+// open connections. Call it after the server has closed the connections the
+// leases cover (broker.Broker.Close), so that none of them is open
+// uncounted: the instance stops with them. Without Leases it does nothing.
+func (s *Service) ReleaseLeases() {
 	if s.stopSweep == nil {
 		return
 	}
-	s.stopSweep()
-	<-s.swept
+	s.stopSweeping()
 	ctx, cancel := context.WithTimeout(context.Background(), leaseReleaseTimeout)
 	defer cancel()
 	s.mu.Lock()
@@ -285,6 +296,15 @@ func (s *Service) stopLeases() {
 	clear(s.held)
 	s.mu.Unlock()
 	s.release(ctx, ids)
+}
+
+// stopSweeping stops the sweep and waits for it; again is a no-op.
+func (s *Service) stopSweeping() {
+	if s.stopSweep == nil {
+		return
+	}
+	s.stopSweep()
+	<-s.swept
 }
 
 // Stats returns the counters.
@@ -336,7 +356,7 @@ func (s *Service) answer(ctx context.Context, m *nats.Msg, respond func([]byte) 
 		s.drop("undecodable request", "err", err)
 		return
 	}
-	if mayForward && s.forward(ctx, req.Server.ID, m) {
+	if mayForward && s.forward(ctx, req, m) {
 		return
 	}
 
@@ -394,8 +414,16 @@ const (
 	// calloutReplyPrefix is what a server's reply subject starts with
 	// (broker.CalloutReplies).
 	calloutReplyPrefix = "$SYS._INBOX."
-	// forwardWait bounds waiting for the other instance to take one.
-	forwardWait = 2 * time.Second
+	// forwardWait bounds waiting for the other instance to take one: it
+	// takes it at once unless it is overloaded, and a worker waits
+	// meanwhile.
+	forwardWait = 250 * time.Millisecond
+	// forwardMargin is the part of a request's remaining time (to its
+	// expiry, the server's auth timeout) that waiting leaves for answering
+	// it here when the other instance did not take it: the lookup, the
+	// lease, and clocks a little apart. Without it, the server gives up on
+	// the login before the answer comes.
+	forwardMargin = 500 * time.Millisecond
 )
 
 // ForwardSubject is where the instance running the server serverID takes
@@ -405,12 +433,26 @@ func ForwardSubject(serverID string) string { return forwardSubject + serverID }
 // serverToken is what a server ID must look like to name a subject.
 var serverToken = regexp.MustCompile(`^[A-Za-z0-9]{1,128}$`)
 
-// forward passes m, a request of the server serverID, to the instance
-// running it when that is another instance's embedded server, and reports
-// whether that instance took it. A request it did not take (nobody runs
-// that server any more, or it is too slow) is answered here.
-func (s *Service) forward(ctx context.Context, serverID string, m *nats.Msg) bool {
+// forward passes m, the request req of its server, to the instance running
+// that server when it is another instance's embedded server, and reports
+// whether that instance took it. It waits for that at most forwardWait, and
+// leaves forwardMargin of the request's time: a request not taken by then
+// (nobody runs that server any more, or it is too slow), or with too little
+// time left to wait at all, is answered here, while the server still waits
+// for the answer. While half the workers wait on forwards already, a
+// request is passed on without waiting, so that a slow instance holds up
+// neither the logins of other servers nor the dispatch of requests.
+func (s *Service) forward(ctx context.Context, req *jwt.AuthorizationRequestClaims, m *nats.Msg) bool {
+	serverID := req.Server.ID
 	if s.cfg.Peers == nil || s.cfg.ServerID == "" || serverID == s.cfg.ServerID || !serverToken.MatchString(serverID) {
+		return false
+	}
+	wait := forwardWait
+	if req.Expires > 0 {
+		wait = min(wait, time.Unix(req.Expires, 0).Sub(s.cfg.Now())-forwardMargin)
+	}
+	if wait <= 0 {
+		s.log.Debug("auth callout: too little time left to pass a login on to its server's instance; answering here", "server", serverID)
 		return false
 	}
 	fm := nats.NewMsg(ForwardSubject(serverID))
@@ -419,7 +461,18 @@ func (s *Service) forward(ctx context.Context, serverID string, m *nats.Msg) boo
 	if x := m.Header.Get(serverXKeyHeader); x != "" {
 		fm.Header.Set(serverXKeyHeader, x)
 	}
-	ctx, cancel := context.WithTimeout(ctx, forwardWait)
+	select {
+	case s.fwdWaits <- struct{}{}:
+		defer func() { <-s.fwdWaits }()
+	default:
+		if err := s.cfg.Peers.PublishMsg(fm); err != nil {
+			s.log.Debug("auth callout: cannot pass a login on to its server's instance; answering here", "server", serverID, "err", err)
+			return false
+		}
+		s.forwarded.Add(1)
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	if _, err := s.cfg.Peers.RequestMsgWithContext(ctx, fm); err != nil {
 		s.log.Debug("auth callout: the instance of the client's server did not take its login; answering here", "server", serverID, "err", err)
@@ -562,17 +615,17 @@ func (s *Service) sweep(ctx context.Context, handle string) int {
 // release gives back leases; one that cannot be deleted is no longer
 // renewed, and expires by itself.
 func (s *Service) release(ctx context.Context, ids []int64) {
-	for _, id := range ids {
-		rctx, cancel := context.WithTimeout(ctx, leaseReleaseTimeout)
-		err := s.cfg.Leases.ReleaseLease(rctx, id)
-		cancel()
-		if err != nil {
-			s.faults.Fail("nats connection leases", err)
-		}
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, leaseReleaseTimeout)
+	defer cancel()
+	if err := s.cfg.Leases.ReleaseLeases(ctx, ids); err != nil {
+		s.faults.Fail("nats connection leases", err)
 	}
 }
 
-// leaseReleaseTimeout bounds giving back one lease.
+// leaseReleaseTimeout bounds giving back leases (one statement).
 const leaseReleaseTimeout = 5 * time.Second
 
 // refusal logs why a login was refused and returns the reason for the

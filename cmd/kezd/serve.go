@@ -49,7 +49,8 @@ type started struct {
 
 // serve runs kezd until ctx ends, then shuts down in order: stop accepting
 // HTTP and end streams, let in-flight requests finish, stop the NATS
-// responders, drain NATS and shut the embedded server, close the store.
+// responders, drain NATS and shut the embedded server, give back the NATS
+// logins' leases, close the store.
 // Each step's undoing is deferred as it starts, so they run in reverse.
 func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(started)) (err error) {
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
@@ -97,6 +98,15 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	if err != nil {
 		return fmt.Errorf("start nats (--nats-listen, --nats-cluster-listen, --nats-url): %w", err)
 	}
+	// The callout's NATS logins give back their leases once the broker has
+	// closed their connections (the next step), not before: else other
+	// instances could admit more while they are still open.
+	var callout *authcallout.Service
+	defer func() {
+		if callout != nil {
+			callout.ReleaseLeases()
+		}
+	}()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
@@ -133,7 +143,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	ccfg.Keys, ccfg.Conns, ccfg.Limits = keys, b, limits
 	ccfg.ServerID, ccfg.Peers = b.ServerID(), b.Conn()
 	ccfg.TrustedProxies = cfg.HTTP.TrustedProxies
-	callout, err := authcallout.Start(ctx, calloutConn, ccfg, st, log.With("component", "auth_callout"))
+	callout, err = authcallout.Start(ctx, calloutConn, ccfg, st, log.With("component", "auth_callout"))
 	if err != nil {
 		return fmt.Errorf("start auth callout: %w", err)
 	}
