@@ -122,3 +122,32 @@ func TestForwardNotTakenAnsweredInTime(t *testing.T) {
 		t.Errorf("callout: %+v, want 1 authorized here and none forwarded", st)
 	}
 }
+
+// A request with less time left than the fallback needs is answered where
+// it arrived, not passed on: here the callout's clock runs an hour ahead,
+// so every request has expired by it, and the peer, which takes requests
+// but never answers them, would leave the login unanswered.
+func TestForwardSkippedWithoutTimeLeft(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	auth := authcallout.BrokerAuth(public(t, k))
+	auth.Timeout = authTimeout
+	a := brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", Auth: auth, Options: []nats.Option{k.AppUser()}}, nil)
+	db := teststore.SQLite(t)
+	alice := register(t, db, "alice")
+
+	peer := connect(t, a.ClientURL(), k.AppUser())
+	if _, err := peer.Subscribe(authcallout.ForwardSubject(a.ServerID()), func(m *nats.Msg) { _ = m.Respond(nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ahead := func() time.Time { return time.Now().Add(time.Hour) }
+	svc := startCallout(t, a.ClientURL(), k, db, authcallout.Config{ServerID: "ANOTHERSERVER", Peers: a.Conn(), Conns: a, Now: ahead})
+
+	login(t, a.ClientURL(), alice, nats.IgnoreDiscoveredServers(), nats.Timeout(authTimeout))
+	if st := svc.Stats(); st.Authorized != 1 || st.Forwarded != 0 {
+		t.Errorf("callout: %+v, want 1 authorized here and none forwarded", st)
+	}
+}
