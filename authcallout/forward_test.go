@@ -2,6 +2,7 @@ package authcallout_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +150,52 @@ func TestForwardSkippedWithoutTimeLeft(t *testing.T) {
 	login(t, a.ClientURL(), alice, nats.IgnoreDiscoveredServers(), nats.Timeout(authTimeout))
 	if st := svc.Stats(); st.Authorized != 1 || st.Forwarded != 0 {
 		t.Errorf("callout: %+v, want 1 authorized here and none forwarded", st)
+	}
+}
+
+// While every slot for waiting on other instances is taken (as by workers
+// waiting on a slow one), a request of another instance's server is passed
+// on to it without waiting: with the server's reply subject, but no reply
+// of its own, so that no worker is held up by it.
+func TestForwardWithoutWaitingWhileWaitsTaken(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	auth := authcallout.BrokerAuth(public(t, k))
+	auth.Timeout = 3 * time.Second // enough to forward; nobody answers the login
+	a := brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", Auth: auth, Options: []nats.Option{k.AppUser()}}, nil)
+	db := teststore.SQLite(t)
+	alice := register(t, db, "alice")
+
+	peer := connect(t, a.ClientURL(), k.AppUser())
+	got := make(chan *nats.Msg, 1)
+	if _, err := peer.Subscribe(authcallout.ForwardSubject(a.ServerID()), func(m *nats.Msg) {
+		select {
+		case got <- m:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	svc := startCallout(t, a.ClientURL(), k, db, authcallout.Config{ServerID: "ANOTHERSERVER", Peers: a.Conn(), Conns: a, Workers: 2})
+	t.Cleanup(authcallout.HoldForwardWaits(svc))
+
+	if nc, err := nats.Connect(a.ClientURL(), append(kezLogin("alice", alice.priv), nats.IgnoreDiscoveredServers())...); err == nil {
+		nc.Close()
+		t.Fatal("logged in, though the peer answers nothing and this callout passed the login on")
+	}
+	var m *nats.Msg
+	select {
+	case m = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the login was never passed on to the peer")
+	}
+	if m.Reply != "" || !strings.HasPrefix(m.Header.Get("Kez-Callout-Reply"), "$SYS._INBOX.") {
+		t.Errorf("passed on with reply %q and server reply %q; want none, and the server's", m.Reply, m.Header.Get("Kez-Callout-Reply"))
+	}
+	if st := svc.Stats(); st.Forwarded != 1 || st.Authorized+st.Rejected != 0 {
+		t.Errorf("callout: %+v, want 1 forwarded and none decided here", st)
 	}
 }
