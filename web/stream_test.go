@@ -339,3 +339,42 @@ func TestEventStreamParser(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowsARestoredServer: a page whose cursor is ahead of anything the
+// server stores for it (the server was restored from an older backup; here
+// the page's cursor is set to 5 where the server stores nothing for bob)
+// takes ready's id as its cursor, and shows what the server stores next,
+// which it would otherwise take for messages it already kept.
+func TestFollowsARestoredServer(t *testing.T) {
+	srv := kezdtest.Start(t, kezdtest.Config{})
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := kezdtest.Register(t, t.Context(), c, "alice")
+	bob := newPerson(t, srv, "bob")
+	bob.create("bob")
+	browserEval(t, bob, `new Promise((resolve, reject) => {
+		const r = indexedDB.open('kez');
+		r.onerror = () => reject(r.error);
+		r.onsuccess = () => {
+			const tx = r.result.transaction('meta', 'readwrite');
+			tx.objectStore('meta').put(5, 'cursor');
+			tx.oncomplete = () => { r.result.close(); resolve(true); };
+			tx.onerror = () => reject(tx.error);
+		};
+	})`)
+	bob.Do(chromedp.Reload())
+	bob.waitLive()
+	want := []shown{{Dir: "in", Text: "one"}, {Dir: "in", Text: "two"}, {Dir: "in", Text: "three"}}
+	for _, m := range want {
+		if _, err := c.Send(t.Context(), alice, "bob", []byte(m.Text)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob.openConversation("alice", "alice")
+	checkConversation(t, "bob", bob.messages(3), want)
+	if cur := browsertest.Eval[int](bob.Profile, `new Promise((resolve) => { const r = indexedDB.open('kez'); r.onsuccess = () => { const g = r.result.transaction('meta').objectStore('meta').get('cursor'); g.onsuccess = () => { r.result.close(); resolve(g.result); }; }; })`); cur != 3 {
+		t.Fatalf("the page's kept cursor is %d, want 3", cur)
+	}
+}

@@ -191,7 +191,7 @@ function switchIdentity(id, backup) {
   $('my-fp').textContent = fingerprint(id.signingKey);
   showBackup(backup);
   state.live?.stop();
-  state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus, onGap: showGap });
+  state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus, onGap: showGap, rewind });
   state.live.start();
 }
 
@@ -446,6 +446,14 @@ async function retryPending() {
 
 // ---- receiving
 
+// rewind moves the cursor back to seq, where a restored server resumes.
+// What was kept stays: a message is kept under its sender and id, so one
+// delivered again is not kept twice.
+async function rewind(seq) {
+  await state.db.setCursor(seq);
+  state.cursor = seq;
+}
+
 async function receive(m) {
   const seq = m.seq;
   if (!Number.isSafeInteger(seq) || seq <= state.cursor) return;
@@ -504,7 +512,7 @@ function start(id, backup) {
   };
   state.db.cursor().then((cur) => {
     state.cursor = cur;
-    state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus, onGap: showGap });
+    state.live = new Live({ id, cursor: () => state.cursor, handle: receive, onStatus: setStatus, onGap: showGap, rewind });
     state.live.start();
   });
   renderContacts();

@@ -83,6 +83,11 @@ class DB {
     return (await this.get('meta', 'cursor')) ?? 0;
   }
 
+  // setCursor sets the cursor to seq, down as well as up.
+  setCursor(seq) {
+    return this.put('meta', seq, 'cursor');
+  }
+
   contact(handle) {
     return this.get('contacts', handle);
   }

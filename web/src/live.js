@@ -89,9 +89,12 @@ export class Live {
   // stored message (rejects when it could not, e.g. the server is away);
   // onStatus(status, words): status is "connecting", "live" or
   // "reconnecting"; onGap(first, last): messages first to last were deleted
-  // at the server before this client kept them (the stream's reset).
-  constructor({ id, cursor, handle, onStatus, onGap }) {
-    Object.assign(this, { id, cursor, handle, onStatus, onGap });
+  // at the server before this client kept them (the stream's reset);
+  // rewind(seq): the server stores nothing beyond seq, below the cursor (it
+  // was restored from an older backup): resume from seq, or what it stores
+  // next would be taken for what was kept already.
+  constructor({ id, cursor, handle, onStatus, onGap, rewind }) {
+    Object.assign(this, { id, cursor, handle, onStatus, onGap, rewind });
     this.abort = null;
     this.silence = 0;
     this.attempt = 0;
@@ -208,7 +211,12 @@ export class Live {
       }
       this.then(gen, () => this.handle(m));
     } else if (ev.event === 'ready') {
-      this.then(gen, () => {
+      // ready's id is the server's cursor (PROTOCOL.md): the seq of the
+      // last message it sent, or where it resumed from; below ours only
+      // when the server has nothing beyond it.
+      const id = /^[0-9]{1,15}$/.test(ev.id) ? Number(ev.id) : null;
+      this.then(gen, async () => {
+        if (id !== null && id < this.cursor()) await this.rewind(id);
         this.attempt = 0;
         this.setStatus('live', '');
       });
