@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -38,26 +39,7 @@ func TestStreamDetectsSilence(t *testing.T) {
 		t.Fatal(err)
 	}
 	col.take(t, 1)
-
-	// Two seconds of the live connection bring pings and nothing else:
-	// no reconnect for silence.
-	select {
-	case <-silent:
-		t.Fatal("a connection that pings was taken for silent")
-	case <-time.After(2 * time.Second):
-	}
-
-	srv.Freeze()
-	t.Cleanup(srv.Thaw)
-	frozen := time.Now()
-	select {
-	case at := <-silent:
-		if d := at.Sub(frozen); d > 3*time.Second {
-			t.Errorf("silence detected %s after the freeze, want about 1 s", d)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no reconnect for silence while the server was frozen")
-	}
+	pingsThenFreeze(t, srv, silent, 3*time.Second, 15*time.Second, "about 1 s")
 	srv.Thaw()
 	if _, err := c.Send(ctx, alice, "bob", []byte("after")); err != nil {
 		t.Fatal(err)
@@ -89,6 +71,16 @@ func TestStreamSilenceFollowsStatedPing(t *testing.T) {
 		}, func(m client.Message) error { col.msgs <- m; return nil })
 	})
 	col.waitState(t, client.StateLive)
+	pingsThenFreeze(t, srv, silent, 5*time.Second, 20*time.Second, fmt.Sprintf("about 0.5 s, not DefaultSilence (%s)", client.DefaultSilence))
+}
+
+// pingsThenFreeze checks a live stream's silence detection, silent being
+// where its ErrSilent reconnects are reported: two seconds of a live
+// connection bring pings and nothing else, and no reconnect for silence;
+// then srv is frozen (and thawed at the end of the test), and one must come
+// within bound (want says what is expected), waiting at most wait.
+func pingsThenFreeze(t *testing.T, srv *kezdtest.Server, silent <-chan time.Time, bound, wait time.Duration, want string) {
+	t.Helper()
 	select {
 	case <-silent:
 		t.Fatal("a connection that pings was taken for silent")
@@ -99,10 +91,10 @@ func TestStreamSilenceFollowsStatedPing(t *testing.T) {
 	frozen := time.Now()
 	select {
 	case at := <-silent:
-		if d := at.Sub(frozen); d > 5*time.Second {
-			t.Errorf("silence detected %s after the freeze, want about 0.5 s", d)
+		if d := at.Sub(frozen); d > bound {
+			t.Errorf("silence detected %s after the freeze, want %s", d, want)
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no reconnect for silence within 20 s of the freeze (DefaultSilence is %s)", client.DefaultSilence)
+	case <-time.After(wait):
+		t.Fatalf("no reconnect for silence within %s of the freeze, want %s", wait, want)
 	}
 }
