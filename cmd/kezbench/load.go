@@ -353,38 +353,45 @@ func (l *load) throughput(ctx context.Context, p *serverProc, recipients []*user
 
 // latencyResult is one open-loop run.
 type latencyResult struct {
-	p50, p99  time.Duration
-	cpuPerMsg float64 // server CPU µs per message
+	p50, p99 time.Duration
+	// answerP50 and answerP99 are of the send's answer (from the same due
+	// time to the 201 read): the store's part of POST→SSE, the rest being
+	// the publish and the stream's write.
+	answerP50, answerP99 time.Duration
+	cpuPerMsg            float64 // server CPU µs per message
 }
 
 // latency sends at a fixed offered rate (open loop: message i is due at
-// start + i/rate whether or not earlier ones are answered) to one recipient
-// with one open stream on p, and returns the percentiles of each message's
-// time from its due time to its arrival on the stream, and the server's CPU
-// per message. Measuring from the due time, not the moment a sender got to
-// it, keeps queueing in the numbers.
-func (l *load) latency(ctx context.Context, p *serverProc, recipient *user, rate float64, dur time.Duration) (latencyResult, error) {
+// start + i/rate whether or not earlier ones are answered) to recipients in
+// turn, each with one open stream on p, and returns the percentiles of each
+// message's time from its due time to its arrival on the stream, and the
+// server's CPU per message. Measuring from the due time, not the moment a
+// sender got to it, keeps queueing in the numbers.
+func (l *load) latency(ctx context.Context, p *serverProc, recipients []*user, rate float64, dur time.Duration) (latencyResult, error) {
 	n := int(rate * dur.Seconds())
 	interval := time.Duration(float64(time.Second) / rate)
 	run := l.nextRun()
 	lat := make([]time.Duration, n)
+	answered := make([]time.Duration, n)
 	var got atomic.Int64
-	var start time.Time // set once the stream is open, before the first send
+	var start time.Time // set once the streams are open, before the first send
 	var started sync.WaitGroup
 	started.Add(1)
-	s, err := openStream(ctx, p.addr, recipient, func(id string) {
-		i, err := strconv.Atoi(strings.TrimPrefix(id, run+"-"))
-		if err != nil || i < 0 || i >= n {
-			return
+	for _, r := range recipients {
+		s, err := openStream(ctx, p.addr, r, func(id string) {
+			i, err := strconv.Atoi(strings.TrimPrefix(id, run+"-"))
+			if err != nil || i < 0 || i >= n {
+				return
+			}
+			started.Wait()
+			lat[i] = time.Since(start.Add(time.Duration(i) * interval))
+			got.Add(1)
+		})
+		if err != nil {
+			return latencyResult{}, err
 		}
-		started.Wait()
-		lat[i] = time.Since(start.Add(time.Duration(i) * interval))
-		got.Add(1)
-	})
-	if err != nil {
-		return latencyResult{}, err
+		defer s.close()
 	}
-	defer s.close()
 
 	cpu0, err := p.cpu()
 	if err != nil {
@@ -412,9 +419,10 @@ func (l *load) latency(ctx context.Context, p *serverProc, recipient *user, rate
 	}()
 	err = l.each(ctx, p.addr, func(s int, snd *sender) error {
 		for i := range jobs {
-			if err := snd.send(sendRequest(l.senders[s], recipient.handle, run+"-"+strconv.Itoa(i), l.envelope)); err != nil {
+			if err := snd.send(sendRequest(l.senders[s], recipients[i%len(recipients)].handle, run+"-"+strconv.Itoa(i), l.envelope)); err != nil {
 				return err
 			}
+			answered[i] = time.Since(start.Add(time.Duration(i) * interval))
 		}
 		return nil
 	})
@@ -429,9 +437,9 @@ func (l *load) latency(ctx context.Context, p *serverProc, recipient *user, rate
 	if err != nil {
 		return latencyResult{}, err
 	}
-	s.close()
-	sorted := sortedCopy(lat)
-	return latencyResult{p50: percentile(sorted, 50), p99: percentile(sorted, 99), cpuPerMsg: µs(cpu1-cpu0) / float64(n)}, nil
+	sorted, answers := sortedCopy(lat), sortedCopy(answered)
+	return latencyResult{p50: percentile(sorted, 50), p99: percentile(sorted, 99),
+		answerP50: percentile(answers, 50), answerP99: percentile(answers, 99), cpuPerMsg: µs(cpu1-cpu0) / float64(n)}, nil
 }
 
 // profile runs one more many-streams throughput run on p with its CPU

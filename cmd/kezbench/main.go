@@ -68,6 +68,8 @@ type config struct {
 	settle     time.Duration
 	idleWindow time.Duration
 	profileDir string
+	// baselineSeqs is "per-recipient" (as PROTOCOL.md's) or "global".
+	baselineSeqs string
 	// commitWorkers is kezd's postgres.Config.CommitWorkers (0: its default).
 	commitWorkers int
 	scenarios     []string
@@ -92,9 +94,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the idle streams open before reading memory (streams re-read the store 1s after setup)")
 	fs.DurationVar(&c.idleWindow, "idle-window", 16*time.Second, "how long the idle run reads the server's CPU with the idle streams open and nothing sent; at least the 15 s ping interval, so that every stream's ping falls in it")
 	fs.IntVar(&c.commitWorkers, "commit-workers", 0, "kezd's group-commit workers (postgres.Config.CommitWorkers); 0 is the store's default")
+	fs.StringVar(&c.baselineSeqs, "baseline-seqs", "per-recipient", "the baseline's seqs: per-recipient (gap-free per inbox, as PROTOCOL.md's: sends to one inbox take turns on its counter row) or global (one sequence for every inbox, the baseline of runs before 2026-12-02)")
 	fs.StringVar(&c.profileDir, "profile", "", "profile each server into this directory: CPU and allocations through one more many-streams throughput run after the measured ones, CPU while the idle streams open and while they idle, the heap with them open")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if c.baselineSeqs != "per-recipient" && c.baselineSeqs != "global" {
+		return c, fmt.Errorf("-baseline-seqs is per-recipient or global, not %q", c.baselineSeqs)
 	}
 	c.scenarios = fs.Args()
 	if len(c.scenarios) == 0 {
@@ -150,7 +156,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer func() { err = errors.Join(err, kezd.close()) }()
-	base, err := startServer(ctx, exe, "baseline", db.URL, cfg.senders, 0)
+	baseKind := "baseline"
+	if cfg.baselineSeqs == "global" {
+		baseKind = "baseline-global"
+	}
+	base, err := startServer(ctx, exe, baseKind, db.URL, cfg.senders, 0)
 	if err != nil {
 		return err
 	}
@@ -204,18 +214,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				rep.throughput(name, runs)
 			}
 		case "latency":
-			fmt.Fprintf(stderr, "kezbench: POST→SSE latency at %g msg/s, %d × %s each\n", cfg.rate, cfg.count, cfg.duration)
-			var runs [2][]latencyResult
-			for range cfg.count {
-				for i, p := range servers {
-					r, err := l.latency(ctx, p, recipients[0], cfg.rate, cfg.duration)
-					if err != nil {
-						return fmt.Errorf("%s latency: %w", p.name, err)
-					}
-					runs[i] = append(runs[i], r)
-				}
+			sets := [][]*user{recipients[:1], recipients}
+			if len(recipients) == 1 {
+				sets = sets[:1]
 			}
-			rep.latency(fmt.Sprintf("at %g msg/s", cfg.rate), runs)
+			for _, rs := range sets {
+				name := fmt.Sprintf("at %g msg/s, %d stream(s) on %d recipient(s)", cfg.rate, len(rs), len(rs))
+				fmt.Fprintf(stderr, "kezbench: POST→SSE latency %s, %d × %s each\n", name, cfg.count, cfg.duration)
+				var runs [2][]latencyResult
+				for range cfg.count {
+					for i, p := range servers {
+						r, err := l.latency(ctx, p, rs, cfg.rate, cfg.duration)
+						if err != nil {
+							return fmt.Errorf("%s latency, %s: %w", p.name, name, err)
+						}
+						runs[i] = append(runs[i], r)
+					}
+				}
+				rep.latency(name, runs)
+			}
 		case "idle":
 			// One run each: a detached kezd stream whose client is gone is
 			// noticed at its next pings (about 30 s), so runs in a row
@@ -260,7 +277,7 @@ type row struct {
 }
 
 func printTable(w io.Writer, cfg config, rows []row) {
-	fmt.Fprintf(w, "\nkezbench: %d senders, %d-byte envelopes, Postgres fsync on, loopback, servers in child processes; medians of %d runs of %s\n\n", cfg.senders, cfg.envelope, cfg.count, cfg.duration)
+	fmt.Fprintf(w, "\nkezbench: %d senders, %d-byte envelopes, Postgres fsync on, loopback, servers in child processes, the baseline's seqs %s; medians of %d runs of %s\n\n", cfg.senders, cfg.envelope, cfg.baselineSeqs, cfg.count, cfg.duration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "metric\tkezd\tbaseline\tratio\tgoal\tmet\t\tnote\t")
 	for _, r := range rows {

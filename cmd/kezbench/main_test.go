@@ -61,7 +61,7 @@ func TestSmoke(t *testing.T) {
 
 func TestFlags(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"nonsense"}, {"-duration", "0s"}, {"-senders", "0"}} {
+	for _, args := range [][]string{{"nonsense"}, {"-duration", "0s"}, {"-senders", "0"}, {"-baseline-seqs", "none"}} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
 		}

@@ -194,7 +194,7 @@ func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*use
 	}
 	res.idleCPU = float64(c1-c0) / float64(cfg.idleWindow)
 
-	if res.lat, err = l.latency(ctx, p, recipient, cfg.rate, cfg.duration); err != nil {
+	if res.lat, err = l.latency(ctx, p, []*user{recipient}, cfg.rate, cfg.duration); err != nil {
 		return idleResult{}, err
 	}
 	if cfg.profileDir != "" {

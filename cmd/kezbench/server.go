@@ -64,7 +64,9 @@ func runServer(kind, dbURL string, conns int32, commitWorkers int, stdin io.Read
 	case "kezd":
 		t, err = startKezd(ctx, dbURL, commitWorkers, log)
 	case "baseline":
-		t, err = startBaseline(ctx, dbURL, conns)
+		t, err = startBaseline(ctx, dbURL, conns, false)
+	case "baseline-global":
+		t, err = startBaseline(ctx, dbURL, conns, true)
 	default:
 		err = fmt.Errorf("unknown server %q", kind)
 	}
@@ -128,7 +130,8 @@ type serverProc struct {
 	out  *bufio.Reader
 }
 
-// startServer starts the server child of kind ("kezd" or "baseline").
+// startServer starts the server child of kind ("kezd", "baseline", or
+// "baseline-global": the baseline with one seq for every inbox).
 func startServer(ctx context.Context, exe, kind, dbURL string, conns, commitWorkers int) (*serverProc, error) {
 	cmd := exec.CommandContext(ctx, exe, serveCommand, kind, dbURL, strconv.Itoa(conns), strconv.Itoa(commitWorkers))
 	cmd.Stderr = os.Stderr

@@ -85,26 +85,56 @@ func startKezd(ctx context.Context, dbURL string, commitWorkers int, log *slog.L
 }
 
 // The baseline is the thinnest pipeline that does the same job: a bare
-// net/http server whose send handler decodes the body, inserts one row with
-// raw pgx (autocommit, one round trip, into a table without per-recipient
-// seqs) and publishes the message JSON with raw nats.go to an embedded
-// nats-server; each stream is one NATS subscription whose messages the
-// handler writes and flushes. No signature checks, no dedup, no gap fill.
+// net/http server whose send handler decodes the body, stores the message
+// with raw pgx in one autocommit statement (one round trip) and publishes the
+// message JSON with raw nats.go to an embedded nats-server; each stream is one
+// NATS subscription whose messages the handler writes and flushes. No
+// signature checks, no dedup, no gap fill, no quota, no outbox.
+//
+// Its seqs are per recipient, as PROTOCOL.md's are: the statement bumps the
+// recipient's counter row and inserts the message under it, so two sends to
+// one inbox take turns on that row until each commits (one fsync each), as
+// any store of gap-free per-inbox seqs must unless it batches. With
+// globalSeqs (kezbench -baseline-seqs global, the baseline of the runs
+// before 2026-12-02) it takes one bigserial for every inbox instead: seqs a
+// client could not tell gaps by, with no row shared between sends.
 const baselineSchema = `CREATE TABLE IF NOT EXISTS bench_baseline (
-	seq       bigserial   PRIMARY KEY,
 	recipient text        NOT NULL,
+	seq       bigint      NOT NULL,
 	sender    text        NOT NULL,
 	client_id text        NOT NULL,
 	envelope  text        NOT NULL,
-	sent_at   timestamptz NOT NULL DEFAULT now()
-)`
+	sent_at   timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (recipient, seq)
+);
+CREATE TABLE IF NOT EXISTS bench_baseline_counters (
+	recipient text   PRIMARY KEY,
+	last_seq  bigint NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS bench_baseline_global_seq`
+
+const (
+	baselinePerRecipientSQL = `
+WITH c AS (
+	INSERT INTO bench_baseline_counters AS c (recipient, last_seq) VALUES ($1, 1)
+	ON CONFLICT (recipient) DO UPDATE SET last_seq = c.last_seq + 1
+	RETURNING last_seq
+)
+INSERT INTO bench_baseline (recipient, seq, sender, client_id, envelope)
+SELECT $1, last_seq, $2, $3, $4 FROM c RETURNING seq, sent_at`
+	baselineGlobalSQL = `
+INSERT INTO bench_baseline (recipient, seq, sender, client_id, envelope)
+VALUES ($1, nextval('bench_baseline_global_seq'), $2, $3, $4) RETURNING seq, sent_at`
+)
 
 type baseline struct {
 	pool *pgxpool.Pool
 	nc   *nats.Conn
+	// insert is baselinePerRecipientSQL or baselineGlobalSQL.
+	insert string
 }
 
-func startBaseline(ctx context.Context, dbURL string, conns int32) (*target, error) {
+func startBaseline(ctx context.Context, dbURL string, conns int32, globalSeqs bool) (*target, error) {
 	pcfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		return nil, err
@@ -135,7 +165,10 @@ func startBaseline(ctx context.Context, dbURL string, conns int32) (*target, err
 		ns.Shutdown()
 		return nil, err
 	}
-	bl := &baseline{pool: pool, nc: nc}
+	bl := &baseline{pool: pool, nc: nc, insert: baselinePerRecipientSQL}
+	if globalSeqs {
+		bl.insert = baselineGlobalSQL
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/messages", bl.send)
 	mux.HandleFunc("GET /v1/inbox/{handle}/stream", bl.stream)
@@ -180,9 +213,7 @@ func (bl *baseline) send(w http.ResponseWriter, r *http.Request) {
 	}
 	// "Kez <handle>:<ts>:<sig>", taken on trust.
 	m.From, _, _ = strings.Cut(strings.TrimPrefix(r.Header.Get("Authorization"), "Kez "), ":")
-	if err := bl.pool.QueryRow(r.Context(),
-		`INSERT INTO bench_baseline (recipient, sender, client_id, envelope) VALUES ($1, $2, $3, $4) RETURNING seq, sent_at`,
-		m.To, m.From, m.ID, string(m.Envelope)).Scan(&m.Seq, &m.SentAt); err != nil {
+	if err := bl.pool.QueryRow(r.Context(), bl.insert, m.To, m.From, m.ID, string(m.Envelope)).Scan(&m.Seq, &m.SentAt); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
