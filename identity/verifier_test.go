@@ -19,7 +19,7 @@ func TestVerifierMatchesVerify(t *testing.T) {
 	check := func(name, pub, msg string, sig []byte) {
 		t.Helper()
 		want := Verify(pub, msg, sig)
-		for range 2 { // the key unseen, then remembered
+		for range 3 { // the key unseen, then seen once (now precomputed), then precomputed
 			if got := v.Verify(pub, msg, sig); (got == nil) != (want == nil) {
 				t.Fatalf("%s: Verifier says %v, Verify says %v (key %s, sig %x)", name, got, want, pub, sig)
 			}
@@ -49,13 +49,25 @@ func TestVerifierMatchesVerify(t *testing.T) {
 	}
 	zero := make([]byte, 64)
 	identity := "0100000000000000000000000000000000000000000000000000000000000000"
-	for _, k := range []string{
+	edges := []string{
 		identity,
 		"0000000000000000000000000000000000000000000000000000000000000000", // small order
 		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // -1: non-canonical y
 		"0200000000000000000000000000000000000000000000000000000000000000", // y = 2: not on the curve
 		"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // small order, Wycheproof
-	} {
+	}
+	// Every encoding with y ≥ p (y = p + t), with either sign bit: none is
+	// canonical, and CheckSigningKey refuses them whether or not they
+	// decode to a point.
+	for t := range 19 {
+		for _, sign := range []byte{0, 0x80} {
+			k := hexBytes("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")
+			k[0] += byte(t)
+			k[31] = k[31]&0x7f | sign
+			edges = append(edges, hex.EncodeToString(k))
+		}
+	}
+	for _, k := range edges {
 		check("edge key, zero sig", k, msg, zero)
 		sig := append(hexBytes(identity), make([]byte, 32)...) // R = identity, S = 0
 		check("edge key, R identity S 0", k, msg, sig)
@@ -89,8 +101,31 @@ func addOrder(sig []byte) []byte {
 	return out
 }
 
+// BenchmarkVerifierFirstUse is Verifier with a key it has not seen, as for
+// a stream opened in a reconnect storm of many handles.
+func BenchmarkVerifierFirstUse(b *testing.B) {
+	const keys = 512
+	pubs, sigs := make([]string, keys), make([][]byte, keys)
+	msg := SendString("00", 1)
+	for i := range keys {
+		pub, priv, _ := ed25519.GenerateKey(nil)
+		pubs[i], sigs[i] = hex.EncodeToString(pub), ed25519.Sign(priv, []byte(msg))
+	}
+	var v *Verifier
+	i := 0
+	for b.Loop() {
+		if i%keys == 0 {
+			v = NewVerifier(DefaultVerifierKeys)
+		}
+		if err := v.Verify(pubs[i%keys], msg, sigs[i%keys]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // BenchmarkVerifier is Verifier with the key remembered, as for a sender's
-// second request on; BenchmarkVerify/with_key_check is the same check
+// third request on; BenchmarkVerify/with_key_check is the same check
 // through crypto/ed25519.
 func BenchmarkVerifier(b *testing.B) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
