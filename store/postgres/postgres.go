@@ -68,6 +68,10 @@ type DB struct {
 	workers sync.WaitGroup
 	batches atomic.Int64 // transactions the committer ran for appends
 	appends atomic.Int64 // the appends in them
+
+	// Point reads of every stream open, batched (readbatch.go).
+	handleReads *readBatch[store.Handle]
+	latestReads *readBatch[int64]
 }
 
 // BatchStats counts what the group committer has done since Open.
@@ -135,11 +139,15 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	for range workers {
 		db.workers.Go(db.commitLoop)
 	}
+	db.handleReads = newReadBatch(db.queryHandles)
+	db.latestReads = newReadBatch(db.queryLatestSeqs)
+	db.handleReads.start(db)
+	db.latestReads.start(db)
 	return db, nil
 }
 
-// Close stops taking appends, commits those already queued, waits for the
-// committer, and closes the pool.
+// Close stops taking appends and reads, commits and answers those already
+// queued, waits for the workers, and closes the pool.
 func (db *DB) Close() error {
 	db.mu.Lock()
 	if db.closed {
@@ -271,9 +279,12 @@ func (db *DB) Handle(ctx context.Context, handle string) (store.Handle, error) {
 	if h, ok := db.handles.get(handle, time.Now()); ok {
 		return h, nil
 	}
-	h, err := db.findHandle(ctx, `handle = $1`, handle)
+	h, found, err := db.handleReads.get(ctx, db, handle)
 	if err != nil {
 		return store.Handle{}, fmt.Errorf("handle: %w", err)
+	}
+	if !found {
+		return store.Handle{}, fmt.Errorf("handle: %w", store.ErrNotFound)
 	}
 	db.handles.put(h, time.Now())
 	return h, nil
@@ -342,15 +353,10 @@ func (db *DB) ListMessagesUpTo(ctx context.Context, to string, since int64, limi
 // LatestSeq returns the highest seq ever stored for `to` (deleted messages
 // included), 0 when there is none.
 func (db *DB) LatestSeq(ctx context.Context, to string) (int64, error) {
-	var seq int64
-	// The counter, not max(seq) of the messages: after a deletion the next
-	// message still continues from it. It is committed with the messages.
-	err := db.pool.QueryRow(ctx, `SELECT last_seq FROM inbox_counters WHERE handle = $1`, to).Scan(&seq)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
+	// A missing counter row is an inbox with nothing yet: 0.
+	seq, _, err := db.latestReads.get(ctx, db, to)
 	if err != nil {
-		return 0, fmt.Errorf("latest seq: %w", translate(err))
+		return 0, fmt.Errorf("latest seq: %w", err)
 	}
 	return seq, nil
 }

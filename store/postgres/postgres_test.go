@@ -379,3 +379,70 @@ func TestTwoProcessesRetention(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent point reads are answered in batches (readbatch.go): each
+// caller gets its own key's answer, whether the key is found, unknown or
+// asked for by several callers at once, and a caller giving up disturbs
+// no other.
+func TestConcurrentReadsEachGetTheirOwn(t *testing.T) {
+	t.Parallel()
+	db := open(t, pgtest.NewDatabase(t))
+	const handles = 60
+	register(t, db, "sender")
+	for i := range handles {
+		h := fmt.Sprintf("h%d", i)
+		register(t, db, h)
+		for j := range i % 4 { // latest seq i%4
+			if _, err := db.AppendMessage(t.Context(), store.NewMessage{From: "sender", To: h, ID: h + "-" + fmt.Sprint(j), Envelope: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const readers = 480
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*readers)
+	start := make(chan struct{})
+	for r := range readers {
+		wg.Go(func() {
+			<-start
+			i := r % (handles + 10) // h60…h69 are not registered
+			h := fmt.Sprintf("h%d", i)
+			ctx := t.Context()
+			if r%7 == 6 {
+				c, cancel := context.WithCancel(ctx)
+				cancel()
+				ctx = c
+			}
+			got, err := db.Handle(ctx, h)
+			seq, serr := db.LatestSeq(ctx, h)
+			switch {
+			case r%7 == 6:
+				// Given up before asking: an error, or an answer from the
+				// cache; never another key's.
+				if err == nil && got.Handle != h {
+					errs <- fmt.Errorf("cancelled reader of %s got handle %q", h, got.Handle)
+				}
+			case i >= handles:
+				if !errors.Is(err, store.ErrNotFound) {
+					errs <- fmt.Errorf("Handle(%s) of an unknown handle: %+v, %v", h, got, err)
+				}
+				if serr != nil || seq != 0 {
+					errs <- fmt.Errorf("LatestSeq(%s) of an unknown handle = %d, %v, want 0", h, seq, serr)
+				}
+			default:
+				if err != nil || got.Handle != h || got.SigningKey != "sk-"+h {
+					errs <- fmt.Errorf("Handle(%s) = %+v, %v", h, got, err)
+				}
+				if serr != nil || seq != int64(i%4) {
+					errs <- fmt.Errorf("LatestSeq(%s) = %d, %v, want %d", h, seq, serr, i%4)
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
