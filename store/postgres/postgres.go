@@ -141,13 +141,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	}
 	db.handleReads = newReadBatch(db.queryHandles)
 	db.latestReads = newReadBatch(db.queryLatestSeqs)
-	db.handleReads.start(db)
-	db.latestReads.start(db)
 	return db, nil
 }
 
-// Close stops taking appends and reads, commits and answers those already
-// queued, waits for the workers, and closes the pool.
+// Close stops taking appends and reads, commits the appends already
+// queued, waits for the committer, and closes the pool (which waits for the
+// reads running).
 func (db *DB) Close() error {
 	db.mu.Lock()
 	if db.closed {

@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,12 +19,17 @@ import (
 // anything else an open does (a quarter of it in kezbench's reconnect
 // storm). When an instance goes away its clients all open their streams
 // again at once, so, as appends are group-committed, concurrent point reads
-// of one kind are coalesced: a reader worker takes every request queued at
-// that moment (up to maxReadBatch, never waiting for more, so that a lone
-// read is one query, as before) and answers them all with one query over
-// their keys.
+// of one kind are coalesced into one query over their keys.
 //
-// A read is queued only once its caller is ready for it, and the query
+// There are no reader goroutines: a read that finds fewer than readLeaders
+// queries of its kind running runs one itself, for its own key and every
+// key queued meanwhile (up to maxReadBatch), so that a lone read is one
+// query on its caller's goroutine, as before. A read that finds them all
+// busy queues its key and waits; a leader that finishes passes the lead
+// to the first read still queued, which runs the next query for all of
+// them.
+//
+// A read is queued only once its caller is ready for it, and its query
 // starts after that, so it sees everything committed before the caller
 // asked: LatestSeq read after a stream's subscription is still read after
 // it.
@@ -30,9 +37,9 @@ import (
 // maxReadBatch bounds the keys of one batched read.
 const maxReadBatch = 256
 
-// readWorkers is the number of workers per kind of read: a slow query does
-// not hold up every read of its kind.
-const readWorkers = 2
+// readLeaders is how many queries of one kind may run at once: a slow one
+// does not hold up every read of its kind.
+const readLeaders = 2
 
 // readTimeout bounds one batched read. Callers' contexts do not reach the
 // query (one caller giving up must not fail the others); a caller whose
@@ -41,103 +48,115 @@ const readTimeout = 10 * time.Second
 
 // readBatch coalesces the point reads of one kind.
 type readBatch[V any] struct {
-	queue chan *readRequest[V]
 	// query returns the rows found for keys (distinct); a key without one
 	// is not found.
 	query func(ctx context.Context, keys []string) (map[string]V, error)
+
+	mu      sync.Mutex
+	running int               // leaders running a query
+	queued  []*readRequest[V] // waiting for the next query, in arrival order
 }
 
 type readRequest[V any] struct {
-	key  string
-	done chan readResult[V] // buffered: the worker never blocks on it
+	key string
+	// done takes the request's answer, or the lead (buffered: whoever
+	// answers never blocks on it).
+	done chan readResult[V]
 }
 
 type readResult[V any] struct {
 	v     V
 	found bool
 	err   error
+	lead  bool // no answer: run the next query, for the requests queued
 }
 
 func newReadBatch[V any](query func(context.Context, []string) (map[string]V, error)) *readBatch[V] {
-	return &readBatch[V]{queue: make(chan *readRequest[V], 4*maxReadBatch), query: query}
+	return &readBatch[V]{query: query}
 }
 
-// start runs b's workers until db closes.
-func (b *readBatch[V]) start(db *DB) {
-	for range readWorkers {
-		db.workers.Go(func() { b.loop(db.closing) })
-	}
-}
-
-// get reads key, with every other read of its kind queued meanwhile.
+// get reads key, in one query with every other read of its kind queued
+// meanwhile.
 func (b *readBatch[V]) get(ctx context.Context, db *DB, key string) (v V, found bool, err error) {
-	req := &readRequest[V]{key: key, done: make(chan readResult[V], 1)}
 	db.mu.RLock()
-	if db.closed {
-		db.mu.RUnlock()
+	closed := db.closed
+	db.mu.RUnlock()
+	if closed {
 		return v, false, fmt.Errorf("%w: store closed", store.ErrUnavailable)
 	}
-	// Holding the read lock while queueing keeps Close from finishing (and
-	// the workers from exiting) until the request is in the queue.
+	if err := ctx.Err(); err != nil {
+		return v, false, err
+	}
+	req := &readRequest[V]{key: key, done: make(chan readResult[V], 1)}
+	b.mu.Lock()
+	if b.running < readLeaders {
+		b.running++
+		b.mu.Unlock()
+		return b.lead(req)
+	}
+	b.queued = append(b.queued, req)
+	b.mu.Unlock()
+
+	var r readResult[V]
 	select {
-	case b.queue <- req:
+	case r = <-req.done:
 	case <-ctx.Done():
-		db.mu.RUnlock()
+		b.mu.Lock()
+		if i := slices.Index(b.queued, req); i >= 0 {
+			b.queued = slices.Delete(b.queued, i, i+1)
+			b.mu.Unlock()
+			return v, false, ctx.Err()
+		}
+		b.mu.Unlock()
+		// Answered, or given the lead, meanwhile: a lead must be taken
+		// up, or the reads queued behind it would wait forever.
+		if r = <-req.done; r.lead {
+			b.lead(req)
+		}
 		return v, false, ctx.Err()
 	}
-	db.mu.RUnlock()
-	select {
-	case r := <-req.done:
-		return r.v, r.found, r.err
-	case <-ctx.Done():
-		return v, false, ctx.Err()
+	if r.lead {
+		return b.lead(req)
 	}
+	return r.v, r.found, r.err
 }
 
-// loop is one reader worker. After closing it answers what is still
-// queued, then returns.
-func (b *readBatch[V]) loop(closing <-chan struct{}) {
-	batch := make([]*readRequest[V], 0, maxReadBatch)
-	keys := make([]string, 0, maxReadBatch)
-	seen := make(map[string]bool, maxReadBatch)
-	for {
-		var first *readRequest[V]
-		select {
-		case first = <-b.queue:
-		case <-closing:
-			select {
-			case first = <-b.queue:
-			default:
-				return
-			}
+// lead runs one query for me and the requests queued (up to maxReadBatch),
+// answers them, and passes the lead on to the next one queued, if any.
+func (b *readBatch[V]) lead(me *readRequest[V]) (V, bool, error) {
+	b.mu.Lock()
+	n := min(len(b.queued), maxReadBatch-1)
+	batch := append([]*readRequest[V]{me}, b.queued[:n]...)
+	b.queued = slices.Delete(b.queued, 0, n)
+	b.mu.Unlock()
+
+	keys := make([]string, 0, len(batch))
+	seen := make(map[string]bool, len(batch))
+	for _, r := range batch {
+		if !seen[r.key] {
+			seen[r.key] = true
+			keys = append(keys, r.key)
 		}
-		batch = append(batch[:0], first)
-	fill:
-		for len(batch) < maxReadBatch {
-			select {
-			case r := <-b.queue:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		keys = keys[:0]
-		clear(seen)
-		for _, r := range batch {
-			if !seen[r.key] {
-				seen[r.key] = true
-				keys = append(keys, r.key)
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-		rows, err := b.query(ctx, keys)
-		cancel()
-		for _, r := range batch {
-			v, ok := rows[r.key]
-			r.done <- readResult[V]{v: v, found: ok, err: err}
-		}
-		clear(batch)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	rows, err := b.query(ctx, keys)
+	cancel()
+	for _, r := range batch[1:] {
+		v, ok := rows[r.key]
+		r.done <- readResult[V]{v: v, found: ok, err: err}
+	}
+
+	b.mu.Lock()
+	if len(b.queued) > 0 {
+		next := b.queued[0]
+		b.queued = slices.Delete(b.queued, 0, 1)
+		next.done <- readResult[V]{lead: true} // the lead passes on: running stays
+	} else {
+		b.running--
+	}
+	b.mu.Unlock()
+	v, ok := rows[me.key]
+	return v, ok, err
 }
 
 // queryHandles is Handle's batched read: the live handles among keys.
