@@ -450,10 +450,18 @@ func TestConcurrentReadsEachGetTheirOwn(t *testing.T) {
 			}
 		})
 	}
+	before := db.ReadStats()
 	close(start)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+	// They were batched: fewer queries than reads.
+	st := db.ReadStats()
+	reads, queries := st.Reads-before.Reads, st.Queries-before.Queries
+	t.Logf("%d reads in %d queries", reads, queries)
+	if reads == 0 || queries >= reads {
+		t.Errorf("%d reads took %d queries: not batched", reads, queries)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,9 +42,10 @@ const maxReadBatch = 256
 // does not hold up every read of its kind.
 const readLeaders = 2
 
-// readTimeout bounds one batched read. Callers' contexts do not reach the
-// query (one caller giving up must not fail the others); a caller whose
-// context ends stops waiting for it.
+// readTimeout bounds one batched read. The callers' contexts do not reach a
+// query that answers several (one caller giving up must not fail the
+// others); a caller whose context ends stops waiting for it, unless it is
+// the one running the query.
 const readTimeout = 10 * time.Second
 
 // readBatch coalesces the point reads of one kind.
@@ -55,6 +57,8 @@ type readBatch[V any] struct {
 	mu      sync.Mutex
 	running int               // leaders running a query
 	queued  []*readRequest[V] // waiting for the next query, in arrival order
+
+	reads, queries atomic.Int64 // for ReadStats
 }
 
 type readRequest[V any] struct {
@@ -87,12 +91,13 @@ func (b *readBatch[V]) get(ctx context.Context, db *DB, key string) (v V, found 
 	if err := ctx.Err(); err != nil {
 		return v, false, err
 	}
+	b.reads.Add(1)
 	req := &readRequest[V]{key: key, done: make(chan readResult[V], 1)}
 	b.mu.Lock()
 	if b.running < readLeaders {
 		b.running++
 		b.mu.Unlock()
-		return b.lead(req)
+		return b.lead(ctx, req)
 	}
 	b.queued = append(b.queued, req)
 	b.mu.Unlock()
@@ -108,27 +113,60 @@ func (b *readBatch[V]) get(ctx context.Context, db *DB, key string) (v V, found 
 			return v, false, ctx.Err()
 		}
 		b.mu.Unlock()
-		// Answered, or given the lead, meanwhile: a lead must be taken
-		// up, or the reads queued behind it would wait forever.
-		if r = <-req.done; r.lead {
-			b.lead(req)
+		// Taken into a query that is running (its answer will land in
+		// done, unread), or given the lead. The lead is sent under b.mu,
+		// so it is in done by now; it must be taken up, or the reads
+		// queued behind it would wait forever.
+		select {
+		case r = <-req.done:
+			if r.lead {
+				b.lead(ctx, req)
+			}
+		default:
 		}
 		return v, false, ctx.Err()
 	}
 	if r.lead {
-		return b.lead(req)
+		return b.lead(ctx, req)
 	}
 	return r.v, r.found, r.err
 }
 
 // lead runs one query for me and the requests queued (up to maxReadBatch),
 // answers them, and passes the lead on to the next one queued, if any.
-func (b *readBatch[V]) lead(me *readRequest[V]) (V, bool, error) {
+// Alone, the query runs under my caller's ctx, as an unbatched read would;
+// with others in it, under readTimeout only, since one caller giving up
+// must not fail the others.
+func (b *readBatch[V]) lead(ctx context.Context, me *readRequest[V]) (_ V, _ bool, err error) {
 	b.mu.Lock()
 	n := min(len(b.queued), maxReadBatch-1)
 	batch := append([]*readRequest[V]{me}, b.queued[:n]...)
 	b.queued = slices.Delete(b.queued, 0, n)
 	b.mu.Unlock()
+	b.queries.Add(1)
+
+	var rows map[string]V
+	// Whatever happens to the query (a panic included), every request in
+	// the batch is answered and the lead is passed on or given back.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("batched read: panic: %v", r)
+			defer panic(r)
+		}
+		for _, r := range batch[1:] {
+			v, ok := rows[r.key]
+			r.done <- readResult[V]{v: v, found: ok, err: err}
+		}
+		b.mu.Lock()
+		if len(b.queued) > 0 {
+			next := b.queued[0]
+			b.queued = slices.Delete(b.queued, 0, 1)
+			next.done <- readResult[V]{lead: true} // the lead passes on: running stays
+		} else {
+			b.running--
+		}
+		b.mu.Unlock()
+	}()
 
 	keys := make([]string, 0, len(batch))
 	seen := make(map[string]bool, len(batch))
@@ -138,25 +176,28 @@ func (b *readBatch[V]) lead(me *readRequest[V]) (V, bool, error) {
 			keys = append(keys, r.key)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-	rows, err := b.query(ctx, keys)
-	cancel()
-	for _, r := range batch[1:] {
-		v, ok := rows[r.key]
-		r.done <- readResult[V]{v: v, found: ok, err: err}
+	if len(batch) > 1 {
+		ctx = context.WithoutCancel(ctx)
 	}
-
-	b.mu.Lock()
-	if len(b.queued) > 0 {
-		next := b.queued[0]
-		b.queued = slices.Delete(b.queued, 0, 1)
-		next.done <- readResult[V]{lead: true} // the lead passes on: running stays
-	} else {
-		b.running--
-	}
-	b.mu.Unlock()
+	qctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	rows, err = b.query(qctx, keys)
 	v, ok := rows[me.key]
 	return v, ok, err
+}
+
+// ReadStats counts the batched point reads (Handle lookups that missed the
+// cache, and LatestSeq) since Open, and the queries that answered them.
+type ReadStats struct {
+	Reads, Queries int64
+}
+
+// ReadStats says how many point reads were batched into how many queries.
+func (db *DB) ReadStats() ReadStats {
+	return ReadStats{
+		Reads:   db.handleReads.reads.Load() + db.latestReads.reads.Load(),
+		Queries: db.handleReads.queries.Load() + db.latestReads.queries.Load(),
+	}
 }
 
 // queryHandles is Handle's batched read: the live handles among keys.

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,5 +82,59 @@ func TestReadBatchLeadOutlivesAGivenUpReader(t *testing.T) {
 		if r, q := state(); r != 0 || q != 0 {
 			t.Fatalf("after every read: %d running, %d queued", r, q)
 		}
+	}
+}
+
+// A read whose context ends while another's query runs for it returns at
+// once, not when that query ends.
+func TestReadBatchWaiterGivesUpAtOnce(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	var calls atomic.Int32
+	b := newReadBatch(func(_ context.Context, keys []string) (map[string]int, error) {
+		calls.Add(1)
+		<-gate // one query per token
+		return map[string]int{}, nil
+	})
+	db := &DB{}
+	done := make(chan error, 4)
+	get := func(ctx context.Context, key string) {
+		go func() { _, _, err := b.get(ctx, db, key); done <- err }()
+	}
+	state := func() (running, queued int) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.running, len(b.queued)
+	}
+	get(t.Context(), "a")
+	get(t.Context(), "b")
+	testwait.Until(t, "two leaders in their queries", func() bool { return calls.Load() == 2 })
+	get(t.Context(), "c")
+	testwait.Until(t, "c queued", func() bool { _, q := state(); return q == 1 })
+	dctx, giveUp := context.WithCancel(t.Context())
+	get(dctx, "d")
+	testwait.Until(t, "d queued", func() bool { _, q := state(); return q == 2 })
+	gate <- struct{}{} // a's query ends; c leads a query for c and d
+	if err := <-done; err != nil {
+		t.Fatalf("the first read to finish: %v", err)
+	}
+	testwait.Until(t, "c's query running, with d in it", func() bool { _, q := state(); return calls.Load() == 3 && q == 0 })
+	giveUp()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("d gave up: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("d, which gave up, waited for the query running for it")
+	}
+	close(gate)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, q := state(); r != 0 || q != 0 {
+		t.Fatalf("after every read: %d running, %d queued", r, q)
 	}
 }
