@@ -93,8 +93,8 @@ func (v *Verifier) remember(pub string, k *voi.ExpandedPublicKey) {
 	defer v.mu.Unlock()
 	if _, ok := v.keys[pub]; !ok && len(v.keys) >= v.max {
 		n := 0
-		for h := range v.keys { // map order: an arbitrary half
-			if n++; n > v.max/2 {
+		for h := range v.keys { // map order: an arbitrary half (at least one)
+			if n++; n > max(v.max/2, 1) {
 				break
 			}
 			delete(v.keys, h)

@@ -1,10 +1,15 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"crypto/sha512"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"filippo.io/edwards25519"
 )
 
 // TestVerifierMatchesVerify holds Verifier to crypto/ed25519's answers:
@@ -78,6 +83,16 @@ func TestVerifierMatchesVerify(t *testing.T) {
 	if len(v.keys) > 4 {
 		t.Errorf("remembers %d keys, bound 4", len(v.keys))
 	}
+	one := NewVerifier(1)
+	for i := range 3 {
+		priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i)}, ed25519.SeedSize))
+		if err := one.Verify(hex.EncodeToString(priv.Public().(ed25519.PublicKey)), msg, ed25519.Sign(priv, []byte(msg))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(one.keys) > 1 {
+		t.Errorf("a Verifier of one key remembers %d", len(one.keys))
+	}
 }
 
 func hexBytes(s string) []byte {
@@ -136,6 +151,66 @@ func BenchmarkVerifier(b *testing.B) {
 	for b.Loop() {
 		if err := v.Verify(key, msg, sig); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestVerifierMixedTorsionKeys: a key A = [a]B + T with T of small order
+// is not itself of small order, so CheckSigningKey takes it, and
+// crypto/ed25519's cofactorless check accepts a signature under it exactly
+// when [k]T vanishes (k the signature's hash). Verifier must accept and
+// refuse the same signatures.
+func TestVerifierMixedTorsionKeys(t *testing.T) {
+	t.Parallel()
+	v := NewVerifier(DefaultVerifierKeys)
+	t2, err := new(edwards25519.Point).SetBytes(hexBytes("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")) // (0, -1), of order 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	scalar := func() *edwards25519.Scalar {
+		var b [64]byte
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		s, err := new(edwards25519.Scalar).SetUniformBytes(b[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	accepted, refused := 0, 0
+	for i := 0; accepted < 8 || refused < 8; i++ {
+		if i > 200 {
+			t.Fatalf("after %d signatures %d accepted, %d refused", i, accepted, refused)
+		}
+		a := scalar()
+		A := new(edwards25519.Point).Add(new(edwards25519.Point).ScalarBaseMult(a), t2)
+		pub := A.Bytes()
+		msg := fmt.Sprintf("POST /v1/messages %d e3b0c442", i)
+		r := scalar()
+		R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
+		h := sha512.New()
+		h.Write(R)
+		h.Write(pub)
+		h.Write([]byte(msg))
+		k, err := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		S := new(edwards25519.Scalar).MultiplyAdd(k, a, r)
+		sig := append(R, S.Bytes()...)
+		key := hex.EncodeToString(pub)
+		want := Verify(key, msg, sig)
+		if want == nil {
+			accepted++
+		} else {
+			refused++
+		}
+		for range 3 {
+			if got := v.Verify(key, msg, sig); (got == nil) != (want == nil) {
+				t.Fatalf("mixed-torsion key %s: Verifier says %v, Verify says %v", key, got, want)
+			}
 		}
 	}
 }
