@@ -355,8 +355,9 @@ func (l *load) throughput(ctx context.Context, p *serverProc, recipients []*user
 type latencyResult struct {
 	p50, p99 time.Duration
 	// answerP50 and answerP99 are of the send's answer (from the same due
-	// time to the 201 read): the store's part of POST→SSE, the rest being
-	// the publish and the stream's write.
+	// time to the 201 read). Both servers publish before they answer, so
+	// this is the whole send; the rest of POST→SSE is the delivery from
+	// NATS to the stream's reader.
 	answerP50, answerP99 time.Duration
 	cpuPerMsg            float64 // server CPU µs per message
 }
