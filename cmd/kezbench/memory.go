@@ -66,16 +66,20 @@ func raiseFileLimit() (uint64, error) {
 
 // idleResult is what n idle streams cost a server.
 type idleResult struct {
-	streams        int
-	openTime       time.Duration // from the first dial to the last ready event
-	openRate       float64       // streams per second
-	cpuPerOpen     float64       // server CPU µs per stream opened
-	idleCPU        float64       // server CPU, share of one core, with the streams open and nothing sent
-	lat            latencyResult // at the configured rate, with the streams open
-	heapPerStream  float64       // HeapInuse+StackInuse delta, bytes
-	stackPerStream float64       // of which StackInuse
-	rssPerStream   float64       // VmRSS delta, bytes (includes the GC's headroom)
-	goroutinesEach float64
+	streams    int
+	openTime   time.Duration // from the first dial to the last ready event
+	openRate   float64       // streams per second
+	cpuPerOpen float64       // server CPU µs per stream opened
+	// openReads and openQueries are kezd's batched point reads while the
+	// streams opened, and the queries that answered them (0 for the
+	// baseline).
+	openReads, openQueries int64
+	idleCPU                float64       // server CPU, share of one core, with the streams open and nothing sent
+	lat                    latencyResult // at the configured rate, with the streams open
+	heapPerStream          float64       // HeapInuse+StackInuse delta, bytes
+	stackPerStream         float64       // of which StackInuse
+	rssPerStream           float64       // VmRSS delta, bytes (includes the GC's headroom)
+	goroutinesEach         float64
 }
 
 // idle opens one stream for each of users on p from a child process,
@@ -132,6 +136,10 @@ func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*use
 	if err := profile("cpu-start", "open-cpu"); err != nil {
 		return idleResult{}, err
 	}
+	reads0, err := p.reads()
+	if err != nil {
+		return idleResult{}, err
+	}
 	cpu0, err := p.cpu()
 	if err != nil {
 		return idleResult{}, err
@@ -150,6 +158,10 @@ func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*use
 	if err := profile("cpu-stop", ""); err != nil {
 		return idleResult{}, err
 	}
+	reads1, err := p.reads()
+	if err != nil {
+		return idleResult{}, err
+	}
 	var elapsed time.Duration
 	if ns, ok := strings.CutPrefix(strings.TrimSpace(line), "ready "); !ok {
 		return idleResult{}, fmt.Errorf("idle clients: %s", strings.TrimSpace(line))
@@ -159,7 +171,8 @@ func (l *load) idle(ctx context.Context, exe string, p *serverProc, users []*use
 		elapsed = time.Duration(n)
 	}
 	n := float64(len(users))
-	res := idleResult{streams: len(users), openTime: elapsed, openRate: n / elapsed.Seconds(), cpuPerOpen: µs(cpu1-cpu0) / n}
+	res := idleResult{streams: len(users), openTime: elapsed, openRate: n / elapsed.Seconds(), cpuPerOpen: µs(cpu1-cpu0) / n,
+		openReads: reads1.Reads - reads0.Reads, openQueries: reads1.Queries - reads0.Queries}
 
 	// Each stream reads the store once more a second after setup (chat's
 	// DefaultRecheck); measure the steady state after that.

@@ -97,7 +97,7 @@ func (rep *report) idle(cfg config, res [2]idleResult) {
 	n := k.streams
 	rep.rows = append(rep.rows,
 		row{name: fmt.Sprintf("stream opens/s, %d opened %d at a time (a reconnect storm)", n, cfg.storm), kezd: k.openRate, base: b.openRate, unit: "/s",
-			note: fmt.Sprintf("all ready after %.2f s / %.2f s; server CPU per open %.0f / %.0f µs", k.openTime.Seconds(), b.openTime.Seconds(), k.cpuPerOpen, b.cpuPerOpen)},
+			note: fmt.Sprintf("all ready after %.2f s / %.2f s; server CPU per open %.0f / %.0f µs; kezd's store reads %d in %d queries", k.openTime.Seconds(), b.openTime.Seconds(), k.cpuPerOpen, b.cpuPerOpen, k.openReads, k.openQueries)},
 		row{name: fmt.Sprintf("server CPU with %d idle streams, nothing sent", n), kezd: k.idleCPU * 100, base: b.idleCPU * 100, unit: "% core",
 			note: fmt.Sprintf("over %s", cfg.idleWindow)},
 		row{name: fmt.Sprintf("POST→SSE p50 at %g msg/s, %d idle streams open", cfg.rate, n), kezd: ms(k.lat.p50), base: ms(b.lat.p50), unit: "ms"},

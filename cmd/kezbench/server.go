@@ -33,6 +33,7 @@ import (
 //	profile <name> <file>  write a runtime/pprof profile (allocs is cumulative since start)
 //	mem                "<heap+stacks> <stacks> <goroutines> <rss>", after a GC
 //	batches            "<batches> <appends>" of kezd's group commit (0 0 for the baseline)
+//	reads              "<reads> <queries>" of kezd's batched point reads (0 0 for the baseline)
 const serveCommand = "serve"
 
 // child runs a hidden child command of kezbench, if args name one.
@@ -99,6 +100,12 @@ func runServer(kind, dbURL string, conns int32, commitWorkers int, stdin io.Read
 				st = t.batches()
 			}
 			reply = fmt.Sprintf("%d %d", st.Batches, st.Appends)
+		case "reads":
+			var st postgres.ReadStats
+			if t.reads != nil {
+				st = t.reads()
+			}
+			reply = fmt.Sprintf("%d %d", st.Reads, st.Queries)
 		case "mem":
 			hs, st, g := serverMemory()
 			reply = fmt.Sprintf("%d %d %d %d", hs, st, g, vmRSS())
@@ -222,6 +229,17 @@ func (p *serverProc) batches() (postgres.BatchStats, error) {
 		return st, err
 	}
 	_, err = fmt.Sscan(line, &st.Batches, &st.Appends)
+	return st, err
+}
+
+// reads is the child's batched point reads so far.
+func (p *serverProc) reads() (postgres.ReadStats, error) {
+	var st postgres.ReadStats
+	line, err := p.do("reads")
+	if err != nil {
+		return st, err
+	}
+	_, err = fmt.Sscan(line, &st.Reads, &st.Queries)
 	return st, err
 }
 

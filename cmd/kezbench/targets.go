@@ -35,6 +35,9 @@ type target struct {
 	// batches counts kezd's group-commit batches and the appends in
 	// them; nil for the baseline, which commits a row at a time.
 	batches func() postgres.BatchStats
+	// reads counts kezd's batched point reads and their queries; nil for
+	// the baseline.
+	reads func() postgres.ReadStats
 }
 
 // startKezd assembles kezd's real stack as `kezd serve` does (Postgres
@@ -70,7 +73,7 @@ func startKezd(ctx context.Context, dbURL string, commitWorkers int, log *slog.L
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	return &target{addr: ln.Addr().String(), batches: db.BatchStats, close: func() error {
+	return &target{addr: ln.Addr().String(), batches: db.BatchStats, reads: db.ReadStats, close: func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		err := srv.Shutdown(ctx)
