@@ -221,34 +221,30 @@ func (p *serverProc) cpu() (time.Duration, error) {
 	return time.Duration(u+s) * clockTick, nil
 }
 
-// batches is the child's group-commit count so far.
-func (p *serverProc) batches() (postgres.BatchStats, error) {
-	var st postgres.BatchStats
-	line, err := p.do("batches")
+// scan sends cmd and reads its answer's space-separated fields into into.
+func (p *serverProc) scan(cmd string, into ...any) error {
+	line, err := p.do(cmd)
 	if err != nil {
-		return st, err
+		return err
 	}
-	_, err = fmt.Sscan(line, &st.Batches, &st.Appends)
+	_, err = fmt.Sscan(line, into...)
+	return err
+}
+
+// batches is the child's group-commit count so far.
+func (p *serverProc) batches() (st postgres.BatchStats, err error) {
+	err = p.scan("batches", &st.Batches, &st.Appends)
 	return st, err
 }
 
 // reads is the child's batched point reads so far.
-func (p *serverProc) reads() (postgres.ReadStats, error) {
-	var st postgres.ReadStats
-	line, err := p.do("reads")
-	if err != nil {
-		return st, err
-	}
-	_, err = fmt.Sscan(line, &st.Reads, &st.Queries)
+func (p *serverProc) reads() (st postgres.ReadStats, err error) {
+	err = p.scan("reads", &st.Reads, &st.Queries)
 	return st, err
 }
 
 // memory is the child's live Go memory after a GC and its RSS.
 func (p *serverProc) memory() (heapStack, stack uint64, goroutines int, rss uint64, err error) {
-	line, err := p.do("mem")
-	if err != nil {
-		return 0, 0, 0, 0, err
-	}
-	_, err = fmt.Sscan(line, &heapStack, &stack, &goroutines, &rss)
+	err = p.scan("mem", &heapStack, &stack, &goroutines, &rss)
 	return heapStack, stack, goroutines, rss, err
 }
