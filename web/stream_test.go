@@ -159,6 +159,11 @@ func TestReconnectsAfterSilence(t *testing.T) {
 		t.Fatalf("a stream that pings was left: status %q, %d stream requests (was %d)", stayed, len(proxy.streamRequests()), before)
 	}
 
+	// Only the attempts from now on count below: the page's first stream
+	// left its signal in proxy.opened too.
+	for len(proxy.opened) > 0 {
+		<-proxy.opened
+	}
 	proxy.hang(true)
 	hungAt := time.Now()
 	alice.waitForTimeout(90*time.Second, `document.getElementById('status').dataset.status === 'reconnecting'`)
