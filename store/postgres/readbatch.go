@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -115,12 +116,12 @@ func (b *readBatch[V]) get(ctx context.Context, db *DB, key string) (v V, found 
 		b.mu.Unlock()
 		// Taken into a query that is running (its answer will land in
 		// done, unread), or given the lead. The lead is sent under b.mu,
-		// so it is in done by now; it must be taken up, or the reads
-		// queued behind it would wait forever.
+		// so it is in done by now; it is passed on to the next read
+		// queued, or the reads queued behind it would wait forever.
 		select {
 		case r = <-req.done:
 			if r.lead {
-				b.lead(ctx, req)
+				b.passLead()
 			}
 		default:
 		}
@@ -146,26 +147,22 @@ func (b *readBatch[V]) lead(ctx context.Context, me *readRequest[V]) (_ V, _ boo
 	b.queries.Add(1)
 
 	var rows map[string]V
-	// Whatever happens to the query (a panic included), every request in
-	// the batch is answered and the lead is passed on or given back.
+	ran := false
+	// Whatever happens to the query (a panic, or its goroutine exiting,
+	// included), every request in the batch is answered and the lead is
+	// passed on or given back.
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("batched read: panic: %v", r)
 			defer panic(r)
+		} else if !ran {
+			err = errors.New("batched read: the query did not return")
 		}
 		for _, r := range batch[1:] {
 			v, ok := rows[r.key]
 			r.done <- readResult[V]{v: v, found: ok, err: err}
 		}
-		b.mu.Lock()
-		if len(b.queued) > 0 {
-			next := b.queued[0]
-			b.queued = slices.Delete(b.queued, 0, 1)
-			next.done <- readResult[V]{lead: true} // the lead passes on: running stays
-		} else {
-			b.running--
-		}
-		b.mu.Unlock()
+		b.passLead()
 	}()
 
 	keys := make([]string, 0, len(batch))
@@ -182,8 +179,23 @@ func (b *readBatch[V]) lead(ctx context.Context, me *readRequest[V]) (_ V, _ boo
 	qctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
 	rows, err = b.query(qctx, keys)
+	ran = true
 	v, ok := rows[me.key]
 	return v, ok, err
+}
+
+// passLead gives the lead held to the first request queued, or, with none
+// queued, gives it back.
+func (b *readBatch[V]) passLead() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queued) > 0 {
+		next := b.queued[0]
+		b.queued = slices.Delete(b.queued, 0, 1)
+		next.done <- readResult[V]{lead: true} // the lead passes on: running stays
+		return
+	}
+	b.running--
 }
 
 // ReadStats counts the batched point reads (Handle lookups that missed the
