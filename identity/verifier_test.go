@@ -159,14 +159,12 @@ func BenchmarkVerifier(b *testing.B) {
 // is not itself of small order, so CheckSigningKey takes it, and
 // crypto/ed25519's cofactorless check accepts a signature under it exactly
 // when [k]T vanishes (k the signature's hash). Verifier must accept and
-// refuse the same signatures.
+// refuse the same signatures, with T of order 2, 4 and 8, and with a key it
+// has seen (and precomputed) as well as a new one: each key signs several
+// messages.
 func TestVerifierMixedTorsionKeys(t *testing.T) {
 	t.Parallel()
 	v := NewVerifier(DefaultVerifierKeys)
-	t2, err := new(edwards25519.Point).SetBytes(hexBytes("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")) // (0, -1), of order 2
-	if err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	scalar := func() *edwards25519.Scalar {
 		var b [64]byte
@@ -179,37 +177,49 @@ func TestVerifierMixedTorsionKeys(t *testing.T) {
 		}
 		return s
 	}
-	accepted, refused := 0, 0
-	for i := 0; accepted < 8 || refused < 8; i++ {
-		if i > 200 {
-			t.Fatalf("after %d signatures %d accepted, %d refused", i, accepted, refused)
-		}
-		a := scalar()
-		A := new(edwards25519.Point).Add(new(edwards25519.Point).ScalarBaseMult(a), t2)
-		pub := A.Bytes()
-		msg := fmt.Sprintf("POST /v1/messages %d e3b0c442", i)
-		r := scalar()
-		R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
-		h := sha512.New()
-		h.Write(R)
-		h.Write(pub)
-		h.Write([]byte(msg))
-		k, err := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+	for _, tc := range []struct {
+		order   int
+		torsion string
+	}{
+		{2, "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"}, // (0, -1)
+		{4, "0000000000000000000000000000000000000000000000000000000000000000"}, // y = 0
+		{8, "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"},
+	} {
+		T, err := new(edwards25519.Point).SetBytes(hexBytes(tc.torsion))
 		if err != nil {
 			t.Fatal(err)
 		}
-		S := new(edwards25519.Scalar).MultiplyAdd(k, a, r)
-		sig := append(R, S.Bytes()...)
-		key := hex.EncodeToString(pub)
-		want := Verify(key, msg, sig)
-		if want == nil {
-			accepted++
-		} else {
-			refused++
-		}
-		for range 3 {
-			if got := v.Verify(key, msg, sig); (got == nil) != (want == nil) {
-				t.Fatalf("mixed-torsion key %s: Verifier says %v, Verify says %v", key, got, want)
+		accepted, refused := 0, 0
+		for i := 0; accepted < 4 || refused < 4; i++ {
+			if i > 100 {
+				t.Fatalf("order %d: after %d keys %d signatures accepted, %d refused", tc.order, i, accepted, refused)
+			}
+			a := scalar()
+			A := new(edwards25519.Point).Add(new(edwards25519.Point).ScalarBaseMult(a), T)
+			pub := A.Bytes()
+			key := hex.EncodeToString(pub)
+			for j := range 6 {
+				msg := fmt.Sprintf("POST /v1/messages %d e3b0c442 %d", i, j)
+				r := scalar()
+				R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
+				h := sha512.New()
+				h.Write(R)
+				h.Write(pub)
+				h.Write([]byte(msg))
+				k, err := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				sig := append(R, new(edwards25519.Scalar).MultiplyAdd(k, a, r).Bytes()...)
+				want := Verify(key, msg, sig)
+				if want == nil {
+					accepted++
+				} else {
+					refused++
+				}
+				if got := v.Verify(key, msg, sig); (got == nil) != (want == nil) {
+					t.Fatalf("order %d, key %s, signature %d: Verifier says %v, Verify says %v", tc.order, key, j, got, want)
+				}
 			}
 		}
 	}
