@@ -13,6 +13,7 @@ import (
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/httpapi"
 	"github.com/kez-chat/kezd/ratelimit"
+	"github.com/kez-chat/kezd/store/postgres"
 )
 
 // DefaultAdminListen is where the operator endpoints listen unless told:
@@ -27,6 +28,14 @@ type metricSources struct {
 	callout *authcallout.Service
 	limits  *ratelimit.Limiter
 	broker  *broker.Broker
+	store   any // its batching is counted when it reports it (Postgres)
+}
+
+// batchingStore is a store that batches its appends and point reads
+// (store/postgres) and counts them.
+type batchingStore interface {
+	BatchStats() postgres.BatchStats
+	ReadStats() postgres.ReadStats
 }
 
 // newRegistry builds the Prometheus registry of GET /metrics on the admin
@@ -72,6 +81,16 @@ func newRegistry(m metricSources) *prometheus.Registry {
 	// On NATS a refusal is an authorization violation, there being no 429.
 	counter("kezd_rate_limited_total", refusedHelp, func() float64 { return float64(m.callout.Stats().CapRefused) },
 		prometheus.Labels{"limit": "nats_connections_per_handle"})
+	if st, ok := m.store.(batchingStore); ok {
+		counter("kezd_store_commit_batches_total", "Group-commit transactions run for appends; appends over batches is the mean batch.",
+			func() float64 { return float64(st.BatchStats().Batches) }, nil)
+		counter("kezd_store_commit_appends_total", "Appends the group-commit transactions carried.",
+			func() float64 { return float64(st.BatchStats().Appends) }, nil)
+		counter("kezd_store_point_reads_total", "Signer lookups (missing the handle cache) and latest-seq reads, batched when concurrent.",
+			func() float64 { return float64(st.ReadStats().Reads) }, nil)
+		counter("kezd_store_point_read_queries_total", "Queries that answered those reads.",
+			func() float64 { return float64(st.ReadStats().Queries) }, nil)
+	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }

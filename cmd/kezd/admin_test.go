@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/kez-chat/kezd/client/envelope"
 	"github.com/kez-chat/kezd/client/kezdtest"
 	"github.com/kez-chat/kezd/protocol"
+	"github.com/kez-chat/kezd/store/pgtest"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -61,6 +64,56 @@ func TestAdminListenerServesMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
+	}
+}
+
+// On Postgres the metrics also count the store's batching: group-commit
+// transactions and their appends, point reads and their queries. The
+// embedded store batches nothing and reports none of them.
+func TestAdminMetricsCountStoreBatching(t *testing.T) {
+	t.Parallel()
+	metric := func(body, name string) float64 {
+		t.Helper()
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				return f
+			}
+		}
+		t.Fatalf("metrics lack %s:\n%s", name, body)
+		return 0
+	}
+	s := startServe(t, "--database-url", pgtest.NewDatabase(t), "--data-dir", t.TempDir())
+	ctx := t.Context()
+	c, err := client.New(s.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := kezdtest.Register(t, ctx, c, "alice")
+	kezdtest.Register(t, ctx, c, "bob")
+	for i := range 3 {
+		if _, err := c.Send(ctx, alice, "bob", fmt.Appendf(nil, "hi %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, body := get(t, s.AdminURL+"/metrics")
+	if n := metric(body, "kezd_store_commit_appends_total"); n != 3 {
+		t.Errorf("kezd_store_commit_appends_total %v after 3 sends, want 3", n)
+	}
+	if n := metric(body, "kezd_store_commit_batches_total"); n < 1 || n > 3 {
+		t.Errorf("kezd_store_commit_batches_total %v for 3 appends", n)
+	}
+	reads, queries := metric(body, "kezd_store_point_reads_total"), metric(body, "kezd_store_point_read_queries_total")
+	if reads < 1 || queries < 1 || queries > reads {
+		t.Errorf("%v point reads in %v queries after 3 signed sends", reads, queries)
+	}
+
+	_, body = get(t, startServe(t).AdminURL+"/metrics")
+	if strings.Contains(body, "kezd_store_") {
+		t.Errorf("the embedded store's metrics count batching it does not do:\n%s", body)
 	}
 }
 

@@ -204,7 +204,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		if err != nil {
 			return fmt.Errorf("listen on --admin-listen %s: %w", cfg.AdminListen, err)
 		}
-		admin := adminServer(newRegistry(metricSources{svc: svc, api: api, callout: callout, limits: limits, broker: b}))
+		admin := adminServer(newRegistry(metricSources{svc: svc, api: api, callout: callout, limits: limits, broker: b, store: st}))
 		go func() {
 			if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("admin listener: %w", err)
