@@ -244,7 +244,6 @@ func (c *consumer) has(want map[string]bool) bool {
 	return true
 }
 
-// phase is one fault, with the messages acknowledged while it ran.
 // cuts records when a connection broke.
 type cuts struct {
 	mu sync.Mutex
@@ -269,6 +268,7 @@ func (c *cuts) within(from, to time.Time) bool {
 	return false
 }
 
+// phase is one fault, with the messages acknowledged while it ran.
 type phase struct {
 	name       string
 	start, end time.Time
