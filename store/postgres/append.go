@@ -232,9 +232,10 @@ func retryable(err error) bool {
 
 // appendSQL does a batch's work in one statement, after the batch's
 // counter rows are locked. Its inputs are arrays in arrival order ($1
-// recipients, $2 senders, $3 client ids, $4 envelopes, $6 and $7 the
-// recipients' quotas of messages and bytes, 0 for none) and $5, the
-// distinct recipients. It returns one row per input that is a duplicate
+// recipients, $2 senders, $3 client ids, $5 and $6 the recipients' quotas
+// of messages and bytes, 0 for none, $7 envelopes) and $4, the distinct
+// recipients. The envelopes come last, so that pgx appends the small
+// parameters to its message buffer before the large one, and grows it once. It returns one row per input that is a duplicate
 // (with the stored message, and whether its publish is still unconfirmed),
 // was stored (with its seq, and an outbox row) or was refused because it
 // would take its inbox past its quota; an input with no row has an unknown
@@ -246,7 +247,7 @@ func retryable(err error) bool {
 // stored is a prefix of each inbox's part of the batch, in arrival order.
 const appendSQL = `
 WITH input AS (
-	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::bigint[], $7::bigint[])
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $7::text[], $5::bigint[], $6::bigint[])
 		WITH ORDINALITY AS t(recipient, sender, client_id, envelope, max_count, max_bytes, ord)
 ), dup AS (
 	SELECT i.ord, m.seq, m.recipient, m.envelope, m.sent_at,
@@ -275,7 +276,7 @@ WITH input AS (
 	SET last_seq = f.last_seq, msg_count = c.msg_count + f.n, msg_bytes = c.msg_bytes + f.b
 	FROM (SELECT recipient, max(seq) AS last_seq, count(*) AS n, sum(size) AS b
 		FROM fresh GROUP BY recipient) f
-	WHERE c.handle = ANY ($5::text[]) AND c.handle = f.recipient
+	WHERE c.handle = ANY ($4::text[]) AND c.handle = f.recipient
 ), ins AS (
 	-- In (sender, id) order, so that two processes inserting the same pairs
 	-- wait on each other in the same order and cannot deadlock.
@@ -318,13 +319,12 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 	recipients := make([]string, len(reqs))
 	senders := make([]string, len(reqs))
 	ids := make([]string, len(reqs))
-	// The envelopes' bytes as they are: pgx writes a []byte as text into
-	// the text[] parameter, so they need no string copy each.
-	envelopes := make([][]byte, len(reqs))
+	// The envelopes' bytes as they are, no string copy each (see envelopes).
+	envs := make(envelopes, len(reqs))
 	maxCounts := make([]int64, len(reqs))
 	maxBytes := make([]int64, len(reqs))
 	for i, r := range reqs {
-		recipients[i], senders[i], ids[i], envelopes[i] = r.msg.To, r.msg.From, r.msg.ID, r.msg.Envelope
+		recipients[i], senders[i], ids[i], envs[i] = r.msg.To, r.msg.From, r.msg.ID, r.msg.Envelope
 		maxCounts[i], maxBytes[i] = max(r.msg.Quota.Messages, 0), max(r.msg.Quota.Bytes, 0)
 	}
 	distinct := slices.Clone(recipients)
@@ -338,7 +338,7 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(lockSQL, distinct)
-	b.Queue(appendSQL, recipients, senders, ids, envelopes, distinct, maxCounts, maxBytes)
+	b.Queue(appendSQL, recipients, senders, ids, distinct, maxCounts, maxBytes, envs)
 	b.Queue("COMMIT")
 	if err := runBatch(ctx, conn, b, func(br pgx.BatchResults) error {
 		for range 2 {

@@ -111,6 +111,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	// statement once per connection: planning the append for its arguments
 	// every time cost more than executing it.
 	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	pcfg.AfterConnect = registerEnvelopes
 	workers := cfg.CommitWorkers
 	if workers <= 0 {
 		workers = 1
