@@ -293,7 +293,8 @@ func (s *Service) Authenticate(ctx context.Context, c identity.Credentials, msg 
 }
 
 // ParseSend parses and validates a send body. The envelope is kept as the JSON
-// text that was sent, with only insignificant whitespace removed.
+// text that was sent, with only insignificant whitespace removed; when none
+// was, it shares body's bytes, so body must not change while it is in use.
 //
 // A body of the common shape is read in one pass (scanSend), which also
 // finds the envelope compact and within the depth limit; any other goes to
@@ -365,7 +366,8 @@ func checkSend(r protocol.SendRequest, scanned bool) error {
 }
 
 // Send stores a message from an authenticated sender and publishes it. body is
-// the exact request body. A publish failure never fails the send: the message
+// the exact request body, and Send's from then on: the stored message may
+// share its bytes, so the caller must not reuse it. A publish failure never fails the send: the message
 // is durable, streams recover it from the store, and the outbox sweep
 // publishes it again (see outbox.go). A retry of a message whose publish is
 // unconfirmed publishes it too: its first instance may have died first.

@@ -10,7 +10,8 @@ import (
 // plain ASCII strings without escapes, and an envelope that is already
 // compact JSON (no whitespace outside its strings) nested at most
 // protocol.MaxEnvelopeDepth deep. It checks the envelope's JSON grammar as
-// it goes and returns the members, the envelope as a copy of its bytes.
+// it goes and returns the members, the envelope as a slice of body (its
+// capacity cut at its end, so that appending to it copies).
 //
 // Any other body, valid or not, makes it return ok false and nothing else:
 // the strict decoder (decodeSend) then reads it and gives the precise
@@ -63,7 +64,7 @@ func scanSend(body []byte) (r protocol.SendRequest, ok bool) {
 			if end, ok = protocol.ScanCompactJSON(body, i, protocol.MaxEnvelopeDepth); !ok {
 				return r, false
 			}
-			r.Envelope = append([]byte(nil), body[start:end]...)
+			r.Envelope = body[start:end:end]
 		}
 		i = skipSpace(body, end)
 		if i >= len(body) {

@@ -25,7 +25,8 @@ const (
 	DefaultSendTimeout    = 10 * time.Second
 )
 
-// Sender is the core's send path: chat.Service implements it.
+// Sender is the core's send path: chat.Service implements it. Send keeps
+// body (the message's data, which nats.go allocates for each message).
 type Sender interface {
 	Send(ctx context.Context, from string, body []byte) (protocol.SendResult, error)
 }
