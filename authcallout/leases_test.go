@@ -4,7 +4,11 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/internal/teststore"
@@ -92,5 +96,57 @@ func TestLeasesGivenBackTogetherAfterStop(t *testing.T) {
 	svc.ReleaseLeases() // again: nothing left to give back
 	if _, _, releases := leases.state(); len(releases) != 1 {
 		t.Fatalf("a second ReleaseLeases released again: %v", releases)
+	}
+}
+
+// unannounced is a server that does not answer for its connections' count
+// in time, and whose connections never say they closed: an external
+// server that died, or whose announcements kezd missed.
+type unannounced struct{ authcallout.ConnCounter }
+
+func (unannounced) HandleConnections(string, string) (int, bool) { return 0, false }
+func (unannounced) ClientOpen(string, uint64) (open, ok bool)    { return true, true }
+
+// A login's lease is given back once its JWT has expired, by when its
+// server has closed the connection, even if nothing said that it closed
+// (defect: with an external NATS it would have been held for as long as
+// the instance lived); before that it is held. A server that gives no
+// count still has its logins capped by the leases (defect: not at all).
+// The cap is 1, so each login past the first sweeps the handle's leases
+// at once: no test waits for the sweep's tick.
+func TestLeaseGivenBackWhenItsLoginExpires(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	n := startEmbedded(t, k, authTimeout)
+	db := teststore.SQLite(t)
+	alice := register(t, db, "alice")
+	leases := &recordingLeases{open: map[int64]string{}}
+	var ahead atomic.Int64 // how far the callout's clock is ahead of the real one
+	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	startCallout(t, n.url, k, db, authcallout.Config{MaxConnsPerHandle: 1, Conns: unannounced{n.broker}, Leases: leases,
+		TTL: time.Minute, Now: now})
+
+	login(t, n.url, alice)
+	if open, _, _ := leases.state(); len(open) != 1 {
+		t.Fatalf("after a login: open leases %v, want 1", open)
+	}
+	// At the JWT's expiry, within the clocks' slack: held, so refused.
+	ahead.Store(int64(time.Minute + time.Second))
+	if nc, err := nats.Connect(n.url, kezLogin(alice.handle, alice.priv)...); err == nil {
+		nc.Close()
+		t.Fatal("a second login was accepted past the cap of 1 while the first's lease was held")
+	}
+	if open, _, releases := leases.state(); len(open) != 1 || len(releases) != 0 {
+		t.Fatalf("before the first login expired: open %v, released %v; want it held", open, releases)
+	}
+	// Past it: given back, and the new login takes the slot.
+	ahead.Store(int64(time.Minute + 10*time.Second))
+	nc, err := nats.Connect(n.url, kezLogin(alice.handle, alice.priv)...)
+	if err != nil {
+		t.Fatalf("a login once the first had expired: %v", err)
+	}
+	nc.Close()
+	if open, _, releases := leases.state(); len(open) != 1 || len(releases) != 1 {
+		t.Fatalf("after the first login expired: open %v, released %v; want the first given back and one open", open, releases)
 	}
 }

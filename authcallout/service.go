@@ -168,11 +168,19 @@ type Service struct {
 	swept     chan struct{} // closed when the sweep has stopped
 }
 
-// connLease is a login's lease: connection cid on server.
+// connLease is a login's lease: connection cid on server, which the
+// server closes by until, when the login's JWT expires (with leaseSlack for
+// the clocks), so that the lease is given back then at the latest, even if
+// nothing said the connection closed (see broker.Broker.ClientOpen).
 type connLease struct {
 	server, handle string
 	cid            uint64
+	until          time.Time
 }
+
+// leaseSlack is how long past its JWT's expiry a login's lease is kept:
+// the server's clock may be behind this instance's.
+const leaseSlack = 5 * time.Second
 
 // sweepEvery is how often the logins' leases are checked against the
 // connections still open: a connection closed on this instance's server
@@ -543,13 +551,18 @@ func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims
 	}
 	n, ok := s.conns.HandleConnections(req.Server.ID, handle)
 	switch {
-	case !ok:
-		return nil
-	case n >= limit:
+	case ok && n >= limit:
 		s.capRefused.Add(1)
 		return reject("handle %q has %d NATS connections on this server, its limit", handle, n)
 	case s.cfg.Leases == nil:
 		return nil
+	case !ok:
+		// No count (an external server that did not answer in time): the
+		// leases still decide, if the connection can be followed to its
+		// close; an unknown cid says whether it can.
+		if _, tracked := s.conns.ClientOpen(req.Server.ID, 0); !tracked {
+			return nil
+		}
 	}
 	const what = "nats connection leases"
 	for swept := false; ; swept = true {
@@ -563,7 +576,8 @@ func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims
 		s.faults.OK(what)
 		if ok {
 			s.mu.Lock()
-			s.held[id] = connLease{server: req.Server.ID, handle: handle, cid: req.ClientInformation.ID}
+			s.held[id] = connLease{server: req.Server.ID, handle: handle, cid: req.ClientInformation.ID,
+				until: s.cfg.Now().Add(s.cfg.TTL + time.Second + leaseSlack)}
 			s.mu.Unlock()
 			return nil
 		}
@@ -594,6 +608,7 @@ func (s *Service) runSweep(ctx context.Context) {
 // sweep gives back the leases of handle's logins (every handle's for "")
 // whose connections are no longer open, and returns how many.
 func (s *Service) sweep(ctx context.Context, handle string) int {
+	now := s.cfg.Now()
 	s.mu.Lock()
 	var ids []int64
 	for id, l := range s.held {
@@ -601,8 +616,8 @@ func (s *Service) sweep(ctx context.Context, handle string) int {
 			continue
 		}
 		// A server Conns no longer sees (it was shut down) has no open
-		// connections either.
-		if open, ok := s.conns.ClientOpen(l.server, l.cid); !open || !ok {
+		// connections either; past until, the server has closed it.
+		if open, ok := s.conns.ClientOpen(l.server, l.cid); !open || !ok || now.After(l.until) {
 			ids = append(ids, id)
 			delete(s.held, id)
 		}

@@ -123,6 +123,7 @@ type Broker struct {
 	rawURL   string // external URL as configured, for Connect
 	tlsOpts  []nats.Option
 	sys      *nats.Conn // external mode with a system-account user, else nil
+	ext      *extConns  // the external servers' connections, through sys; nil without sys
 	ws       bool       // the embedded server has a WebSocket listener
 	hub      *hub
 	macKey   []byte
@@ -194,6 +195,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 				return nil, fmt.Errorf("connect to nats %s as the system user: %w", b.url, err)
 			}
 			b.sys = sys
+			if b.ext, err = startExtConns(sys, log); err != nil {
+				sys.Close()
+				nc.Close()
+				return nil, fmt.Errorf("nats %s: %w", b.url, err)
+			}
 		}
 	} else {
 		b.routes = newRouteWatch(log)

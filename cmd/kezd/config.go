@@ -237,7 +237,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.str(&c.NATS.NkeySeedFile, "nats-nkey", "KEZ_NATS_NKEY", "", "external NATS: nkey seed file")
 	e.str(&c.NATS.User, "nats-user", "KEZ_NATS_USER", "", "external NATS: user name")
 	e.secret(&c.NATS.Password, "nats-password", "KEZ_NATS_PASSWORD", "external NATS: password")
-	e.str(&c.NATS.SystemUser, "nats-system-user", "KEZ_NATS_SYSTEM_USER", "", "external NATS: a system-account user, to disconnect the logins of revoked keys")
+	e.str(&c.NATS.SystemUser, "nats-system-user", "KEZ_NATS_SYSTEM_USER", "", "external NATS: a system-account user, to disconnect the logins of revoked keys and cap a handle's connections")
 	e.secret(&c.NATS.SystemPassword, "nats-system-password", "KEZ_NATS_SYSTEM_PASSWORD", "external NATS: the system-account user's password")
 	e.secret(&c.NATS.Token, "nats-token", "KEZ_NATS_TOKEN", "external NATS: token")
 	e.str(&c.NATS.TLSCA, "nats-ca", "KEZ_NATS_CA", "", "external NATS: CA certificate file")
@@ -256,7 +256,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.secret(&c.Seeds.XKey, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed (default: generated in --data-dir)")
 	e.secret(&c.Seeds.Service, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed (default: generated in --data-dir)")
 	e.secret(&c.Seeds.App, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed (default: generated in --data-dir)")
-	e.num(&c.Callout.MaxConnsPerHandle, "nats-max-conns-per-handle", "KEZ_NATS_MAX_CONNS_PER_HANDLE", authcallout.DefaultMaxConnsPerHandle, "NATS connections a handle may hold, in the deployment with Postgres (embedded NATS only; then its login is refused)")
+	e.num(&c.Callout.MaxConnsPerHandle, "nats-max-conns-per-handle", "KEZ_NATS_MAX_CONNS_PER_HANDLE", authcallout.DefaultMaxConnsPerHandle, "NATS connections a handle may hold, in the deployment with Postgres (then its login is refused; with --nats-url only with --nats-system-user)")
 	e.dur(&c.Callout.TTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
 	e.dur(&c.Chat.RepublishAfter, "republish-after", "KEZ_REPUBLISH_AFTER", chat.DefaultRepublishAfter, "how long a stored message may go without a confirmed NATS publish before any instance publishes it again")
 
