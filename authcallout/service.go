@@ -106,8 +106,10 @@ type Limiter interface {
 }
 
 // ConnCounter counts a handle's client connections on the server serverID
-// and tells whether the connection cid is still open there, reporting false
-// when it cannot (broker.Broker implements it for its embedded server).
+// (or on every server, where it can ask them all) and tells whether the
+// connection cid is still open there, reporting false when it cannot
+// (broker.Broker implements it: both for its embedded server, the count for
+// an external NATS through a system user).
 type ConnCounter interface {
 	HandleConnections(serverID, handle string) (int, bool)
 	ClientOpen(serverID string, cid uint64) (open, ok bool)
@@ -538,31 +540,33 @@ func (s *Service) chargeFailure(ctx context.Context, ip string, err error) {
 	}
 }
 
-// admit applies MaxConnsPerHandle to a login of handle: the count of the
-// server the client connects to first (no query), then, with Leases, the
-// deployment's, taking a lease. Neither applies when Conns cannot see that
-// server (an external NATS, or another instance's embedded server, whose
-// own callout normally answers: see docs/protocol.md). When the leases'
-// store fails, the server's count alone decides.
+// admit applies MaxConnsPerHandle to a login of handle: first the count
+// Conns gives (the client's server's without a query, when that is this
+// instance's embedded server; every server's, asked through the system
+// account, with an external NATS), then, with Leases and this instance's
+// embedded server, the deployment's, taking a lease: leases are taken only
+// where this instance can tell when the connection closes. The cap does
+// not apply when Conns gives no count and takes no lease (another
+// instance's embedded server, whose own callout normally answers: see
+// docs/protocol.md; an external NATS without a system user, or whose
+// servers do not answer). When the leases' store fails, the server's count
+// alone decides.
 func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims, handle, ip string) error {
 	limit := s.cfg.MaxConnsPerHandle
 	if s.conns == nil || limit <= 0 {
 		return nil
 	}
-	n, ok := s.conns.HandleConnections(req.Server.ID, handle)
-	switch {
-	case ok && n >= limit:
+	if n, ok := s.conns.HandleConnections(req.Server.ID, handle); ok && n >= limit {
 		s.capRefused.Add(1)
-		return reject("handle %q has %d NATS connections on this server, its limit", handle, n)
-	case s.cfg.Leases == nil:
+		return reject("handle %q has %d NATS connections, its limit", handle, n)
+	}
+	if s.cfg.Leases == nil {
 		return nil
-	case !ok:
-		// No count (an external server that did not answer in time): the
-		// leases still decide, if the connection can be followed to its
-		// close; an unknown cid says whether it can.
-		if _, tracked := s.conns.ClientOpen(req.Server.ID, 0); !tracked {
-			return nil
-		}
+	}
+	// An unknown cid says whether Conns can follow the server's
+	// connections to their close.
+	if _, tracked := s.conns.ClientOpen(req.Server.ID, 0); !tracked {
+		return nil
 	}
 	const what = "nats connection leases"
 	for swept := false; ; swept = true {

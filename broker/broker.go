@@ -195,11 +195,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 				return nil, fmt.Errorf("connect to nats %s as the system user: %w", b.url, err)
 			}
 			b.sys = sys
-			if b.ext, err = startExtConns(sys, log); err != nil {
-				sys.Close()
-				nc.Close()
-				return nil, fmt.Errorf("nats %s: %w", b.url, err)
-			}
+			b.ext = &extConns{nc: sys, log: log}
 		}
 	} else {
 		b.routes = newRouteWatch(log)

@@ -13,23 +13,25 @@ import (
 )
 
 // With an external nats-server and a system-account user, a handle's NATS
-// connections are capped too (defect: not at all with --nats-url): on
-// SQLite by the server's own count, asked through the system account; on
-// Postgres also by the deployment's leases, which a connection's close,
-// announced by its server, gives back.
+// connections are capped too (defect: not at all with --nats-url), by the
+// servers' own count, asked through the system account: with SQLite or
+// Postgres alike, a closed connection frees its slot, and connections that
+// outlive the kezd instance that let them in still count for the next one.
 func TestExternalNATSConnectionsPerHandle(t *testing.T) {
 	t.Parallel()
-	for name, db := range map[string]func() []string{
-		"sqlite":   func() []string { return nil },
-		"postgres": func() []string { return []string{"--database-url", pgtest.NewDatabase(t)} },
-	} {
+	for _, name := range []string{"sqlite", "postgres"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			dataDir := t.TempDir()
+			args := []string{"--data-dir", dataDir}
+			if name == "postgres" {
+				args = append(args, "--database-url", pgtest.NewDatabase(t))
+			}
 			natsURL := externalNATS(t, dataDir, "sys-secret")
-			s := startServe(t, append(db(), "--data-dir", dataDir, "--nats-url", natsURL,
+			args = append(args, "--nats-url", natsURL,
 				"--nats-system-user", "kezd-sys", "--nats-system-password", "sys-secret",
-				"--nats-max-conns-per-handle", "2")...)
+				"--nats-max-conns-per-handle", "2")
+			s, stop := startServeStop(t, args...)
 			ctx := t.Context()
 			c, _ := client.New(s.HTTPURL)
 			alice := kezdtest.Register(t, ctx, c, "alice")
@@ -59,6 +61,12 @@ func TestExternalNATSConnectionsPerHandle(t *testing.T) {
 				t.Cleanup(nc.Close)
 				return true
 			})
+			wantNATSCapped(t, natsURL, alice)
+
+			// A new instance in its place: alice's two connections are still
+			// open, and still fill the cap.
+			stop()
+			startServe(t, args...)
 			wantNATSCapped(t, natsURL, alice)
 		})
 	}

@@ -13,7 +13,7 @@ import (
 // allocation of the right size.
 //
 // pgx encodes a [][]byte element by element into a parameter buffer that
-// starts at 256 bytes for every statement, so a batch of a dozen 1 KiB
+// it cuts back to 256 bytes after every statement, so a batch of a dozen 1 KiB
 // envelopes grew (and copied) that buffer over and over: 4 KB allocated per
 // message, a quarter of the send path's allocations. The elements must be
 // UTF-8 text (AppendMessage checks it).
