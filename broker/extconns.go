@@ -43,7 +43,11 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 		return 0, false
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{Username: true, User: handle, Limit: 1 << 16}})
+	// Only the application account's, where the callout puts every login:
+	// a user of the same name in another account is not the handle, nor is
+	// a connection whose own login is still pending.
+	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{
+		Username: true, User: handle, Account: AccountApp, Limit: 1 << 16}})
 	if err := e.nc.PublishRequest(connzPingSubject, inbox, req); err != nil {
 		e.log.Debug("cannot ask the nats servers for connections", "err", err)
 		return 0, false
