@@ -11,7 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/internal/teststore"
+	"github.com/kez-chat/kezd/store/sqlite"
 )
 
 // recordingLeases is the deployment's leases in memory (as postgres.Leases
@@ -62,6 +64,16 @@ func (l *recordingLeases) state() (open []int64, perIPs []int, releases [][]int6
 	return open, slices.Clone(l.perIPs), slices.Clone(l.releases)
 }
 
+// leasesSetup is an embedded NATS with the deployment's keys, a store with
+// alice registered, and leases in memory, for a callout to be started on.
+func leasesSetup(t *testing.T) (deploykeys.Keys, kezNATS, *sqlite.DB, user, *recordingLeases) {
+	t.Helper()
+	k := testKeys(t)
+	n := startEmbedded(t, k, authTimeout)
+	db := teststore.SQLite(t)
+	return k, n, db, register(t, db, "alice"), &recordingLeases{open: map[int64]string{}}
+}
+
 // The leases of a stopped callout's logins stay taken while their
 // connections are open, and ReleaseLeases (which kezd serve calls once the
 // broker has closed them) gives them all back in one call (defect: Stop gave
@@ -71,11 +83,7 @@ func (l *recordingLeases) state() (open []int64, perIPs []int, releases [][]int6
 // the address's leases).
 func TestLeasesGivenBackTogetherAfterStop(t *testing.T) {
 	t.Parallel()
-	k := testKeys(t)
-	n := startEmbedded(t, k, authTimeout)
-	db := teststore.SQLite(t)
-	alice := register(t, db, "alice")
-	leases := &recordingLeases{open: map[int64]string{}}
+	k, n, db, alice, leases := leasesSetup(t)
 	svc := startCallout(t, n.url, k, db, authcallout.Config{MaxConnsPerHandle: 3, Conns: n.broker, Leases: leases})
 
 	login(t, n.url, alice)
@@ -109,18 +117,14 @@ func (unannounced) ClientOpen(string, uint64) (open, ok bool)    { return true, 
 
 // A login's lease is given back once its JWT has expired, by when its
 // server has closed the connection, even if nothing said that it closed
-// (defect: with an external NATS it would have been held for as long as
-// the instance lived); before that it is held. A server that gives no
+// (defect: a lease whose connection's close went unseen was held for as
+// long as the instance lived); before that it is held. A server that gives no
 // count still has its logins capped by the leases (defect: not at all).
 // The cap is 1, so each login past the first sweeps the handle's leases
 // at once: no test waits for the sweep's tick.
 func TestLeaseGivenBackWhenItsLoginExpires(t *testing.T) {
 	t.Parallel()
-	k := testKeys(t)
-	n := startEmbedded(t, k, authTimeout)
-	db := teststore.SQLite(t)
-	alice := register(t, db, "alice")
-	leases := &recordingLeases{open: map[int64]string{}}
+	k, n, db, alice, leases := leasesSetup(t)
 	var ahead atomic.Int64 // how far the callout's clock is ahead of the real one
 	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
 	startCallout(t, n.url, k, db, authcallout.Config{MaxConnsPerHandle: 1, Conns: unannounced{n.broker}, Leases: leases,
