@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/json"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,17 +22,28 @@ import (
 // cap by as many as they are.
 
 const (
-	// extConnzWait bounds the wait for the first server's answer, and
-	// extConnzQuiet for each further one: nobody says how many servers there
-	// are, and a login waits for them.
-	extConnzWait  = 500 * time.Millisecond
-	extConnzQuiet = 50 * time.Millisecond
+	// extConnzWait bounds the wait for the servers' answers. A login waits
+	// for them, and nobody says how many servers there are, so extConns
+	// remembers the ones that answered: once every server it knows has
+	// answered, it waits no longer; while one has not, it waits at most
+	// extConnzQuiet after the last answer. Every extConnzRelearn it waits for
+	// whoever answers (extConnzQuiet after the last), so that a server
+	// added since is counted, and forgets the servers that did not answer.
+	extConnzWait    = 500 * time.Millisecond
+	extConnzQuiet   = 100 * time.Millisecond
+	extConnzRelearn = 10 * time.Second
 )
 
 // extConns is an external NATS's connections, through kezd's system user.
 type extConns struct {
 	nc  *nats.Conn
 	log *slog.Logger
+
+	relearn time.Duration // extConnzRelearn; shorter in tests
+
+	mu      sync.Mutex
+	servers map[string]bool // the servers that answered the last relearning
+	learned time.Time       // when
 }
 
 // handleConnections counts the connections logged in as handle on every
@@ -48,27 +60,59 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 	// a connection whose own login is still pending.
 	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{
 		Username: true, User: handle, Account: AccountApp, Limit: 1 << 16}})
+	start := time.Now()
+	e.mu.Lock()
+	known := e.servers
+	relearn := len(known) == 0 || start.Sub(e.learned) >= e.relearn
+	if relearn {
+		known = nil
+	}
+	e.mu.Unlock()
 	if err := e.nc.PublishRequest(connzPingSubject, inbox, req); err != nil {
 		e.log.Debug("cannot ask the nats servers for connections", "err", err)
 		return 0, false
 	}
-	for wait := extConnzWait; ; wait = extConnzQuiet {
+	answered := map[string]bool{}
+	missing := len(known)
+	deadline := start.Add(extConnzWait)
+	for missing > 0 || known == nil {
+		wait := time.Until(deadline)
+		if len(answered) > 0 {
+			wait = min(wait, extConnzQuiet)
+		}
+		if wait <= 0 {
+			break
+		}
 		m, err := sub.NextMsg(wait)
 		if err != nil {
-			if !ok {
-				e.log.Debug("no nats server answered connz", "err", err)
-			}
-			return n, ok
+			break
 		}
 		var res struct {
+			Server struct {
+				ID string `json:"id"`
+			} `json:"server"`
 			Data *struct {
 				NumConns int `json:"num_connections"`
 			} `json:"data"`
 		}
-		if err := json.Unmarshal(m.Data, &res); err != nil || res.Data == nil || res.Data.NumConns < 0 {
+		if err := json.Unmarshal(m.Data, &res); err != nil || res.Server.ID == "" || res.Data == nil ||
+			res.Data.NumConns < 0 || answered[res.Server.ID] {
 			continue
 		}
+		answered[res.Server.ID] = true
+		if known[res.Server.ID] {
+			missing--
+		}
 		n += res.Data.NumConns
-		ok = true
 	}
+	if len(answered) == 0 {
+		e.log.Debug("no nats server answered connz")
+		return 0, false
+	}
+	if relearn {
+		e.mu.Lock()
+		e.servers, e.learned = answered, start
+		e.mu.Unlock()
+	}
+	return n, true
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -19,7 +20,7 @@ import (
 // application account with kezd's user and "alice", and a system account
 // with kezd's system user. It returns the client URL and a stop that asks
 // the server to shut down (SIGTERM), as an operator's restart does.
-func clusteredServer(t *testing.T, port, clusterPort, routePort int) (url string, stop func()) {
+func clusteredServer(t testing.TB, port, clusterPort, routePort int) (url string, stop func()) {
 	t.Helper()
 	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
 server_name: n%d
@@ -51,14 +52,15 @@ cluster { name: c, listen: 127.0.0.1:%d, routes: [ "nats://127.0.0.1:%d" ] }
 
 // With an external NATS and a system user, a handle's connections are
 // counted on every server of the cluster, whichever the login is on (the
-// auth callout's cap; defect: not counted at all), and a server that shut
-// down counts for none.
+// auth callout's cap; defect: not counted at all): a server that joins is
+// counted once the servers are learned again, and a server that shut down
+// counts for none.
 func TestExternalHandleConnectionsAcrossTheCluster(t *testing.T) {
 	t.Parallel()
 	p1, p2, c1, c2 := kezdtest.FreePort(t), kezdtest.FreePort(t), kezdtest.FreePort(t), kezdtest.FreePort(t)
 	url1, _ := clusteredServer(t, p1, c1, c2)
-	url2, stop2 := clusteredServer(t, p2, c2, c1)
 	b := startBroker(t, Config{URL: url1, User: "kezd", Password: "s3cret", SystemUser: "sys", SystemPassword: "s"})
+	b.ext.relearn = 200 * time.Millisecond
 	waitStatus(t, b.Conn(), nats.CONNECTED)
 
 	login := func(url string) {
@@ -70,9 +72,6 @@ func TestExternalHandleConnectionsAcrossTheCluster(t *testing.T) {
 		})
 		t.Cleanup(nc.Close)
 	}
-	login(url1)
-	login(url1)
-	login(url2)
 	count := func() int {
 		n, ok := b.HandleConnections("", "alice")
 		if !ok {
@@ -80,10 +79,59 @@ func TestExternalHandleConnectionsAcrossTheCluster(t *testing.T) {
 		}
 		return n
 	}
-	testwait.Until(t, "alice's 3 connections counted on both servers", func() bool { return count() == 3 })
+	login(url1)
+	login(url1)
+	testwait.Until(t, "alice's 2 connections on the one server", func() bool { return count() == 2 })
+	url2, stop2 := clusteredServer(t, p2, c2, c1)
+	login(url2)
+	// Until it is learned, the second server is counted only when it
+	// answers before the first; from then on, always.
+	testwait.Until(t, "both servers learned", func() bool {
+		count()
+		b.ext.mu.Lock()
+		defer b.ext.mu.Unlock()
+		return len(b.ext.servers) == 2
+	})
+	for range 20 {
+		if n := count(); n != 3 {
+			t.Fatalf("alice's connections on both servers counted %d, want 3", n)
+		}
+	}
 	if n, ok := b.HandleConnections("", "bob"); !ok || n != 0 {
 		t.Errorf("bob, who has no connection: %d, %v; want 0, true", n, ok)
 	}
 	stop2()
 	testwait.Until(t, "alice's 2 connections on the server still up", func() bool { return count() == 2 })
+}
+
+// BenchmarkExternalHandleConnections is one login's count on a two-server
+// cluster: "known", once both servers are learned (what the auth callout
+// waits for), against "relearning", which waits for whoever answers, as
+// every count did before kezd remembered the servers.
+func BenchmarkExternalHandleConnections(b *testing.B) {
+	p1, p2, c1, c2 := kezdtest.FreePort(b), kezdtest.FreePort(b), kezdtest.FreePort(b), kezdtest.FreePort(b)
+	url1, _ := clusteredServer(b, p1, c1, c2)
+	clusteredServer(b, p2, c2, c1)
+	br := startBroker(b, Config{URL: url1, User: "kezd", Password: "s3cret", SystemUser: "sys", SystemPassword: "s"})
+	waitStatus(b, br.Conn(), nats.CONNECTED)
+	br.ext.relearn = 0
+	testwait.Until(b, "both servers answering", func() bool {
+		br.HandleConnections("", "alice")
+		br.ext.mu.Lock()
+		defer br.ext.mu.Unlock()
+		return len(br.ext.servers) == 2
+	})
+	for _, mode := range []struct {
+		name    string
+		relearn time.Duration
+	}{{"known", time.Hour}, {"relearning", 0}} {
+		b.Run(mode.name, func(b *testing.B) {
+			br.ext.relearn = mode.relearn
+			for b.Loop() {
+				if _, ok := br.HandleConnections("", "alice"); !ok {
+					b.Fatal("no answer")
+				}
+			}
+		})
+	}
 }
