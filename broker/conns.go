@@ -15,7 +15,9 @@ func (b *Broker) HandleConnections(serverID, handle string) (int, bool) {
 	if b.srv == nil || b.srv.ID() != serverID {
 		return 0, false
 	}
-	conns, err := b.srv.Connz(&server.ConnzOptions{Username: true, User: handle, Limit: 1 << 16})
+	// The application account's only, as with an external NATS: a
+	// connection whose login is still pending is in the global account.
+	conns, err := b.srv.Connz(&server.ConnzOptions{Username: true, User: handle, Account: AccountApp, Limit: 1 << 16})
 	if err != nil {
 		return 0, false
 	}

@@ -57,7 +57,8 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 	defer func() { _ = sub.Unsubscribe() }()
 	// Only the application account's, where the callout puts every login:
 	// a user of the same name in another account is not the handle, nor is
-	// a connection whose own login is still pending.
+	// a connection whose own login is still pending (it is in the global
+	// account until then).
 	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{
 		Username: true, User: handle, Account: AccountApp, Limit: 1 << 16}})
 	start := time.Now()
