@@ -2,17 +2,21 @@ package authcallout_test
 
 import (
 	"context"
+	"encoding/hex"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/internal/teststore"
+	"github.com/kez-chat/kezd/internal/testwait"
+	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
 )
 
@@ -153,4 +157,75 @@ func TestLeaseGivenBackWhenItsLoginExpires(t *testing.T) {
 	if open, _, releases := leases.state(); len(open) != 1 || len(releases) != 1 {
 		t.Fatalf("after the first login expired: open %v, released %v; want the first given back and one open", open, releases)
 	}
+}
+
+// heldLookup holds the lookups of one signing key until release is closed,
+// saying on held that one is waiting.
+type heldLookup struct {
+	authcallout.HandleLookup
+	key     string
+	held    chan struct{} // buffered
+	release chan struct{}
+}
+
+func (l *heldLookup) HandleByKey(ctx context.Context, key string) (store.Handle, error) {
+	if key == l.key {
+		select {
+		case l.held <- struct{}{}:
+		default:
+		}
+		select {
+		case <-l.release:
+		case <-ctx.Done():
+		}
+	}
+	return l.HandleLookup.HandleByKey(ctx, key)
+}
+
+// A connection whose login is still pending does not count against the
+// handle it names (defect: it did, so that connections naming a victim's
+// handle and held pending could fill its cap): the server counts only the
+// application account's connections. The callout has one worker, held by
+// another login, so that a connection naming alice without a key waits.
+func TestPendingLoginNotCountedForTheHandleItNames(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	n := startEmbedded(t, k, authTimeout)
+	db := teststore.SQLite(t)
+	register(t, db, "alice")
+	mallory := register(t, db, "mallory")
+	lookup := &heldLookup{HandleLookup: db, key: hex.EncodeToString(mallory.pub()), held: make(chan struct{}, 1), release: make(chan struct{})}
+	startCallout(t, n.url, k, lookup, authcallout.Config{MaxConnsPerHandle: 1, Conns: n.broker, Workers: 1})
+	var logins sync.WaitGroup
+	defer logins.Wait()
+	released := false
+	defer func() {
+		if !released {
+			close(lookup.release)
+		}
+	}()
+	logins.Go(func() {
+		if nc, err := nats.Connect(n.url, kezLogin("mallory", mallory.priv)...); err == nil {
+			nc.Close()
+		}
+	})
+	select {
+	case <-lookup.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("mallory's login never reached the callout's lookup")
+	}
+	logins.Go(func() {
+		if nc, err := nats.Connect(n.url, nats.UserInfo("alice", "")); err == nil {
+			nc.Close()
+		}
+	})
+	testwait.Until(t, "a pending connection naming alice on the server", func() bool {
+		c, err := n.srv.Connz(&server.ConnzOptions{Username: true, User: "alice"})
+		return err == nil && len(c.Conns) == 1
+	})
+	if c, ok := n.broker.HandleConnections(n.broker.ServerID(), "alice"); !ok || c != 0 {
+		t.Errorf("alice's connections with one pending connection naming her: %d, %v; want 0, true", c, ok)
+	}
+	close(lookup.release)
+	released = true
 }
