@@ -28,7 +28,9 @@ const (
 	// answered, it waits no longer; while one has not, it waits at most
 	// extConnzQuiet after the last answer. Every extConnzRelearn it waits for
 	// whoever answers (extConnzQuiet after the last), so that a server
-	// added since is counted, and forgets the servers that did not answer.
+	// added since is counted, and forgets the servers that did not answer
+	// that relearning nor the one before (a server that was slow once is
+	// still waited for).
 	extConnzWait    = 500 * time.Millisecond
 	extConnzQuiet   = 100 * time.Millisecond
 	extConnzRelearn = 10 * time.Second
@@ -42,8 +44,8 @@ type extConns struct {
 	relearn time.Duration // extConnzRelearn; shorter in tests
 
 	mu      sync.Mutex
-	servers map[string]bool // the servers that answered the last relearning
-	learned time.Time       // when
+	servers map[string]bool // known servers: true if they answered the last relearning
+	learned time.Time       // when it was
 }
 
 // handleConnections counts the connections logged in as handle on every
@@ -101,7 +103,7 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 			continue
 		}
 		answered[res.Server.ID] = true
-		if known[res.Server.ID] {
+		if _, isKnown := known[res.Server.ID]; isKnown {
 			missing--
 		}
 		n += res.Data.NumConns
@@ -112,6 +114,11 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 	}
 	if relearn {
 		e.mu.Lock()
+		for id, answeredLast := range e.servers {
+			if _, again := answered[id]; answeredLast && !again {
+				answered[id] = false // missed once: kept one more period
+			}
+		}
 		e.servers, e.learned = answered, start
 		e.mu.Unlock()
 	}
