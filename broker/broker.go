@@ -195,7 +195,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 				return nil, fmt.Errorf("connect to nats %s as the system user: %w", b.url, err)
 			}
 			b.sys = sys
-			b.ext = &extConns{nc: sys, log: log, relearn: extConnzRelearn}
+			b.ext = &extConns{ask: b.askConnz, log: log, relearn: extConnzRelearn}
 		}
 	} else {
 		b.routes = newRouteWatch(log)

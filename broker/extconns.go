@@ -1,12 +1,10 @@
 package broker
 
 import (
-	"encoding/json"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -38,7 +36,7 @@ const (
 
 // extConns is an external NATS's connections, through kezd's system user.
 type extConns struct {
-	nc  *nats.Conn
+	ask func(handle, account string) (*nats.Subscription, error) // Broker.askConnz
 	log *slog.Logger
 
 	relearn time.Duration // extConnzRelearn; shorter in tests
@@ -51,18 +49,6 @@ type extConns struct {
 // handleConnections counts the connections logged in as handle on every
 // server that answers; ok is false when none does in time.
 func (e *extConns) handleConnections(handle string) (n int, ok bool) {
-	inbox := e.nc.NewRespInbox()
-	sub, err := e.nc.SubscribeSync(inbox)
-	if err != nil {
-		return 0, false
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	// Only the application account's, where the callout puts every login:
-	// a user of the same name in another account is not the handle, nor is
-	// a connection whose own login is still pending (it is in the global
-	// account until then).
-	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{
-		Username: true, User: handle, Account: AccountApp, Limit: 1 << 16}})
 	start := time.Now()
 	e.mu.Lock()
 	known := e.servers
@@ -71,10 +57,16 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 		known = nil
 	}
 	e.mu.Unlock()
-	if err := e.nc.PublishRequest(connzPingSubject, inbox, req); err != nil {
+	// Only the application account's, where the callout puts every login:
+	// a user of the same name in another account is not the handle, nor is
+	// a connection whose own login is still pending (it is in the global
+	// account until then).
+	sub, err := e.ask(handle, AccountApp)
+	if err != nil {
 		e.log.Debug("cannot ask the nats servers for connections", "err", err)
 		return 0, false
 	}
+	defer func() { _ = sub.Unsubscribe() }()
 	answered := map[string]bool{}
 	missing := len(known)
 	deadline := start.Add(extConnzWait)
@@ -90,16 +82,8 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 		if err != nil {
 			break
 		}
-		var res struct {
-			Server struct {
-				ID string `json:"id"`
-			} `json:"server"`
-			Data *struct {
-				NumConns int `json:"num_connections"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(m.Data, &res); err != nil || res.Server.ID == "" || res.Data == nil ||
-			res.Data.NumConns < 0 || answered[res.Server.ID] {
+		res, isAnswer := decodeConnz(m)
+		if !isAnswer || answered[res.Server.ID] {
 			continue
 		}
 		answered[res.Server.ID] = true

@@ -104,37 +104,63 @@ const (
 	kickQuiet = 250 * time.Millisecond
 )
 
+// askConnz asks every server of the external NATS, through the system
+// user, for its connections logged in as handle in account ("" for any):
+// each answers on the returned subscription, which the caller unsubscribes.
+func (b *Broker) askConnz(handle, account string) (*nats.Subscription, error) {
+	inbox := b.sys.NewRespInbox()
+	sub, err := b.sys.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{
+		Username: true, User: handle, Account: account, Limit: 1 << 16}})
+	if err := b.sys.PublishRequest(connzPingSubject, inbox, req); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	return sub, nil
+}
+
+// connzAnswer is one server's answer to askConnz; Data is nil in an error
+// answer.
+type connzAnswer struct {
+	Server struct {
+		ID string `json:"id"`
+	} `json:"server"`
+	Data *struct {
+		NumConns int `json:"num_connections"`
+		Conns    []struct {
+			CID uint64 `json:"cid"`
+		} `json:"connections"`
+	} `json:"data"`
+}
+
+// decodeConnz reads m as a server's answer, false for anything else.
+func decodeConnz(m *nats.Msg) (connzAnswer, bool) {
+	var res connzAnswer
+	if err := json.Unmarshal(m.Data, &res); err != nil || res.Server.ID == "" || res.Data == nil || res.Data.NumConns < 0 {
+		return connzAnswer{}, false
+	}
+	return res, true
+}
+
 // kickExternal asks every server of the external NATS for the connections
 // logged in as handle, then has each server kick its own.
 func (b *Broker) kickExternal(handle string) {
-	inbox := b.sys.NewRespInbox()
-	sub, err := b.sys.SubscribeSync(inbox)
+	sub, err := b.askConnz(handle, "")
 	if err != nil {
 		b.log.Warn("revocation: cannot ask the nats servers for connections", "handle", handle, "err", err)
 		return
 	}
 	defer sub.Unsubscribe()
-	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{Username: true, User: handle, Limit: 1 << 16}})
-	if err := b.sys.PublishRequest(connzPingSubject, inbox, req); err != nil {
-		b.log.Warn("revocation: cannot ask the nats servers for connections", "handle", handle, "err", err)
-		return
-	}
 	for wait := kickWait; ; wait = kickQuiet {
 		m, err := sub.NextMsg(wait)
 		if err != nil {
 			return // no more answers
 		}
-		var res struct {
-			Server struct {
-				ID string `json:"id"`
-			} `json:"server"`
-			Data struct {
-				Conns []struct {
-					CID uint64 `json:"cid"`
-				} `json:"connections"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(m.Data, &res); err != nil || res.Server.ID == "" {
+		res, ok := decodeConnz(m)
+		if !ok {
 			continue
 		}
 		for _, c := range res.Data.Conns {

@@ -367,9 +367,9 @@ func checkSend(r protocol.SendRequest, scanned bool) error {
 
 // Send stores a message from an authenticated sender and publishes it. body is
 // the exact request body, and Send's from then on: the stored message may
-// share its bytes, so the caller must not reuse it. A publish failure never fails the send: the message
-// is durable, streams recover it from the store, and the outbox sweep
-// publishes it again (see outbox.go). A retry of a message whose publish is
+// share its bytes, so the caller must not reuse it. A publish failure never
+// fails the send: the message is durable, streams recover it from the store,
+// and the outbox sweep publishes it again (see outbox.go). A retry of a message whose publish is
 // unconfirmed publishes it too: its first instance may have died first.
 func (s *Service) Send(ctx context.Context, from string, body []byte) (protocol.SendResult, error) {
 	if len(body) > protocol.MaxSendBody {

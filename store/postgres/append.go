@@ -235,8 +235,9 @@ func retryable(err error) bool {
 // recipients, $2 senders, $3 client ids, $5 and $6 the recipients' quotas
 // of messages and bytes, 0 for none, $7 envelopes) and $4, the distinct
 // recipients. The envelopes come last, so that pgx appends the small
-// parameters to its message buffer before the large one, and grows it once. It returns one row per input that is a duplicate
-// (with the stored message, and whether its publish is still unconfirmed),
+// parameters to its message buffer before the large one, and grows it once.
+// It returns one row per input that is a duplicate (with the stored
+// message, and whether its publish is still unconfirmed),
 // was stored (with its seq, and an outbox row) or was refused because it
 // would take its inbox past its quota; an input with no row has an unknown
 // recipient. Both lookups are LATERAL ... LIMIT 1, so that they are index
