@@ -256,7 +256,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.secret(&c.Seeds.XKey, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed (default: generated in --data-dir)")
 	e.secret(&c.Seeds.Service, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed (default: generated in --data-dir)")
 	e.secret(&c.Seeds.App, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed (default: generated in --data-dir)")
-	e.num(&c.Callout.MaxConnsPerHandle, "nats-max-conns-per-handle", "KEZ_NATS_MAX_CONNS_PER_HANDLE", authcallout.DefaultMaxConnsPerHandle, "NATS connections a handle may hold (then its login is refused): in the deployment with Postgres or with --nats-url and --nats-system-user; on the one server with SQLite; not with --nats-url alone")
+	e.num(&c.Callout.MaxConnsPerHandle, "nats-max-conns-per-handle", "KEZ_NATS_MAX_CONNS_PER_HANDLE", authcallout.DefaultMaxConnsPerHandle, "NATS connections a handle may hold (then its login is refused): in the deployment with Postgres or with --nats-url and --nats-system-user; on the one server with SQLite and embedded NATS; not with --nats-url alone")
 	e.dur(&c.Callout.TTL, "nats-user-ttl", "KEZ_NATS_USER_TTL", time.Hour, "lifetime of the NATS user JWTs the auth callout issues")
 	e.dur(&c.Chat.RepublishAfter, "republish-after", "KEZ_REPUBLISH_AFTER", chat.DefaultRepublishAfter, "how long a stored message may go without a confirmed NATS publish before any instance publishes it again")
 
