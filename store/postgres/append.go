@@ -351,15 +351,18 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 		if err != nil {
 			return err
 		}
+		// Declared once for every row: Scan takes their addresses, so each
+		// would be a heap allocation per row.
+		var (
+			ord       int64
+			outcome   string
+			m         store.Message
+			recipient string
+			env       *string
+			pending   bool
+		)
 		for rows.Next() {
-			var (
-				ord       int64
-				outcome   string
-				m         store.Message
-				recipient string
-				env       *string
-				pending   bool
-			)
+			m, env = store.Message{}, nil
 			if err := rows.Scan(&ord, &outcome, &m.Seq, &recipient, &env, &m.SentAt, &pending); err != nil {
 				rows.Close()
 				return err

@@ -19,14 +19,14 @@ import (
 // UTF-8 text (AppendMessage checks it).
 type envelopes [][]byte
 
-// registerEnvelopes makes conn encode envelopes itself (pgxpool's
-// AfterConnect).
+// registerEnvelopes makes conn encode envelopes and []string itself
+// (pgxpool's AfterConnect).
 func registerEnvelopes(_ context.Context, conn *pgx.Conn) error {
 	return withEnvelopes(conn.TypeMap())
 }
 
-// withEnvelopes makes m encode envelopes with encodeEnvelopes; text[] keeps
-// pgx's codec for everything else.
+// withEnvelopes makes m encode envelopes and []string as text[] with
+// encodeTextArray; text[] keeps pgx's codec for everything else.
 func withEnvelopes(m *pgtype.Map) error {
 	t, ok := m.TypeForOID(pgtype.TextArrayOID)
 	if !ok {
@@ -36,27 +36,34 @@ func withEnvelopes(m *pgtype.Map) error {
 	return nil
 }
 
-// textArrayCodec is pgx's text[] codec, with envelopes encoded by
-// encodeEnvelopes.
+// textArrayCodec is pgx's text[] codec, with envelopes and []string encoded
+// by encodeTextArray. pgx boxes each element of a []string in an interface
+// to encode it, an allocation per element: four per message for the
+// batch's recipients, senders and ids.
 type textArrayCodec struct{ pgtype.Codec }
 
 func (c textArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value any) pgtype.EncodePlan {
-	if _, ok := value.(envelopes); ok && format == pgtype.BinaryFormatCode {
-		return encodeEnvelopes{}
+	if format == pgtype.BinaryFormatCode {
+		switch value.(type) {
+		case envelopes:
+			return encodeTextArray[envelopes, []byte]{}
+		case []string:
+			return encodeTextArray[[]string, string]{}
+		}
 	}
 	return c.Codec.PlanEncode(m, oid, format, value)
 }
 
-// encodeEnvelopes writes envelopes in PostgreSQL's binary array format: a
-// header (dimensions, a has-nulls flag, the element type; then each
-// dimension's length and lower bound), then each element as its length and
-// its bytes.
-type encodeEnvelopes struct{}
+// encodeTextArray writes a slice of texts in PostgreSQL's binary array
+// format: a header (dimensions, a has-nulls flag, the element type; then
+// each dimension's length and lower bound), then each element as its length
+// and its bytes.
+type encodeTextArray[S ~[]E, E ~string | ~[]byte] struct{}
 
-func (encodeEnvelopes) Encode(value any, buf []byte) ([]byte, error) {
-	envs := value.(envelopes)
+func (encodeTextArray[S, E]) Encode(value any, buf []byte) ([]byte, error) {
+	elems := value.(S) // never nil: pgx encodes a nil value as NULL without a plan
 	n := 20
-	for _, e := range envs {
+	for _, e := range elems {
 		n += 4 + len(e)
 	}
 	// One allocation, whatever the build (slices.Grow's append of a make
@@ -69,9 +76,9 @@ func (encodeEnvelopes) Encode(value any, buf []byte) ([]byte, error) {
 	buf = binary.BigEndian.AppendUint32(buf, 1) // dimensions (none is one of length 0, as pgx writes it)
 	buf = binary.BigEndian.AppendUint32(buf, 0) // no nulls
 	buf = binary.BigEndian.AppendUint32(buf, pgtype.TextOID)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(envs)))
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(elems)))
 	buf = binary.BigEndian.AppendUint32(buf, 1) // lower bound
-	for _, e := range envs {
+	for _, e := range elems {
 		buf = binary.BigEndian.AppendUint32(buf, uint32(len(e)))
 		buf = append(buf, e...)
 	}
