@@ -48,6 +48,9 @@ type Store interface {
 	// DeleteSentBefore deletes up to limit messages sent before `before`,
 	// oldest first, keeping the inboxes' quota usage; it returns how many.
 	DeleteSentBefore(ctx context.Context, before time.Time, limit int) (int64, error)
+	// ForgetDeletedIDs forgets up to limit (sender, id) pairs of messages
+	// deleted before `before`, oldest first; it returns how many.
+	ForgetDeletedIDs(ctx context.Context, before time.Time, limit int) (int64, error)
 }
 
 // Publisher carries a stored message to live subscribers (the broker).
@@ -93,6 +96,11 @@ type Config struct {
 	// DefaultRetentionEvery).
 	Retention      time.Duration
 	RetentionEvery time.Duration
+	// DedupWindow is how long after a message is deleted (delete-through,
+	// retention) a retry of it is still answered as its duplicate; after
+	// that the store forgets its (sender, id), in the retention passes.
+	// 0 remembers them forever.
+	DedupWindow time.Duration
 
 	// Streams: see the stream memory constants in live.go. Zero values
 	// take the defaults there.
@@ -128,6 +136,7 @@ type Service struct {
 
 	quota                     store.Quota
 	retention, retentionEvery time.Duration
+	dedupWindow               time.Duration
 
 	pageBytes     int
 	budget        *semaphore.Weighted
@@ -157,7 +166,7 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 	if s.republishAfter <= 0 {
 		s.republishAfter = DefaultRepublishAfter
 	}
-	s.quota, s.retention, s.retentionEvery = cfg.Quota, cfg.Retention, cfg.RetentionEvery
+	s.quota, s.retention, s.retentionEvery, s.dedupWindow = cfg.Quota, cfg.Retention, cfg.RetentionEvery, cfg.DedupWindow
 	s.pageBytes, s.catchUpWait, s.drainTimeout, s.pollPageBytes = cfg.StreamPageBytes, cfg.CatchUpWait, cfg.DrainTimeout, cfg.PollPageBytes
 	if s.pageBytes <= 0 {
 		s.pageBytes = DefaultStreamPageBytes

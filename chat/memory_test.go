@@ -226,3 +226,50 @@ func TestRunRetention(t *testing.T) {
 		}
 	})
 }
+
+// A retry of a deleted message is its duplicate for DedupWindow after the
+// deletion, and a new message once a retention pass has forgotten its id;
+// with DedupWindow 0 the id is never forgotten.
+func TestRunRetentionForgetsDeletedIDs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := openSQLite(t)
+		svc := chat.New(chat.Config{DedupWindow: 48 * time.Hour, RetentionEvery: time.Hour}, db, nil, nil, slog.New(slog.DiscardHandler))
+		resend := func(svc *chat.Service, id string) protocol.SendResult {
+			t.Helper()
+			r, err := svc.Send(t.Context(), "alice", fmt.Appendf(nil, `{"to":"bob","id":%q,"envelope":1}`, id))
+			if err != nil {
+				t.Fatalf("resend %s: %v", id, err)
+			}
+			return r
+		}
+		seq := send(t, svc, "m1")
+		if _, err := svc.DeleteThrough(t.Context(), "bob", seq); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { svc.RunRetention(ctx); close(done) }()
+		time.Sleep(47*time.Hour + 30*time.Minute)
+		synctest.Wait()
+		if r := resend(svc, "m1"); !r.Duplicate || r.Seq != seq {
+			t.Fatalf("retry 47.5 h after the deletion = %+v, want the duplicate of seq %d", r, seq)
+		}
+		time.Sleep(2 * time.Hour) // the pass at 49 h, the first more than 48 h after
+		synctest.Wait()
+		if r := resend(svc, "m1"); r.Duplicate || r.Seq != seq+1 {
+			t.Fatalf("retry 49.5 h after the deletion = %+v, want a new message with seq %d", r, seq+1)
+		}
+		cancel()
+		<-done
+
+		forever := chat.New(chat.Config{RetentionEvery: time.Hour}, db, nil, nil, slog.New(slog.DiscardHandler))
+		if _, err := forever.DeleteThrough(t.Context(), "bob", seq+1); err != nil {
+			t.Fatal(err)
+		}
+		forever.RunRetention(t.Context()) // returns at once
+		time.Sleep(1000 * time.Hour)
+		if r := resend(forever, "m1"); !r.Duplicate || r.Seq != seq+1 {
+			t.Fatalf("retry with no dedup window = %+v, want the duplicate of seq %d", r, seq+1)
+		}
+	})
+}

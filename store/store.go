@@ -63,6 +63,10 @@ type Message = protocol.Message
 
 // Appended is the result of an append. Duplicate is true when (From, ID) was
 // already stored; Message is then the original, and nothing new was stored.
+// An original since deleted (delete-through, retention) is still a
+// duplicate for the store's dedup window after its deletion, while its
+// recipient exists: Message then has its seq, addresses, ID and SentAt,
+// and no Envelope.
 //
 // Pending is true when the message's publish is not known to have happened:
 // always for a fresh message, and for a duplicate whose original is still in

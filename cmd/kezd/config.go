@@ -225,6 +225,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (co
 	e.num(&inboxMessages, "inbox-max-messages", "KEZ_INBOX_MAX_MESSAGES", inboxMessages, "messages an inbox holds at most (then 429 inbox_full); 0 for no limit")
 	e.size(&c.Chat.Quota.Bytes, "inbox-max-bytes", "KEZ_INBOX_MAX_BYTES", DefaultInboxMaxBytes, "bytes of envelopes an inbox holds at most (then 429 inbox_full); 0 for no limit")
 	e.dur(&c.Chat.Retention, "retention", "KEZ_RETENTION", DefaultRetention, "how long messages are kept; 0 keeps them forever")
+	e.dur(&c.Chat.DedupWindow, "dedup-window", "KEZ_DEDUP_WINDOW", DefaultDedupWindow, "how long after a message is deleted (delete-through, retention) a retry of its id is still its 200 duplicate rather than a new message; 0 remembers ids forever")
 	e.size(&pageBytes, "stream-page-bytes", "KEZ_STREAM_PAGE_BYTES", chat.DefaultStreamPageBytes, "envelope bytes one SSE stream holds at a time (at least 64KiB)")
 	e.size(&c.Chat.CatchUpBudget, "catch-up-budget", "KEZ_CATCH_UP_BUDGET", chat.DefaultCatchUpBudget, "envelope bytes all SSE streams catching up hold together")
 	e.dur(&c.Chat.CatchUpWait, "catch-up-wait", "KEZ_CATCH_UP_WAIT", chat.DefaultCatchUpWait, "how long a stream waits for the catch-up budget before it ends (the client resumes)")
@@ -506,6 +507,10 @@ const (
 	// DefaultRetention: a device offline for a month still finds its
 	// messages; clients keep their own history.
 	DefaultRetention = 30 * 24 * time.Hour
+	// DefaultDedupWindow: a client retries a send within minutes or, from
+	// an offline queue, days; a month is far past either, and the ids it
+	// keeps cost about 150 bytes a deleted message.
+	DefaultDedupWindow = 30 * 24 * time.Hour
 )
 
 // checkLimits checks the quota, retention and stream memory settings.
@@ -517,6 +522,8 @@ func checkLimits(c config) error {
 		return fmt.Errorf("invalid --inbox-max-bytes %s: must be 0 (no limit) or at least %s, the largest envelope", formatSize(c.Chat.Quota.Bytes), formatSize(protocol.MaxEnvelope))
 	case c.Chat.Retention < 0:
 		return fmt.Errorf("invalid --retention %s: must be 0 (keep forever) or positive", c.Chat.Retention)
+	case c.Chat.DedupWindow < 0:
+		return fmt.Errorf("invalid --dedup-window %s: must be 0 (remember forever) or positive", c.Chat.DedupWindow)
 	case c.Chat.StreamPageBytes < protocol.MaxEnvelope:
 		return fmt.Errorf("invalid --stream-page-bytes %s: must be at least %s, the largest envelope", formatSize(int64(c.Chat.StreamPageBytes)), formatSize(protocol.MaxEnvelope))
 	case c.Chat.CatchUpBudget < int64(c.Chat.StreamPageBytes):

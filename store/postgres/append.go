@@ -60,7 +60,8 @@ type appendResult struct {
 var errInvalidEnvelope = errors.New("envelope is not valid UTF-8")
 
 // AppendMessage stores m with the recipient's next seq, durably, before it
-// returns. A message whose (From, ID) is already stored is not stored
+// returns. A message whose (From, ID) is already stored, or was and has
+// been deleted within the dedup window (see deleted_ids), is not stored
 // again: the original comes back with Duplicate set. An unknown recipient is
 // store.ErrNotFound; one that would take the inbox past m.Quota is
 // store.ErrInboxFull, with nothing stored; a database that cannot take the write is
@@ -237,7 +238,8 @@ func retryable(err error) bool {
 // recipients. The envelopes come last, so that pgx appends the small
 // parameters to its message buffer before the large one, and grows it once.
 // It returns one row per input that is a duplicate (with the stored
-// message, and whether its publish is still unconfirmed),
+// message, and whether its publish is still unconfirmed; or with a NULL
+// envelope, its message since deleted: see deleted_ids),
 // was stored (with its seq, and an outbox row) or was refused because it
 // would take its inbox past its quota; an input with no row has an unknown
 // recipient. Both lookups are LATERAL ... LIMIT 1, so that they are index
@@ -252,10 +254,16 @@ WITH input AS (
 		WITH ORDINALITY AS t(recipient, sender, client_id, envelope, max_count, max_bytes, ord)
 ), dup AS (
 	SELECT i.ord, m.seq, m.recipient, m.envelope, m.sent_at,
-		EXISTS (SELECT 1 FROM outbox o WHERE o.recipient = m.recipient AND o.seq = m.seq) AS pending
+		m.envelope IS NOT NULL AND EXISTS (SELECT 1 FROM outbox o WHERE o.recipient = m.recipient AND o.seq = m.seq) AS pending
 	FROM input i CROSS JOIN LATERAL (
 		SELECT seq, recipient, envelope, sent_at FROM messages
-		WHERE sender = i.sender AND client_id = i.client_id LIMIT 1) m
+		WHERE sender = i.sender AND client_id = i.client_id
+		UNION ALL
+		-- Deleted since, while its recipient exists.
+		SELECT d.seq, d.recipient, NULL, d.sent_at FROM deleted_ids d
+		WHERE d.sender = i.sender AND d.client_id = i.client_id
+			AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)
+		LIMIT 1) m
 ), cand AS (
 	SELECT i.ord, i.recipient, i.sender, i.client_id, i.envelope, octet_length(i.envelope) AS size,
 		c.last_seq, i.max_count, i.max_bytes,
@@ -378,11 +386,12 @@ func (db *DB) tryBatch(ctx context.Context, reqs []*appendRequest) (results []ap
 			duplicate := outcome == "duplicate"
 			r := reqs[ord-1]
 			m.From, m.To, m.ID, m.SentAt = r.msg.From, recipient, r.msg.ID, m.SentAt.UTC()
-			if duplicate && env != nil {
-				m.Envelope = []byte(*env)
-			} else {
+			switch {
+			case !duplicate:
 				m.Envelope = r.msg.Envelope
-			}
+			case env != nil:
+				m.Envelope = []byte(*env)
+			} // else the original was deleted: only its seq and sent_at are left
 			results[ord-1] = appendResult{appended: store.Appended{Message: m, Duplicate: duplicate, Pending: pending}}
 		}
 		if err := rows.Err(); err != nil {

@@ -25,6 +25,17 @@ import (
 // others skip their turn instead of queueing on the same rows.
 const retentionLock = 0x6b657a72 // "kezr"
 
+// rememberDeletedSQL, a CTE over d (the deleted messages), keeps their
+// (sender, client_id) in deleted_ids, so that a retry is still their
+// duplicate (see AppendMessage). A pair already there is from an earlier
+// message that was deleted and then outlived its dedup window before
+// ForgetDeletedIDs ran; the later message replaces it.
+const rememberDeletedSQL = `
+				INSERT INTO deleted_ids (sender, client_id, recipient, seq, sent_at)
+				SELECT sender, client_id, recipient, seq, sent_at FROM d
+				ON CONFLICT (sender, client_id) DO UPDATE SET recipient = EXCLUDED.recipient,
+					seq = EXCLUDED.seq, sent_at = EXCLUDED.sent_at, deleted_at = EXCLUDED.deleted_at`
+
 // DeleteMessages deletes the messages to `to` with seq <= through, and
 // returns how many it deleted and the seq of the oldest message kept (0 when
 // none is). Seqs are never reused: the counter keeps its place. An unknown
@@ -38,7 +49,8 @@ func (db *DB) DeleteMessages(ctx context.Context, to string, through int64) (sto
 		err := tx.QueryRow(ctx, `
 			WITH d AS (
 				DELETE FROM messages WHERE recipient = $1 AND seq <= $2
-				RETURNING octet_length(envelope) AS size
+				RETURNING sender, client_id, recipient, seq, sent_at, octet_length(envelope) AS size
+			), ids AS (`+rememberDeletedSQL+`
 			), u AS (
 				UPDATE inbox_counters SET
 					msg_count = msg_count - (SELECT count(*) FROM d),
@@ -87,7 +99,8 @@ func (db *DB) DeleteSentBefore(ctx context.Context, before time.Time, limit int)
 				WHERE sent_at < $1 AND recipient = ANY ($3::text[]) ORDER BY sent_at LIMIT $2
 			), d AS (
 				DELETE FROM messages m USING v WHERE m.recipient = v.recipient AND m.seq = v.seq
-				RETURNING m.recipient, octet_length(m.envelope) AS size
+				RETURNING m.sender, m.client_id, m.recipient, m.seq, m.sent_at, octet_length(m.envelope) AS size
+			), ids AS (`+rememberDeletedSQL+`
 			), u AS (
 				UPDATE inbox_counters c SET msg_count = c.msg_count - s.n, msg_bytes = c.msg_bytes - s.b
 				FROM (SELECT recipient, count(*) AS n, sum(size) AS b FROM d GROUP BY recipient) s
@@ -100,4 +113,19 @@ func (db *DB) DeleteSentBefore(ctx context.Context, before time.Time, limit int)
 		return 0, fmt.Errorf("delete expired: %w", err)
 	}
 	return n, nil
+}
+
+// ForgetDeletedIDs forgets up to limit of the (sender, id) pairs of
+// messages deleted before `before`, oldest first, and returns how many it
+// forgot: a retry of one of them is a new message from then on. Retention
+// calls it in a loop, as it does DeleteSentBefore.
+func (db *DB) ForgetDeletedIDs(ctx context.Context, before time.Time, limit int) (int64, error) {
+	tag, err := db.pool.Exec(ctx, `
+		DELETE FROM deleted_ids WHERE (sender, client_id) IN (
+			SELECT sender, client_id FROM deleted_ids WHERE deleted_at < $1 ORDER BY deleted_at LIMIT $2)`,
+		before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("forget deleted ids: %w", translate(err))
+	}
+	return tag.RowsAffected(), nil
 }

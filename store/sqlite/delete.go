@@ -14,6 +14,15 @@ import (
 // connection: the usage is always what the inbox holds, whichever path
 // deletes.
 
+// rememberDeletedConflict ends an insert into deleted_ids, which keeps the
+// (sender, client_id) of deleted messages so that a retry is still their
+// duplicate (see AppendMessage). A pair already there is from an earlier
+// message that was deleted and then outlived its dedup window before
+// ForgetDeletedIDs ran; the later message replaces it.
+const rememberDeletedConflict = `
+			ON CONFLICT (sender, client_id) DO UPDATE SET recipient = excluded.recipient,
+				seq = excluded.seq, sent_at = excluded.sent_at, deleted_at = excluded.deleted_at`
+
 // DeleteMessages deletes the messages to `to` with seq <= through, and
 // returns how many it deleted and the seq of the oldest message kept (0 when
 // none is). Seqs are never reused: the counter keeps its place. An unknown
@@ -28,10 +37,13 @@ func (db *DB) DeleteMessages(ctx context.Context, to string, through int64) (sto
 			return d, wrapUnavailable(err)
 		}
 		for _, q := range []string{
+			`INSERT INTO deleted_ids (sender, client_id, recipient, seq, sent_at, deleted_at)
+			SELECT sender, client_id, recipient, seq, sent_at, ?5 FROM messages WHERE recipient = ?1 AND seq <= ?2
+			` + rememberDeletedConflict,
 			`DELETE FROM messages WHERE recipient = ?1 AND seq <= ?2`,
 			`UPDATE inbox_counters SET msg_count = msg_count - ?3, msg_bytes = msg_bytes - ?4 WHERE handle = ?1`,
 		} {
-			if _, err := tx.ExecContext(ctx, q, to, through, d.Count, size); err != nil {
+			if _, err := tx.ExecContext(ctx, q, to, through, d.Count, size, now().UnixMicro()); err != nil {
 				return d, wrapUnavailable(err)
 			}
 		}
@@ -53,29 +65,42 @@ func (db *DB) DeleteSentBefore(ctx context.Context, before time.Time, limit int)
 		rows, err := tx.QueryContext(ctx, `
 			DELETE FROM messages WHERE (recipient, seq) IN (
 				SELECT recipient, seq FROM messages WHERE sent_at < ? ORDER BY sent_at LIMIT ?)
-			RETURNING recipient, octet_length(envelope)`, before.UnixMicro(), limit)
+			RETURNING sender, client_id, recipient, seq, sent_at, octet_length(envelope)`, before.UnixMicro(), limit)
 		if err != nil {
 			return 0, wrapUnavailable(err)
 		}
 		type usage struct{ count, size int64 }
+		type deleted struct {
+			from, id, to string
+			seq, sentAt  int64
+		}
 		freed := map[string]usage{}
-		var n int64
+		var gone []deleted
 		for rows.Next() {
-			var to string
+			var d deleted
 			var size int64
-			if err := rows.Scan(&to, &size); err != nil {
+			if err := rows.Scan(&d.from, &d.id, &d.to, &d.seq, &d.sentAt, &size); err != nil {
 				rows.Close()
 				return 0, wrapUnavailable(err)
 			}
-			u := freed[to]
-			freed[to] = usage{u.count + 1, u.size + size}
-			n++
+			u := freed[d.to]
+			freed[d.to] = usage{u.count + 1, u.size + size}
+			gone = append(gone, d)
 		}
 		if err := rows.Err(); err != nil {
 			return 0, wrapUnavailable(err)
 		}
 		if err := rows.Close(); err != nil {
 			return 0, wrapUnavailable(err)
+		}
+		at := now().UnixMicro()
+		for _, d := range gone {
+			if _, err := tx.ExecContext(ctx, `
+				INSERT INTO deleted_ids (sender, client_id, recipient, seq, sent_at, deleted_at)
+				VALUES (?, ?, ?, ?, ?, ?)`+rememberDeletedConflict,
+				d.from, d.id, d.to, d.seq, d.sentAt, at); err != nil {
+				return 0, wrapUnavailable(err)
+			}
 		}
 		for to, u := range freed {
 			if _, err := tx.ExecContext(ctx, `
@@ -84,10 +109,30 @@ func (db *DB) DeleteSentBefore(ctx context.Context, before time.Time, limit int)
 				return 0, wrapUnavailable(err)
 			}
 		}
-		return n, nil
+		return int64(len(gone)), nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("delete expired: %w", err)
+	}
+	return n, nil
+}
+
+// ForgetDeletedIDs forgets up to limit of the (sender, id) pairs of
+// messages deleted before `before`, oldest first, and returns how many it
+// forgot: a retry of one of them is a new message from then on.
+func (db *DB) ForgetDeletedIDs(ctx context.Context, before time.Time, limit int) (int64, error) {
+	n, err := inTx(ctx, db, func(tx *sql.Tx) (int64, error) {
+		res, err := tx.ExecContext(ctx, `
+			DELETE FROM deleted_ids WHERE (sender, client_id) IN (
+				SELECT sender, client_id FROM deleted_ids WHERE deleted_at < ? ORDER BY deleted_at LIMIT ?)`,
+			before.UnixMicro(), limit)
+		if err != nil {
+			return 0, wrapUnavailable(err)
+		}
+		return res.RowsAffected()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("forget deleted ids: %w", err)
 	}
 	return n, nil
 }

@@ -249,7 +249,8 @@ func (db *DB) findHandle(ctx context.Context, where string, arg string) (store.H
 }
 
 // AppendMessage stores m with the recipient's next seq. A message whose
-// (From, ID) is already stored is not stored again: the original comes back
+// (From, ID) is already stored, or was and has been deleted within the dedup
+// window (see deleted_ids), is not stored again: the original comes back
 // with Duplicate set. An unknown recipient is store.ErrNotFound; a message
 // that would take the inbox past m.Quota is store.ErrInboxFull, with nothing
 // stored.
@@ -297,6 +298,20 @@ func (db *DB) appendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 			return store.Appended{}, wrapUnavailable(err)
 		}
 		return store.Appended{Message: orig, Duplicate: true, Pending: pending}, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return store.Appended{}, wrapUnavailable(err)
+	}
+	// Deleted since, while its recipient exists: still the duplicate.
+	var sent int64
+	orig = store.Message{From: m.From, ID: m.ID}
+	err = tx.QueryRowContext(ctx, `
+		SELECT d.seq, d.recipient, d.sent_at FROM deleted_ids d
+		WHERE d.sender = ? AND d.client_id = ? AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)`,
+		m.From, m.ID).Scan(&orig.Seq, &orig.To, &sent)
+	switch {
+	case err == nil:
+		orig.SentAt = fromMicros(sent)
+		return store.Appended{Message: orig, Duplicate: true}, nil
 	case !errors.Is(err, sql.ErrNoRows):
 		return store.Appended{}, wrapUnavailable(err)
 	}

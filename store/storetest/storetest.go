@@ -31,6 +31,7 @@ type Store interface {
 	ConfirmPublished(ctx context.Context, keys []store.MessageKey) error
 	SweepUnpublished(ctx context.Context, olderThan time.Duration, limit int, publish func([]store.Message) error) (int, error)
 	DeleteSentBefore(ctx context.Context, before time.Time, limit int) (int64, error)
+	ForgetDeletedIDs(ctx context.Context, before time.Time, limit int) (int64, error)
 	SharedSecret(ctx context.Context, name, candidate string) (string, error)
 	Ping(ctx context.Context) error
 
@@ -54,6 +55,8 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"AppendThenList", testAppendThenList},
 		{"ConcurrentWritersOneRecipient", testConcurrentWriters},
 		{"IdempotentRetry", testIdempotentRetry},
+		{"RetryOfDeletedMessage", testRetryOfDeletedMessage},
+		{"RetryToDeletedHandle", testRetryToDeletedHandle},
 		{"ConcurrentRetries", testConcurrentRetries},
 		{"UnknownRecipient", testUnknownRecipient},
 		{"CallerGoneBeforeAppend", testCallerGoneBeforeAppend},
