@@ -67,11 +67,18 @@ func (s *Server) webfinger(c echo.Context) error {
 	return writeJSONType(c, http.StatusOK, protocol.JRDContentType, doc)
 }
 
-// parseAcct splits an acct: URI (RFC 7565) into its user and host. Anything
-// that is not one is a malformed resource: 400.
+// parseAcct splits an acct: URI (RFC 7565) into its user and host. A URI
+// of another scheme names no resource this server has: 404 (RFC 7033
+// §4.2). Anything else is a malformed resource: 400.
 func parseAcct(resource string) (user, host string, err error) {
 	scheme, rest, ok := strings.Cut(resource, ":")
-	if !ok || !strings.EqualFold(scheme, "acct") {
+	if !ok {
+		return "", "", chat.Errorf(protocol.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
+	}
+	if !strings.EqualFold(scheme, "acct") {
+		if u, err := url.Parse(resource); err == nil && u.Scheme != "" {
+			return "", "", chat.Errorf(protocol.CodeUnknownHandle, "no such resource: this server describes acct:<handle>@<domain> only")
+		}
 		return "", "", chat.Errorf(protocol.CodeInvalidRequest, "resource must be acct:<handle>@<domain>")
 	}
 	// One literal @: in the user part it must be percent-encoded (RFC
