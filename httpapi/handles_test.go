@@ -38,6 +38,16 @@ func TestRegisterAndLookup(t *testing.T) {
 
 		e.do(http.MethodGet, "/v1/handles/nobody", nil, nil).wantError(t, http.StatusNotFound, protocol.CodeUnknownHandle)
 
+		// HEAD is GET without the body.
+		for path, status := range map[string]int{"/v1/handles/alice": http.StatusOK, "/v1/handles/nobody": http.StatusNotFound,
+			"/.well-known/webfinger?resource=acct:alice@" + testDomain: http.StatusOK, "/healthz": http.StatusOK} {
+			r := e.do(http.MethodHead, path, nil, nil)
+			r.want(t, status)
+			if len(r.body) != 0 {
+				t.Errorf("HEAD %s: body %q", path, r.body)
+			}
+		}
+
 		// The same handle again, with another key.
 		other := newUser(t, "alice")
 		e.do(http.MethodPost, "/v1/handles", other.registerBody(now()), nil).wantError(t, http.StatusConflict, protocol.CodeHandleTaken)

@@ -233,16 +233,18 @@ func New(cfg Config, svc Service, log *slog.Logger) *Server {
 
 	timed := s.writeDeadline
 	e.POST(protocol.PathHandles, s.register, timed, s.limitPerIP(ratelimit.Registrations))
-	e.GET(protocol.HandlePath(":handle"), s.lookup, timed)
+	// The unauthenticated reads answer HEAD as GET, without the body (RFC
+	// 9110 §9.3.2; net/http drops it). The signed ones are signed for GET.
+	e.Match([]string{http.MethodGet, http.MethodHead}, protocol.HandlePath(":handle"), s.lookup, timed)
 	e.DELETE(protocol.HandlePath(":handle"), s.deleteHandle, timed)
 	e.POST(protocol.KeysPath(":handle"), s.rotate, timed)
 	e.DELETE(protocol.InboxPath(":handle"), s.deleteThrough, timed)
 	e.POST(protocol.PathMessages, s.send, timed)
 	e.GET(protocol.InboxPath(":handle"), s.poll, timed)
 	e.GET(protocol.StreamPath(":handle"), s.stream)
-	e.GET(protocol.PathWebFinger, s.webfinger, timed)
-	e.GET("/healthz", s.healthz, timed)
-	e.GET("/readyz", s.readyz, timed)
+	e.Match([]string{http.MethodGet, http.MethodHead}, protocol.PathWebFinger, s.webfinger, timed)
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/healthz", s.healthz, timed)
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/readyz", s.readyz, timed)
 	if cfg.Web != nil {
 		web := echo.WrapHandler(cfg.Web)
 		for _, p := range []string{"/", "/assets/*"} {
