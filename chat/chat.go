@@ -48,6 +48,10 @@ type Store interface {
 	// DeleteSentBefore deletes up to limit messages sent before `before`,
 	// oldest first, keeping the inboxes' quota usage; it returns how many.
 	DeleteSentBefore(ctx context.Context, before time.Time, limit int) (int64, error)
+	// Sent returns the message from `from` with client id id that an
+	// append would answer as a duplicate, without its envelope;
+	// store.ErrNotFound if there is none.
+	Sent(ctx context.Context, from, id string) (store.Message, error)
 	// ForgetDeletedIDs forgets up to limit (sender, id) pairs of messages
 	// deleted before `before`, oldest first; it returns how many.
 	ForgetDeletedIDs(ctx context.Context, before time.Time, limit int) (int64, error)
@@ -389,6 +393,13 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (protocol.
 		return protocol.SendResult{}, err
 	}
 	if err := s.takeSend(ctx, from, r); err != nil {
+		// A retry of a message already stored is still its duplicate,
+		// which stores nothing, when the sender is over a rate limit.
+		if AsError(err).Code == protocol.CodeRateLimited {
+			if m, serr := s.store.Sent(ctx, from, r.ID); serr == nil {
+				return protocol.SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: true}, nil
+			}
+		}
 		return protocol.SendResult{}, err
 	}
 	// The stores honour ctx only until the append starts; once started it

@@ -159,10 +159,17 @@ func TestSendLimits(t *testing.T) {
 			if n := e.messageCount("bob"); n != c.sends {
 				t.Fatalf("bob has %d messages, want %d: the refused send was stored", n, c.sends)
 			}
+			// A retry of a stored message is still its duplicate.
+			r := e.send(alice, sendBody("bob", "m0", envelope))
+			r.want(t, http.StatusOK)
+			var dup protocol.SendResult
+			if r.decode(t, &dup); !dup.Duplicate || dup.Seq != 1 || dup.To != "bob" || dup.ID != "m0" {
+				t.Fatalf("retry of m0 over the limit answered %s, want the duplicate of seq 1", r.body)
+			}
 			// Another sender to the same recipient has its own budget.
 			e.mustSend(carol, "bob", "c1", envelope)
-			if lim.Refusals(c.limit) != 1 {
-				t.Fatalf("refusals %d, want 1", lim.Refusals(c.limit))
+			if lim.Refusals(c.limit) != 2 {
+				t.Fatalf("refusals %d, want 2 (over, and the retry of m0)", lim.Refusals(c.limit))
 			}
 		})
 	}

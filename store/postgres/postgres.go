@@ -361,6 +361,32 @@ func (db *DB) LatestSeq(ctx context.Context, to string) (int64, error) {
 	return seq, nil
 }
 
+// sentSQL finds the message stored under (sender, client id), or deleted
+// since within the dedup window while its recipient exists (see
+// deleted_ids): its seq, recipient and sent_at.
+const sentSQL = `
+	SELECT seq, recipient, sent_at FROM messages WHERE sender = $1 AND client_id = $2
+	UNION ALL
+	SELECT d.seq, d.recipient, d.sent_at FROM deleted_ids d
+	WHERE d.sender = $1 AND d.client_id = $2 AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)
+	LIMIT 1`
+
+// Sent returns the message from `from` with client id id that an append
+// would answer as a duplicate, without its envelope; store.ErrNotFound if
+// there is none.
+func (db *DB) Sent(ctx context.Context, from, id string) (store.Message, error) {
+	m := store.Message{From: from, ID: id}
+	err := db.pool.QueryRow(ctx, sentSQL, from, id).Scan(&m.Seq, &m.To, &m.SentAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Message{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Message{}, fmt.Errorf("sent message: %w", translate(err))
+	}
+	m.SentAt = m.SentAt.UTC()
+	return m, nil
+}
+
 func scanMessage(row pgx.CollectableRow) (store.Message, error) {
 	var m store.Message
 	var env []byte

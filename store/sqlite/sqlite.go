@@ -407,6 +407,29 @@ func (db *DB) LatestSeq(ctx context.Context, to string) (int64, error) {
 	return seq, nil
 }
 
+// Sent returns the message from `from` with client id id that an append
+// would answer as a duplicate (stored, or deleted since within the dedup
+// window while its recipient exists), without its envelope;
+// store.ErrNotFound if there is none.
+func (db *DB) Sent(ctx context.Context, from, id string) (store.Message, error) {
+	m := store.Message{From: from, ID: id}
+	var sent int64
+	err := db.read.QueryRowContext(ctx, `
+		SELECT seq, recipient, sent_at FROM messages WHERE sender = ?1 AND client_id = ?2
+		UNION ALL
+		SELECT d.seq, d.recipient, d.sent_at FROM deleted_ids d
+		WHERE d.sender = ?1 AND d.client_id = ?2 AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)
+		LIMIT 1`, from, id).Scan(&m.Seq, &m.To, &sent)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Message{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Message{}, fmt.Errorf("sent message: %w", wrapUnavailable(err))
+	}
+	m.SentAt = fromMicros(sent)
+	return m, nil
+}
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanMessage(row scanner) (store.Message, error) {

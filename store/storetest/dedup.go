@@ -30,6 +30,15 @@ func testRetryOfDeletedMessage(t *testing.T, s Store) {
 				id, got, want.Message.Seq, want.Message.SentAt)
 		}
 	}
+	for id, want := range map[string]store.Appended{"m1": first, "m2": second} {
+		m, err := s.Sent(ctx(t), "alice", id)
+		if err != nil || m.Seq != want.Message.Seq || m.To != "bob" || m.ID != id || !m.SentAt.Equal(want.Message.SentAt) {
+			t.Errorf("Sent(alice, %s) = %+v, %v; want seq %d", id, m, err, want.Message.Seq)
+		}
+	}
+	if _, err := s.Sent(ctx(t), "alice", "never"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Sent of an id never sent: %v, want store.ErrNotFound", err)
+	}
 	retry("m1", first)
 	if ms := mustList(t, s, "bob", 0, 100); len(ms) != 1 || ms[0].Seq != second.Message.Seq {
 		t.Errorf("after a retry of a deleted message bob holds %v, want [%d]", seqs(ms), second.Message.Seq)

@@ -32,6 +32,7 @@ type Store interface {
 	SweepUnpublished(ctx context.Context, olderThan time.Duration, limit int, publish func([]store.Message) error) (int, error)
 	DeleteSentBefore(ctx context.Context, before time.Time, limit int) (int64, error)
 	ForgetDeletedIDs(ctx context.Context, before time.Time, limit int) (int64, error)
+	Sent(ctx context.Context, from, id string) (store.Message, error)
 	SharedSecret(ctx context.Context, name, candidate string) (string, error)
 	Ping(ctx context.Context) error
 
