@@ -200,12 +200,11 @@ func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor,
 		return flushed(ev)
 	}
 
-	// A cursor beyond the newest stored message is read from that message:
+	// A cursor beyond the newest stored message is read as that message:
 	// taken as given, it would make the stream skip every message stored
 	// after it up to the cursor. The client's own cursor still counts as
 	// seen when deciding whether a gap was a deletion it must hear about
-	// (an inbox whose messages have all been deleted has latest 0), and
-	// ready names it, as PROTOCOL.md has ready do when nothing was sent.
+	// (an inbox whose messages have all been deleted has latest 0).
 	latest, err := s.store.LatestSeq(ctx, handle)
 	if err != nil {
 		return endErr(ctx, s.storeError("latest seq", err))
@@ -220,11 +219,7 @@ func (s *Service) follow(ctx context.Context, owner store.Handle, cursor Cursor,
 	} else if last, err = s.catchUp(ctx, handle, last, seen, emit); err != nil {
 		return endErr(ctx, err)
 	}
-	ready := last
-	if !cursor.Now && cursor.Seq > last {
-		ready = cursor.Seq // beyond the latest, so nothing was sent
-	}
-	if err := emit(Event{Kind: EventReady, Latest: ready}); err != nil {
+	if err := emit(Event{Kind: EventReady, Latest: last}); err != nil {
 		return err
 	}
 

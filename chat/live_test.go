@@ -606,10 +606,8 @@ func TestFollowResetAfterDeletion(t *testing.T) {
 			[]string{"ready 4"}, []string{"message 5"}},
 		{"no deletion", 2, nil, chat.Cursor{Seq: 0},
 			[]string{"message 1", "message 2", "ready 2"}, []string{"message 3"}},
-		// Ready names the cursor, as when nothing was sent; the stream
-		// still reads on from the latest, skipping nothing stored later.
 		{"cursor beyond the latest", 4, nil, chat.Cursor{Seq: 99},
-			[]string{"ready 99"}, []string{"message 5"}},
+			[]string{"ready 4"}, []string{"message 5"}},
 		// The latest seq is the inbox's counter, which deletions leave
 		// alone: ready names the cursor, as when nothing was sent.
 		{"all deleted, the client had them", 3, []span{{1, 3}}, chat.Cursor{Seq: 3},
