@@ -33,35 +33,57 @@ type Revocation struct {
 	Keys   []string `json:"keys"`
 }
 
-// Rotate replaces handle's keys. Both signatures cover the canonical string
-// with the new keys: sig by the current signing key, new_sig by the new one
-// (the same key when only the encryption key changes). From then on the old
-// signing key authenticates nothing, and the sessions it opened end, here
-// and, through the broker, on every instance.
-func (s *Service) Rotate(ctx context.Context, handle string, r protocol.RotateRequest) (store.Handle, error) {
+// Rotation is a rotation of Handle's keys, checked by NewRotation. Its
+// current signing key signed Msg; the caller authenticates Creds over Msg,
+// as it does every signed request (and with the same limits on failures),
+// and hands the signer to Rotate.
+type Rotation struct {
+	Handle string
+	Creds  identity.Credentials
+	Msg    string
+
+	keys   store.Handle // the new ones
+	newSig []byte
+}
+
+// NewRotation checks a rotation of handle's keys to r's and builds the
+// canonical string both signatures cover: sig by the current signing key,
+// new_sig by the new one (the same key when only the encryption key
+// changes).
+func NewRotation(handle string, r protocol.RotateRequest) (Rotation, error) {
 	if err := identity.ValidateHandle(handle); err != nil {
-		return store.Handle{}, Errorf(protocol.CodeInvalidHandle, "%v", err)
+		return Rotation{}, Errorf(protocol.CodeInvalidHandle, "%v", err)
 	}
 	if err := checkKeys(r.SigningKey, r.EncryptionKey); err != nil {
-		return store.Handle{}, err
+		return Rotation{}, err
 	}
 	sig, err := identity.ParseSignature(r.Sig)
 	if err != nil {
-		return store.Handle{}, Errorf(protocol.CodeInvalidRequest, "sig: %v", err)
+		return Rotation{}, Errorf(protocol.CodeInvalidRequest, "sig: %v", err)
 	}
 	newSig, err := identity.ParseSignature(r.NewSig)
 	if err != nil {
-		return store.Handle{}, Errorf(protocol.CodeInvalidRequest, "new_sig: %v", err)
+		return Rotation{}, Errorf(protocol.CodeInvalidRequest, "new_sig: %v", err)
 	}
-	msg := identity.RotateString(handle, r.SigningKey, r.EncryptionKey, r.TS)
-	cur, err := s.Authenticate(ctx, identity.Credentials{Handle: handle, TS: r.TS, Sig: sig}, msg)
-	if err != nil {
-		return store.Handle{}, err
-	}
-	if err := identity.Verify(r.SigningKey, msg, newSig); err != nil {
+	return Rotation{
+		Handle: handle,
+		Creds:  identity.Credentials{Handle: handle, TS: r.TS, Sig: sig},
+		Msg:    identity.RotateString(handle, r.SigningKey, r.EncryptionKey, r.TS),
+		keys:   store.Handle{SigningKey: r.SigningKey, EncryptionKey: r.EncryptionKey},
+		newSig: newSig,
+	}, nil
+}
+
+// Rotate replaces the keys of cur, the signer of r.Creds as Authenticate
+// returned it. From then on the old signing key authenticates nothing, and
+// the sessions it opened end, here and, through the broker, on every
+// instance.
+func (s *Service) Rotate(ctx context.Context, cur store.Handle, r Rotation) (store.Handle, error) {
+	handle := r.Handle
+	if err := identity.Verify(r.keys.SigningKey, r.Msg, r.newSig); err != nil {
 		return store.Handle{}, Errorf(protocol.CodeBadSignature, "new_sig does not verify with the new signing_key")
 	}
-	h, err := s.store.RotateKeys(ctx, handle, cur.SigningKey, store.Handle{SigningKey: r.SigningKey, EncryptionKey: r.EncryptionKey})
+	h, err := s.store.RotateKeys(ctx, handle, cur.SigningKey, r.keys)
 	switch {
 	case errors.Is(err, store.ErrKeyChanged):
 		// Another rotation came first: sig is by a retired key.

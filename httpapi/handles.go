@@ -55,7 +55,8 @@ func (s *Server) lookup(c echo.Context) error {
 
 // rotate serves POST /v1/handles/:handle/keys. The body carries both
 // signatures (by the current key and by the new one), so there is no
-// Authorization header.
+// Authorization header; the current key's is authenticated as a header's
+// would be, failed-authentication limit included.
 func (s *Server) rotate(c echo.Context) error {
 	handle, err := pathHandle(c)
 	if err != nil {
@@ -65,11 +66,19 @@ func (s *Server) rotate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := chat.ParseRotate(body)
+	req, err := chat.ParseRotate(body)
 	if err != nil {
 		return err
 	}
-	h, err := s.svc.Rotate(c.Request().Context(), handle, r)
+	r, err := chat.NewRotation(handle, req)
+	if err != nil {
+		return err
+	}
+	cur, err := s.authenticate(c, r.Creds, r.Msg)
+	if err != nil {
+		return err
+	}
+	h, err := s.svc.Rotate(c.Request().Context(), cur, r)
 	if err != nil {
 		return err
 	}

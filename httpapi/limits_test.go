@@ -127,6 +127,71 @@ func TestFailedAuthPerIP(t *testing.T) {
 	}
 }
 
+// Rotation, whose signature is in the body, and the two deletions share the
+// failed-authentication limit of every signed request: each bad signature,
+// stale timestamp or unknown signer is charged to the client's IP, and an
+// IP past the limit, whichever requests used it up, is refused before its
+// signature is checked.
+func TestFailedAuthPerIPSignedChanges(t *testing.T) {
+	type request struct {
+		method, path string
+		body         []byte
+		header       http.Header
+	}
+	signed := func(method, path string, signer user, msg string, ts int64) request {
+		return request{method, path, nil, http.Header{"Authorization": {signer.authHeader(msg, ts)}}}
+	}
+	next := newUser(t, "alice")
+	for _, c := range []struct {
+		name string
+		req  func(signer user, ts int64) request
+	}{
+		{"rotate", func(signer user, ts int64) request {
+			return request{http.MethodPost, "/v1/handles/" + signer.handle + "/keys", rotateBody(signer, next, ts), nil}
+		}},
+		{"delete handle", func(signer user, ts int64) request {
+			return signed(http.MethodDelete, "/v1/handles/"+signer.handle, signer, identity.DeleteHandleString(signer.handle, ts), ts)
+		}},
+		{"delete through", func(signer user, ts int64) request {
+			return signed(http.MethodDelete, "/v1/inbox/"+signer.handle+"?through=1", signer, identity.DeleteThroughString(signer.handle, 1, ts), ts)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, openSQLite(t), withLimits(map[ratelimit.Name]ratelimit.Limit{
+				ratelimit.FailedAuth: {Burst: 3, Per: time.Hour},
+			}))
+			alice := newUser(t, "alice")
+			e.register(alice)
+			forged := newUser(t, "mallory")
+			forged.handle = "alice"
+			do := func(client *http.Client, r request) response {
+				t.Helper()
+				return e.doAs(client, r.method, r.path, bytesReader(r.body), r.header)
+			}
+
+			first := from(t, "127.0.0.1")
+			do(first, c.req(forged, now())).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+			do(first, c.req(alice, now()-3600)).wantError(t, http.StatusUnauthorized, protocol.CodeStaleTimestamp)
+			do(first, c.req(newUser(t, "nobody"), now())).wantError(t, http.StatusUnauthorized, protocol.CodeUnauthorized)
+			do(first, c.req(forged, now())).wantRateLimited(t)
+			do(first, c.req(alice, now())).wantRateLimited(t)
+
+			// An IP blocked by bad polls is refused here too.
+			second := from(t, "127.0.0.2")
+			ts := now()
+			badPoll := signed(http.MethodGet, "/v1/inbox/alice", forged, identity.PollString("alice", 0, ts), ts)
+			for range 3 {
+				do(second, badPoll).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+			}
+			do(second, c.req(forged, now())).wantRateLimited(t)
+			do(second, c.req(alice, now())).wantRateLimited(t)
+
+			do(from(t, "127.0.0.3"), c.req(alice, now())).want(t, http.StatusOK)
+		})
+	}
+}
+
 // Sends are limited in the core, per sender and per (sender, recipient),
 // by count and by envelope bytes; a refused send stores nothing.
 func TestSendLimits(t *testing.T) {

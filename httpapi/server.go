@@ -38,7 +38,7 @@ type Service interface {
 	Poll(ctx context.Context, owner store.Handle, since int64, limit int, wait time.Duration) ([]store.Message, error)
 	Follow(ctx context.Context, owner store.Handle, cursor chat.Cursor, emit func(chat.Event) error) error
 
-	Rotate(ctx context.Context, handle string, r protocol.RotateRequest) (store.Handle, error)
+	Rotate(ctx context.Context, cur store.Handle, r chat.Rotation) (store.Handle, error)
 	DeleteHandle(ctx context.Context, owner store.Handle) (protocol.Deletion, error)
 	DeleteThrough(ctx context.Context, handle string, through int64) (protocol.DeleteResult, error)
 	LookupAt(ctx context.Context, handle string, at time.Time) (store.Handle, error)
