@@ -1,11 +1,14 @@
 package main
 
 import (
-	"github.com/kez-chat/kezd/ratelimit"
+	"errors"
+	"flag"
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kez-chat/kezd/ratelimit"
 )
 
 func env(kv map[string]string) func(string) string {
@@ -147,71 +150,83 @@ func TestParseServeRouteErrorHidesPassword(t *testing.T) {
 	}
 }
 
-// TestURLCredentialsStayOutOfHelp: a URL from the environment may carry a
-// password (compose puts the database's in KEZ_DATABASE_URL); -h never
-// prints it, and the URL is still used.
-func TestURLCredentialsStayOutOfHelp(t *testing.T) {
+// secretVars are, per subcommand, the environment variables it reads that
+// hold a secret or may (a URL can carry a password: compose puts the
+// database's in KEZ_DATABASE_URL).
+var secretVars = map[string][]string{
+	"serve":        serveSecretVars,
+	"check-config": serveSecretVars,
+	"nats-config": {"KEZ_DATABASE_URL", "KEZ_NATS_CLUSTER_ROUTES", "KEZ_NATS_CLUSTER_PASSWORD",
+		"KEZ_CALLOUT_ISSUER_SEED", "KEZ_CALLOUT_XKEY_SEED", "KEZ_CALLOUT_SERVICE_SEED", "KEZ_CALLOUT_APP_SEED"},
+}
+
+var serveSecretVars = []string{"KEZ_DATABASE_URL", "KEZ_NATS_URL", "KEZ_NATS_ROUTES",
+	"KEZ_NATS_PASSWORD", "KEZ_NATS_SYSTEM_PASSWORD", "KEZ_NATS_TOKEN", "KEZ_NATS_CLUSTER_PASSWORD",
+	"KEZ_CALLOUT_ISSUER_SEED", "KEZ_CALLOUT_XKEY_SEED", "KEZ_CALLOUT_SERVICE_SEED", "KEZ_CALLOUT_APP_SEED"}
+
+// TestSecretsStayOutOfHelp: no subcommand's -h prints a secret from the
+// environment as a flag's default, though it names the variable.
+func TestSecretsStayOutOfHelp(t *testing.T) {
 	t.Parallel()
 	const secret = "s3cr3tpw"
-	vars := map[string]string{
-		"KEZ_DATABASE_URL": "postgres://kez:" + secret + "@db:5432/kez",
-		"KEZ_NATS_URL":     "nats://kez:" + secret + "@nats:4222",
-		"KEZ_NATS_ROUTES":  "nats://route:" + secret + "@peer:6222",
+	value := func(name string) string {
+		switch {
+		case name == "KEZ_DATABASE_URL":
+			return "postgres://kez:" + secret + "@db:5432/kez"
+		case strings.HasSuffix(name, "_URL"), strings.HasSuffix(name, "_ROUTES"):
+			return "nats://kez:" + secret + "@peer:6222"
+		}
+		return secret
 	}
-	for name, v := range vars {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			getenv := env(map[string]string{name: v})
-			var help strings.Builder
-			if _, err := parseServe([]string{"-h"}, getenv, &help); err == nil {
-				t.Fatal("-h parsed as a configuration")
-			}
-			if strings.Contains(help.String(), secret) {
-				t.Fatalf("help shows %s's password:\n%s", name, help.String())
-			}
-			if !strings.Contains(help.String(), name) {
-				t.Fatalf("help does not name %s:\n%s", name, help.String())
-			}
-		})
-	}
-	c, err := parseServe(nil, env(map[string]string{"KEZ_DATABASE_URL": vars["KEZ_DATABASE_URL"], "KEZ_NATS_URL": vars["KEZ_NATS_URL"]}), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.DatabaseURL != vars["KEZ_DATABASE_URL"] || c.NATS.URL != vars["KEZ_NATS_URL"] {
-		t.Fatalf("URLs from the environment not applied: %q %q", c.DatabaseURL, c.NATS.URL)
-	}
-	c, err = parseServe([]string{"--nats-cluster-listen", "127.0.0.1:6222"}, env(map[string]string{"KEZ_NATS_ROUTES": vars["KEZ_NATS_ROUTES"]}), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(c.NATS.Routes) != 1 || c.NATS.Routes[0] != vars["KEZ_NATS_ROUTES"] {
-		t.Fatalf("routes from the environment not applied: %q", c.NATS.Routes)
+	for cmd, vars := range secretVars {
+		for _, name := range vars {
+			t.Run(cmd+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				var help strings.Builder
+				err := run(t.Context(), []string{cmd, "-h"}, env(map[string]string{name: value(name)}), io.Discard, &help)
+				if !errors.Is(err, flag.ErrHelp) {
+					t.Fatalf("%s -h returned %v, want flag.ErrHelp", cmd, err)
+				}
+				if strings.Contains(help.String(), secret) {
+					t.Fatalf("%s -h shows %s:\n%s", cmd, name, help.String())
+				}
+				if !strings.Contains(help.String(), "["+name+"]") {
+					t.Fatalf("%s -h does not name %s:\n%s", cmd, name, help.String())
+				}
+			})
+		}
 	}
 }
 
-// TestSecretsStayOutOfHelp: secrets from the environment are used, but -h
-// never prints them as defaults.
-func TestSecretsStayOutOfHelp(t *testing.T) {
+// TestSecretsFromEnvironment: the secrets -h hides are still read from the
+// environment, and a flag wins over it.
+func TestSecretsFromEnvironment(t *testing.T) {
 	t.Parallel()
-	const secret = "SAVERYSECRETSEED"
-	getenv := env(map[string]string{"KEZ_CALLOUT_ISSUER_SEED": secret, "KEZ_NATS_PASSWORD": "hunter2", "KEZ_NATS_URL": "nats://x:4222", "KEZ_NATS_USER": "u"})
-	var help strings.Builder
-	if _, err := parseServe([]string{"-h"}, getenv, &help); err == nil {
-		t.Fatal("-h parsed as a configuration")
+	vars := map[string]string{
+		"KEZ_DATABASE_URL":        "postgres://kez:s3cr3tpw@db:5432/kez",
+		"KEZ_NATS_URL":            "nats://kez:s3cr3tpw@nats:4222",
+		"KEZ_NATS_USER":           "u",
+		"KEZ_NATS_PASSWORD":       "hunter2",
+		"KEZ_CALLOUT_ISSUER_SEED": "SAVERYSECRETSEED",
 	}
-	if strings.Contains(help.String(), secret) || strings.Contains(help.String(), "hunter2") {
-		t.Fatalf("help shows a secret:\n%s", help.String())
-	}
-	c, err := parseServe(nil, getenv, io.Discard)
+	c, err := parseServe(nil, env(vars), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Seeds.Issuer != secret || c.NATS.Password != "hunter2" {
+	if c.DatabaseURL != vars["KEZ_DATABASE_URL"] || c.NATS.URL != vars["KEZ_NATS_URL"] ||
+		c.NATS.Password != "hunter2" || c.Seeds.Issuer != vars["KEZ_CALLOUT_ISSUER_SEED"] {
 		t.Fatalf("secrets from the environment not applied: %+v", c)
 	}
+	routes := "nats://route:s3cr3tpw@peer:6222"
+	c, err = parseServe([]string{"--nats-cluster-listen", "127.0.0.1:6222"}, env(map[string]string{"KEZ_NATS_ROUTES": routes}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.NATS.Routes) != 1 || c.NATS.Routes[0] != routes {
+		t.Fatalf("routes from the environment not applied: %q", c.NATS.Routes)
+	}
 	// A flag wins over the environment.
-	c, err = parseServe([]string{"--nats-password", "flagged"}, getenv, io.Discard)
+	c, err = parseServe([]string{"--nats-password", "flagged"}, env(vars), io.Discard)
 	if err != nil || c.NATS.Password != "flagged" {
 		t.Fatalf("flag did not win: %v %q", err, c.NATS.Password)
 	}

@@ -25,13 +25,13 @@ func natsConfig(args []string, getenv func(string) string, stdout, stderr io.Wri
 	fs.SetOutput(stderr)
 	e := &envFlags{fs: fs, getenv: getenv}
 	e.str(&c.DataDir, "data-dir", "KEZ_DATA_DIR", "./kez-data", "directory holding the generated keys")
-	e.str(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "", "postgres:// URL of the deployment's database, which keeps its keys (as kezd serve does)")
+	e.secret(&c.DatabaseURL, "database-url", "KEZ_DATABASE_URL", "postgres:// URL of the deployment's database, which keeps its keys (as kezd serve does)")
 	e.secret(&c.Seeds.Issuer, "callout-issuer-seed", "KEZ_CALLOUT_ISSUER_SEED", "auth callout issuer account seed")
 	e.secret(&c.Seeds.XKey, "callout-xkey-seed", "KEZ_CALLOUT_XKEY_SEED", "auth callout curve seed")
 	e.secret(&c.Seeds.Service, "callout-service-seed", "KEZ_CALLOUT_SERVICE_SEED", "auth callout service user seed")
 	e.secret(&c.Seeds.App, "callout-app-seed", "KEZ_CALLOUT_APP_SEED", "kezd's own NATS user seed")
 	var routes string
-	e.str(&routes, "cluster-routes", "KEZ_NATS_CLUSTER_ROUTES", "", "print instead the route authorization for a cluster's nodes, with these comma-separated route URLs (nats://host:6222, every node)")
+	e.secret(&routes, "cluster-routes", "KEZ_NATS_CLUSTER_ROUTES", "print instead the route authorization for a cluster's nodes, with these comma-separated route URLs (nats://host:6222, every node)")
 	e.str(&c.NATS.ClusterUser, "nats-cluster-user", "KEZ_NATS_CLUSTER_USER", "", "with --cluster-routes: route user (default kezd-route)")
 	e.secret(&c.NATS.ClusterPassword, "nats-cluster-password", "KEZ_NATS_CLUSTER_PASSWORD", "with --cluster-routes: route password (default derived from the NATS keys)")
 	if err := e.parse(args, stderr); err != nil {
