@@ -29,7 +29,7 @@ func startEmbedded(ctx context.Context, cfg Config, log *slog.Logger, routes *ro
 		return nil, nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	fatal := make(chan string, 1)
-	srv.SetLogger(serverLogger{log: log.With("nats_server", true), fatal: fatal, routes: routes}, false, false)
+	srv.SetLogger(serverLogger{log: log.With("nats_server", true), fatal: fatal, routes: routes, clients: newClientErrorLog()}, false, false)
 	srv.Start()
 	// A server that cannot start (its port is taken) says so in a fatal
 	// log line and never becomes ready: report that at once, not a timeout.
@@ -203,9 +203,10 @@ const maxPayload = 128 << 10
 // serverLogger sends the embedded server's log to slog. The server logs why
 // a callout refused a client; that reason never reaches the client.
 type serverLogger struct {
-	log    *slog.Logger
-	fatal  chan<- string // the first fatal message, if anyone listens
-	routes *routeWatch
+	log     *slog.Logger
+	fatal   chan<- string // the first fatal message, if anyone listens
+	routes  *routeWatch
+	clients *clientErrorLog
 }
 
 func (l serverLogger) Noticef(format string, v ...any) {
@@ -250,6 +251,12 @@ func (l serverLogger) Errorf(format string, v ...any) {
 		// One per refused login: the callout logs refusals, summarised,
 		// so that a flood of bad logins cannot flood the log.
 		l.log.Debug(msg)
+		return
+	}
+	if remoteClientLine(msg) {
+		// One per bad connection, and anyone can open one: what the
+		// remote side did wrong, summarised.
+		l.clients.log(l.log, msg)
 		return
 	}
 	l.log.Error(msg)

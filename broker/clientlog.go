@@ -1,0 +1,72 @@
+package broker
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// clientErrorEvery is the least time between two log lines about client
+// connections' errors: a flood of bad connections (anyone can open one and
+// send a CONNECT too long, before any login) writes one line per interval,
+// with the count, and the rest go at debug level.
+const clientErrorEvery = 10 * time.Second
+
+// clientErrorLog summarises, at info level, the errors the embedded server
+// logs about client connections from the network: what their remote side
+// did wrong (a control line too long, a protocol violation, a publish it may
+// not make, a failed TLS handshake) is not the operator's error to fix.
+type clientErrorLog struct {
+	now func() time.Time
+
+	mu         sync.Mutex
+	last       time.Time // of the last line at info
+	suppressed int64     // errors since then, logged at debug only
+}
+
+func newClientErrorLog() *clientErrorLog { return &clientErrorLog{now: time.Now} }
+
+// log logs msg, the server's line about one client's error. A nil log (a
+// server logger without one) logs every line at info.
+func (r *clientErrorLog) log(log *slog.Logger, msg string) {
+	if r == nil {
+		log.Info("nats client error", "err", msg)
+		return
+	}
+	now := r.now()
+	r.mu.Lock()
+	if !r.last.IsZero() && now.Sub(r.last) < clientErrorEvery {
+		r.suppressed++
+		r.mu.Unlock()
+		log.Debug("nats client error", "err", msg)
+		return
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	r.mu.Unlock()
+	attrs := []any{"err", msg}
+	if n > 0 {
+		attrs = append(attrs, "errors_before_this_unlogged", n)
+	}
+	log.Info("nats client error", attrs...)
+}
+
+// remoteClientLine reports whether msg, a line of the server's log, is
+// about one client connection from the network. nats-server starts those
+// with the connection: "<addr> - cid:<n> - " (wid: for a websocket, mid:
+// or mid_ws: for MQTT). kezd's own connections to its embedded server are
+// in-process, with the address "pipe": their errors are kezd's, and are
+// not matched.
+func remoteClientLine(msg string) bool {
+	addr, rest, ok := strings.Cut(msg, " - ")
+	if !ok || addr == "pipe" {
+		return false
+	}
+	for _, kind := range []string{"cid:", "wid:", "mid:", "mid_ws:"} {
+		if strings.HasPrefix(rest, kind) {
+			return true
+		}
+	}
+	return false
+}
