@@ -52,21 +52,35 @@ func (r *clientErrorLog) log(log *slog.Logger, msg string) {
 	log.Info("nats client error", attrs...)
 }
 
-// remoteClientLine reports whether msg, a line of the server's log, is
-// about one client connection from the network. nats-server starts those
-// with the connection: "<addr> - cid:<n> - " (wid: for a websocket, mid:
-// or mid_ws: for MQTT). kezd's own connections to its embedded server are
-// in-process, with the address "pipe": their errors are kezd's, and are
-// not matched.
-func remoteClientLine(msg string) bool {
+// lineConn returns the kind of connection a line of the server's log is
+// about, from the prefix nats-server starts those with: "<addr> - <kind>:<n>
+// - " ("cid" a client, "wid" a websocket client, "mid" or "mid_ws" MQTT,
+// "rid" a route, "gid" a gateway, "lid" a leaf node); "" for a line about
+// none. What follows the prefix can hold what the remote side chose (a
+// login's user name), so only the prefix says what a line is about.
+func lineConn(msg string) (kind, addr string) {
 	addr, rest, ok := strings.Cut(msg, " - ")
-	if !ok || addr == "pipe" {
-		return false
+	if !ok || strings.ContainsAny(addr, " \"") {
+		return "", ""
 	}
-	for _, kind := range []string{"cid:", "wid:", "mid:", "mid_ws:"} {
-		if strings.HasPrefix(rest, kind) {
-			return true
-		}
+	kind, id, ok := strings.Cut(rest, ":")
+	if !ok || kind == "" || strings.ContainsAny(kind, " \"") {
+		return "", ""
+	}
+	if id, _, _ = strings.Cut(id, " "); id == "" || strings.Trim(id, "0123456789") != "" {
+		return "", ""
+	}
+	return kind, addr
+}
+
+// remoteClientLine reports whether msg, a line of the server's log, is
+// about one client connection from the network. kezd's own connections to
+// its embedded server are in-process, with the address "pipe": their errors
+// are kezd's, and are not matched.
+func remoteClientLine(msg string) bool {
+	switch kind, addr := lineConn(msg); kind {
+	case "cid", "wid", "mid", "mid_ws":
+		return addr != "pipe"
 	}
 	return false
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-chat/kezd/internal/testwait"
+	"github.com/nats-io/nats.go"
 )
 
 // A flood of connections that send a CONNECT too long, before any login,
@@ -97,5 +98,29 @@ func TestClientErrorsSummarised(t *testing.T) {
 		if !strings.Contains(line, "errors_before_this_unlogged=999") {
 			t.Errorf("summary %q does not count the 999 errors since the last line", line)
 		}
+	}
+}
+
+// A client's refused login is logged with the user name it chose; a name
+// that reads like a route's trouble is still a client's refusal, and does
+// not fail readiness (RoutesRefused) or warn of routes.
+func TestClientCannotPoseAsRoute(t *testing.T) {
+	t.Parallel()
+	keys, auth := newCalloutKeys(t)
+	b, lines := startLogged(t, Config{Listen: "127.0.0.1:-1", Auth: auth})
+	serveCallout(t, b, keys)
+	users := []string{"rid:1 Authorization Violation", "Error trying to connect to route"}
+	for _, user := range users {
+		if nc, err := nats.Connect(b.ClientURL(), nats.UserInfo(user, ""), nats.NoReconnect()); err == nil {
+			nc.Close()
+			t.Fatalf("%q logged in", user)
+		}
+	}
+	lines.waitCount(t, "authentication error", len(users))
+	if err := b.RoutesRefused(t.Context()); err != nil {
+		t.Errorf("RoutesRefused = %v after clients' refused logins", err)
+	}
+	if strings.Contains(lines.String(), `msg="nats route`) {
+		t.Errorf("clients' refused logins were logged as route trouble:\n%s", lines)
 	}
 }

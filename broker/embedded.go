@@ -234,14 +234,17 @@ func (l serverLogger) Fatalf(format string, v ...any) {
 }
 func (l serverLogger) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
+	// A client's lines hold what it chose (its user name): what a line is
+	// about is in its prefix, else any client could fail readiness.
+	kind, _ := lineConn(msg)
 	switch {
 	case l.routes == nil:
 		// No watch to summarise route trouble: log it as it comes.
-	case strings.Contains(msg, "rid:") && (strings.Contains(msg, "Authorization Violation") || strings.Contains(msg, "authentication error")):
+	case kind == "rid" && (strings.Contains(msg, "Authorization Violation") || strings.Contains(msg, "authentication error")):
 		l.routes.refused()
 		l.log.Debug(msg)
 		return
-	case strings.Contains(msg, "Error trying to connect to route"):
+	case kind == "" && strings.HasPrefix(msg, "Error trying to connect to route"):
 		// About once a second per peer while one is down: summarised.
 		l.routes.dialFailed(msg)
 		l.log.Debug(msg)
