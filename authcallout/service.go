@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/broker"
+	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/faultlog"
 	"github.com/kez-chat/kezd/ratelimit"
@@ -69,6 +70,10 @@ type Config struct {
 	MaxConnsPerHandle int
 	// Conns counts connections for MaxConnsPerHandle; nil means no cap.
 	Conns ConnCounter
+	// Kicker, when set, closes the connections of the logins this callout
+	// granted, or is deciding, with a signing key that Revoked retires (see
+	// inflight.go); broker.Broker implements it.
+	Kicker ClientKicker
 	// ServerID is the embedded server this instance runs ("" for none), and
 	// Peers kezd's own connection (broker.Broker.Conn). With both, the
 	// callouts of clustered instances pass each request to the instance
@@ -113,6 +118,13 @@ type Limiter interface {
 type ConnCounter interface {
 	HandleConnections(serverID, handle string) (int, bool)
 	ClientOpen(serverID string, cid uint64) (open, ok bool)
+}
+
+// ClientKicker closes the connection cid on the server serverID, whether
+// its login is decided yet or not, or says why it cannot (broker.Broker:
+// its embedded server, or an external NATS through a system user).
+type ClientKicker interface {
+	KickClient(serverID string, cid uint64) error
 }
 
 // ConnLeases is the deployment's count of open things (*postgres.Leases,
@@ -166,6 +178,7 @@ type Service struct {
 
 	mu        sync.Mutex
 	held      map[int64]connLease // leases of open logins, by lease id
+	logins    inflight            // logins whose server may still set them up
 	stopSweep context.CancelFunc
 	swept     chan struct{} // closed when the sweep has stopped
 }
@@ -372,6 +385,13 @@ func (s *Service) answer(ctx context.Context, m *nats.Msg, respond func([]byte) 
 
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
+	// Recorded before its key is looked up, for Revoked (inflight.go).
+	key, login := "", connLease{server: req.Server.ID, cid: req.ClientInformation.ID, until: loginUntil(req, s.cfg.Now())}
+	if s.cfg.Kicker != nil {
+		if key = presentedKey(req); key != "" {
+			s.logins.begin(key, login, s.cfg.Now())
+		}
+	}
 	ip := s.ipKey(req.ClientInformation.Host)
 	handle, err := "", s.reserved(ip)
 	if err == nil {
@@ -388,6 +408,9 @@ func (s *Service) answer(ctx context.Context, m *nats.Msg, respond func([]byte) 
 	}
 	if err != nil {
 		resp.Jwt, resp.Error = "", s.refusal(req, err)
+		if key != "" {
+			s.logins.end(key, login)
+		}
 	}
 	tok, err := resp.Encode(s.cfg.Keys.Issuer)
 	if err != nil {
@@ -411,6 +434,25 @@ func (s *Service) answer(ctx context.Context, m *nats.Msg, respond func([]byte) 
 	}
 	if err := respond(out); err != nil {
 		s.drop("respond", "err", err)
+	}
+}
+
+// Revoked closes the connections of the logins this callout granted, or is
+// deciding, with a signing key rev retires, whether their servers have set
+// them up yet or not: the broker's revocation kick (broker.OnRevocation)
+// cannot see those not yet set up. Call it for every revocation announced,
+// before the broker's kick. See inflight.go for why this is enough.
+func (s *Service) Revoked(rev chat.Revocation) {
+	if s.cfg.Kicker == nil {
+		return
+	}
+	for _, l := range s.logins.take(rev.Keys, s.cfg.Now()) {
+		if err := s.cfg.Kicker.KickClient(l.server, l.cid); err != nil {
+			// Closed already, most often: refused, or gone.
+			s.log.Debug("revocation: cannot close a login of a retired key", "handle", rev.Handle, "server", l.server, "cid", l.cid, "err", err)
+			continue
+		}
+		s.log.Info("nats login closed: its key was revoked while it was being set up", "handle", rev.Handle, "server", l.server, "cid", l.cid)
 	}
 }
 

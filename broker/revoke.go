@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -63,7 +64,9 @@ func (b *Broker) OnRevocation(revoked func(chat.Revocation)) (stop func(), err e
 }
 
 // disconnectKeys closes the embedded server's client connections logged in
-// as rev.Handle, when rev retires a key. A callout login is named for its
+// as rev.Handle, when rev retires a key. It lists them once: the logins of
+// a retired key that are granted but not yet set up are the callout's to
+// close (authcallout.Service.Revoked, through KickClient), before this runs. A callout login is named for its
 // handle (the server then forgets the nkey it presented), so the connections
 // of the retired key cannot be told from those of a key registered since:
 // all go, and a client with the current key logs in again at once, while
@@ -88,6 +91,36 @@ func (b *Broker) disconnectKeys(rev chat.Revocation) {
 			b.log.Info("nats client disconnected: a key of its handle was revoked", "handle", rev.Handle, "cid", c.Cid)
 		}
 	}
+}
+
+// errCannotKick: the connection is on a server kezd cannot reach.
+var errCannotKick = errors.New("not a server this instance can close connections on")
+
+// KickClient closes the connection cid on the server serverID, whether its
+// login is decided yet or not: on the embedded server directly, on an
+// external NATS through the system user. It fails for another instance's
+// embedded server and for an external NATS without a system user.
+func (b *Broker) KickClient(serverID string, cid uint64) error {
+	switch {
+	case b.srv != nil && b.srv.ID() == serverID:
+		return b.srv.DisconnectClientByID(cid)
+	case b.srv == nil && b.sys != nil && serverID != "":
+		kick, _ := json.Marshal(server.KickClientReq{CID: cid})
+		m, err := b.sys.Request(fmt.Sprintf(kickSubject, serverID), kick, kickWait)
+		if err != nil {
+			return err
+		}
+		var res struct {
+			Error *struct {
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(m.Data, &res) == nil && res.Error != nil {
+			return errors.New(res.Error.Description)
+		}
+		return nil
+	}
+	return errCannotKick
 }
 
 // System-account requests of nats-server.

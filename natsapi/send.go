@@ -17,6 +17,7 @@ import (
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/identity"
 	"github.com/kez-chat/kezd/protocol"
+	"github.com/kez-chat/kezd/store"
 )
 
 // Defaults for SendConfig.
@@ -27,8 +28,10 @@ const (
 
 // Sender is the core's send path: chat.Service implements it. Send keeps
 // body (the message's data, which nats.go allocates for each message).
+// Lookup finds the sender, as HTTP's authentication does.
 type Sender interface {
 	Send(ctx context.Context, from string, body []byte) (protocol.SendResult, error)
+	Lookup(ctx context.Context, handle string) (store.Handle, error)
 }
 
 // SendConfig configures the send responder.
@@ -92,7 +95,7 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 		reply = chat.Errorf(protocol.CodeInvalidHandle, "sender in subject: %v", err).Body()
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-		res, err := r.sender.Send(ctx, from, m.Data)
+		res, err := r.send(ctx, from, m.Data)
 		cancel()
 		if err != nil {
 			e := chat.AsError(err)
@@ -120,4 +123,20 @@ func (r *SendResponder) handle(ctx context.Context, m *nats.Msg) {
 	if err != nil {
 		r.log.Warn("nats send: reply failed", "from", from, "err", err)
 	}
+}
+
+// send sends body from the handle from, once it is still registered. The
+// server lets a connection publish as the handle it logged in as, and the
+// revocation of a key closes the connections that logged in with it
+// (authcallout.Service.Revoked, broker.Broker.OnRevocation); this refuses,
+// as HTTP refuses their signatures, what such a connection publishes after
+// its handle was deleted and before it was closed.
+func (r *SendResponder) send(ctx context.Context, from string, body []byte) (protocol.SendResult, error) {
+	if _, err := r.sender.Lookup(ctx, from); err != nil {
+		if e := chat.AsError(err); e.Code == protocol.CodeUnknownHandle {
+			return protocol.SendResult{}, chat.Errorf(protocol.CodeUnauthorized, "signer %q is not registered", from)
+		}
+		return protocol.SendResult{}, err
+	}
+	return r.sender.Send(ctx, from, body)
 }

@@ -18,12 +18,20 @@ import (
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
+	"github.com/kez-chat/kezd/store/sqlite"
 )
 
 // setup runs an open embedded server, a SQLite store with alice and bob, and
 // the send responder on the core; it returns a client connection. Login and
 // permissions are the auth callout's tests; here every client may publish.
 func setup(t *testing.T, cfg natsapi.SendConfig, core ...chat.Config) *server.Server {
+	t.Helper()
+	s, _ := setupStore(t, cfg, core...)
+	return s
+}
+
+// setupStore is setup, and its store.
+func setupStore(t *testing.T, cfg natsapi.SendConfig, core ...chat.Config) (*server.Server, *sqlite.DB) {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
@@ -52,7 +60,7 @@ func setup(t *testing.T, cfg natsapi.SendConfig, core ...chat.Config) *server.Se
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Stop)
-	return s
+	return s, db
 }
 
 // connect is a client whose requests use handle's reply inbox, as the auth
@@ -98,6 +106,37 @@ func TestSendReplies(t *testing.T) {
 		if !strings.Contains(string(reply.Data), tt.want) {
 			t.Errorf("%s: reply %s, want it to contain %s", tt.name, reply.Data, tt.want)
 		}
+	}
+}
+
+// TestSendFromDeletedHandleRefused: a connection still logged in as a
+// handle that has been deleted (it is closed within 2 s, but may publish
+// before) sends nothing: the sender no longer authenticates, as on HTTP.
+func TestSendFromDeletedHandleRefused(t *testing.T) {
+	t.Parallel()
+	s, db := setupStore(t, natsapi.SendConfig{})
+	ctx := context.Background()
+	alice, err := db.Handle(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.DeleteHandle(ctx, "alice", alice.SigningKey); err != nil {
+		t.Fatal(err)
+	}
+	nc := connect(t, s, "alice")
+	reply, err := nc.Request("kez.chat.send.alice", []byte(`{"to":"bob","id":"m1","envelope":1}`), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"error":"unauthorized","message":"signer \"alice\" is not registered"}`; string(reply.Data) != want {
+		t.Errorf("reply %s, want %s", reply.Data, want)
+	}
+	msgs, err := db.ListMessages(ctx, "bob", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 0 {
+		t.Errorf("bob's inbox has %d messages from a deleted sender, want none", len(msgs))
 	}
 }
 

@@ -140,7 +140,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 		return fmt.Errorf("connect auth callout service: %w", err)
 	}
 	defer calloutConn.Close()
-	ccfg.Keys, ccfg.Conns, ccfg.Limits = keys, b, limits
+	ccfg.Keys, ccfg.Conns, ccfg.Kicker, ccfg.Limits = keys, b, b, limits
 	ccfg.ServerID, ccfg.Peers = b.ServerID(), b.Conn()
 	ccfg.TrustedProxies = cfg.HTTP.TrustedProxies
 	callout, err = authcallout.Start(ctx, calloutConn, ccfg, st, log.With("component", "auth_callout"))
@@ -159,11 +159,14 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	defer goUntilStopped(context.WithoutCancel(ctx), svc.RunOutbox)()
 
 	// Revocations announced by any instance (this one included) end the
-	// sessions of retired keys here, and the embedded server's NATS logins.
+	// sessions of retired keys here, the NATS logins of those keys that this
+	// instance's callout granted but their server may not have set up yet,
+	// and then (the broker) the NATS connections logged in as the handle.
 	stopRevocations, err := b.OnRevocation(func(rev chat.Revocation) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		svc.Revoked(rctx, rev)
+		callout.Revoked(rev)
 	})
 	if err != nil {
 		return fmt.Errorf("start revocations: %w", err)
