@@ -36,13 +36,30 @@ type clientRef struct {
 	cid    uint64
 }
 
+// The cap on a handle's connections (Config.MaxConnsPerHandle) counts the
+// connections its server has set up, and a login granted a moment before
+// is not among them yet: logins of one handle at the same moment all saw
+// the same count and passed the cap together. So each login of a handle
+// the cap applies to first reserves its place among the handle's granted
+// logins (inflight.byHandle), in order, and only then counts: the server's
+// connections, plus the handle's logins reserved before its own that are
+// neither among them (set up, so counted already) nor closed. Of two logins
+// granted, the later one counted the earlier either way, so the last one
+// granted counted all the others: they cannot pass the cap together. And
+// the first logins of a herd are not refused for those that come after. A reservation is given back when its login is
+// refused, and lasts until its server's auth timeout has passed; it is not
+// dropped when its connection appears, as a login counting at the same
+// moment may have asked its server before it did.
+
 // inflight is the logins this instance's callout has decided, or is
 // deciding, whose server may still set them up.
 type inflight struct {
-	mu      sync.Mutex
-	byKey   map[string]map[clientRef]connLease // by the signing key presented (hex)
-	n       int                                // entries in byKey
-	pruneAt int                                // n at which expired entries are next pruned
+	mu       sync.Mutex
+	byKey    map[string]map[clientRef]connLease // by the signing key presented (hex)
+	byHandle map[string]map[clientRef]connLease // reserved for the cap, by handle
+	n        int                                // entries in both
+	pruneAt  int                                // n at which expired entries are next pruned
+	seq      uint64                             // of the last reservation
 }
 
 // inflightPrune is the least n at which expired entries are pruned: then
@@ -76,14 +93,32 @@ func (f *inflight) begin(key string, l connLease, now time.Time) {
 	if f.byKey == nil {
 		f.byKey = map[string]map[clientRef]connLease{}
 	}
+	f.addLocked(f.byKey, key, l, now)
+}
+
+// reserve reserves the login l's place among the logins of l.handle, and
+// returns its seq.
+func (f *inflight) reserve(l connLease, now time.Time) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.byHandle == nil {
+		f.byHandle = map[string]map[clientRef]connLease{}
+	}
+	f.seq++
+	l.seq = f.seq
+	f.addLocked(f.byHandle, l.handle, l, now)
+	return l.seq
+}
+
+func (f *inflight) addLocked(by map[string]map[clientRef]connLease, k string, l connLease, now time.Time) {
 	if f.n >= max(f.pruneAt, inflightPrune) {
 		f.pruneLocked(now)
 		f.pruneAt = 2 * f.n
 	}
-	m := f.byKey[key]
+	m := by[k]
 	if m == nil {
 		m = map[clientRef]connLease{}
-		f.byKey[key] = m
+		by[k] = m
 	}
 	ref := clientRef{l.server, l.cid}
 	if _, again := m[ref]; !again {
@@ -92,20 +127,54 @@ func (f *inflight) begin(key string, l connLease, now time.Time) {
 	m[ref] = l
 }
 
-// end forgets the login l of key: it was refused.
+// end forgets the login l of key ("": none recorded), and its
+// reservation if it has one: it was refused.
 func (f *inflight) end(key string, l connLease) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m := f.byKey[key]
 	ref := clientRef{l.server, l.cid}
+	f.removeLocked(f.byKey, key, ref)
+	if l.handle != "" {
+		f.removeLocked(f.byHandle, l.handle, ref)
+	}
+}
+
+func (f *inflight) removeLocked(by map[string]map[clientRef]connLease, k string, ref clientRef) {
+	m := by[k]
 	if _, ok := m[ref]; !ok {
 		return
 	}
 	delete(m, ref)
 	f.n--
 	if len(m) == 0 {
-		delete(f.byKey, key)
+		delete(by, k)
 	}
+}
+
+// reserved counts the logins reserved for handle before seq that may still
+// open a connection not among its server's connections set up: not yet
+// expired, not in setUp, and not known to be closed (open answers false
+// for ok when it cannot tell). Expired ones are dropped.
+func (f *inflight) reserved(handle string, seq uint64, setUp map[clientRef]bool, open func(server string, cid uint64) (bool, bool), now time.Time) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.byHandle[handle]
+	n := 0
+	for ref, l := range m {
+		switch {
+		case l.seq >= seq || setUp[ref]:
+		case now.After(l.until):
+			f.removeLocked(f.byHandle, handle, ref)
+		default:
+			if isOpen, ok := open(ref.server, ref.cid); ok && !isOpen {
+				// Closed for good (cids are not reused): nobody counts it.
+				f.removeLocked(f.byHandle, handle, ref)
+				continue
+			}
+			n++
+		}
+	}
+	return n
 }
 
 // take removes and returns the logins of keys whose servers may still set
@@ -127,15 +196,17 @@ func (f *inflight) take(keys []string, now time.Time) []connLease {
 }
 
 func (f *inflight) pruneLocked(now time.Time) {
-	for k, m := range f.byKey {
-		for ref, l := range m {
-			if now.After(l.until) {
-				delete(m, ref)
-				f.n--
+	for _, by := range []map[string]map[clientRef]connLease{f.byKey, f.byHandle} {
+		for k, m := range by {
+			for ref, l := range m {
+				if now.After(l.until) {
+					delete(m, ref)
+					f.n--
+				}
 			}
-		}
-		if len(m) == 0 {
-			delete(f.byKey, k)
+			if len(m) == 0 {
+				delete(by, k)
+			}
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
+	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/internal/testwait"
@@ -116,8 +117,8 @@ func TestLeasesGivenBackTogetherAfterStop(t *testing.T) {
 // server that died, or whose announcements kezd missed.
 type unannounced struct{ authcallout.ConnCounter }
 
-func (unannounced) HandleConnections(string, string) (int, bool) { return 0, false }
-func (unannounced) ClientOpen(string, uint64) (open, ok bool)    { return true, true }
+func (unannounced) HandleClients(string, string) ([]broker.Client, bool) { return nil, false }
+func (unannounced) ClientOpen(string, uint64) (open, ok bool)            { return true, true }
 
 // A login's lease is given back once its JWT has expired, by when its
 // server has closed the connection, even if nothing said that it closed

@@ -110,13 +110,13 @@ type Limiter interface {
 	Reserved(name ratelimit.Name, key string) error
 }
 
-// ConnCounter counts a handle's client connections on the server serverID
+// ConnCounter lists a handle's client connections on the server serverID
 // (or on every server, where it can ask them all) and tells whether the
 // connection cid is still open there, reporting false when it cannot
 // (broker.Broker implements it: both for its embedded server, the count for
 // an external NATS through a system user).
 type ConnCounter interface {
-	HandleConnections(serverID, handle string) (int, bool)
+	HandleClients(serverID, handle string) ([]broker.Client, bool)
 	ClientOpen(serverID string, cid uint64) (open, ok bool)
 }
 
@@ -191,6 +191,7 @@ type connLease struct {
 	server, handle string
 	cid            uint64
 	until          time.Time
+	seq            uint64 // orders the reservations of inflight.byHandle
 }
 
 // leaseSlack is how long past its JWT's expiry a login's lease is kept:
@@ -404,13 +405,12 @@ func (s *Service) answer(ctx context.Context, m *nats.Msg, respond func([]byte) 
 		resp.Jwt, err = s.userJWT(req.UserNkey, handle)
 	}
 	if err == nil {
-		err = s.admit(ctx, req, handle, req.ClientInformation.Host)
+		login.handle = handle
+		err = s.admit(ctx, req, login, req.ClientInformation.Host)
 	}
 	if err != nil {
 		resp.Jwt, resp.Error = "", s.refusal(req, err)
-		if key != "" {
-			s.logins.end(key, login)
-		}
+		s.logins.end(key, login)
 	}
 	tok, err := resp.Encode(s.cfg.Keys.Issuer)
 	if err != nil {
@@ -582,10 +582,12 @@ func (s *Service) chargeFailure(ctx context.Context, ip string, err error) {
 	}
 }
 
-// admit applies MaxConnsPerHandle to a login of handle: first the count
-// Conns gives (the client's server's without a query, when that is this
+// admit applies MaxConnsPerHandle to the login l: first the count Conns
+// gives (the client's server's without a query, when that is this
 // instance's embedded server; every server's, asked through the system
-// account, with an external NATS), then, with Leases and this instance's
+// account, with an external NATS), with this instance's logins of the
+// handle granted but not yet among them (reserved first: see inflight.go),
+// then, with Leases and this instance's
 // embedded server, the deployment's, taking a lease: leases are taken only
 // where this instance can tell when the connection closes. The cap does
 // not apply when Conns gives no count and takes no lease (another
@@ -593,14 +595,22 @@ func (s *Service) chargeFailure(ctx context.Context, ip string, err error) {
 // docs/protocol.md; an external NATS without a system user, or whose
 // servers do not answer). When the leases' store fails, the server's count
 // alone decides.
-func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims, handle, ip string) error {
-	limit := s.cfg.MaxConnsPerHandle
+func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims, l connLease, ip string) error {
+	limit, handle := s.cfg.MaxConnsPerHandle, l.handle
 	if s.conns == nil || limit <= 0 {
 		return nil
 	}
-	if n, ok := s.conns.HandleConnections(req.Server.ID, handle); ok && n >= limit {
-		s.capRefused.Add(1)
-		return reject("handle %q has %d NATS connections, its limit", handle, n)
+	seq := s.logins.reserve(l, s.cfg.Now())
+	if clients, ok := s.conns.HandleClients(req.Server.ID, handle); ok {
+		setUp := make(map[clientRef]bool, len(clients))
+		for _, c := range clients {
+			setUp[clientRef{c.Server, c.CID}] = true
+		}
+		granted := s.logins.reserved(handle, seq, setUp, s.conns.ClientOpen, s.cfg.Now())
+		if n := len(clients) + granted; n >= limit {
+			s.capRefused.Add(1)
+			return reject("handle %q has %d NATS connections and %d more logins granted, its limit", handle, len(clients), granted)
+		}
 	}
 	if s.cfg.Leases == nil {
 		return nil
@@ -622,8 +632,8 @@ func (s *Service) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims
 		s.faults.OK(what)
 		if ok {
 			s.mu.Lock()
-			s.held[id] = connLease{server: req.Server.ID, handle: handle, cid: req.ClientInformation.ID,
-				until: s.cfg.Now().Add(s.cfg.TTL + time.Second + leaseSlack)}
+			l.until = s.cfg.Now().Add(s.cfg.TTL + time.Second + leaseSlack)
+			s.held[id] = l
 			s.mu.Unlock()
 			return nil
 		}

@@ -16,8 +16,10 @@ import (
 // that outlived the instance that let them in, or that were on a server
 // since shut down, count for what they are (open or not) without any lease.
 // What it cannot see is a login granted a moment before that its server has
-// not yet admitted: logins of one handle at the same moment can pass the
-// cap by as many as they are.
+// not yet admitted: the callout counts those it granted itself (see
+// authcallout's inflight.go), but not those of other kezd instances: logins
+// of one handle at the same moment through several instances can pass the
+// cap, each instance granting up to it.
 
 const (
 	// extConnzWait bounds the wait for the servers' answers. A login waits
@@ -46,9 +48,9 @@ type extConns struct {
 	learned time.Time       // when it was
 }
 
-// handleConnections counts the connections logged in as handle on every
-// server that answers; ok is false when none does in time.
-func (e *extConns) handleConnections(handle string) (n int, ok bool) {
+// handleClients lists the connections logged in as handle on every server
+// that answers; ok is false when none does in time.
+func (e *extConns) handleClients(handle string) (clients []Client, ok bool) {
 	start := time.Now()
 	e.mu.Lock()
 	known := e.servers
@@ -64,7 +66,7 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 	sub, err := e.ask(handle, AccountApp)
 	if err != nil {
 		e.log.Debug("cannot ask the nats servers for connections", "err", err)
-		return 0, false
+		return nil, false
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	answered := map[string]bool{}
@@ -90,11 +92,13 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 		if _, isKnown := known[res.Server.ID]; isKnown {
 			missing--
 		}
-		n += res.Data.NumConns
+		for _, c := range res.Data.Conns {
+			clients = append(clients, Client{Server: res.Server.ID, CID: c.CID})
+		}
 	}
 	if len(answered) == 0 {
 		e.log.Debug("no nats server answered connz")
-		return 0, false
+		return nil, false
 	}
 	if relearn {
 		e.mu.Lock()
@@ -106,5 +110,5 @@ func (e *extConns) handleConnections(handle string) (n int, ok bool) {
 		e.servers, e.learned = answered, start
 		e.mu.Unlock()
 	}
-	return n, true
+	return clients, true
 }

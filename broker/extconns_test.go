@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -117,7 +118,11 @@ func fakeServer(t *testing.T, url, id string, n int) (delay *atomic.Int64) {
 	}
 	t.Cleanup(nc.Close)
 	delay = new(atomic.Int64)
-	answer := fmt.Sprintf(`{"server":{"id":%q},"data":{"num_connections":%d}}`, id, n)
+	conns := make([]string, n)
+	for i := range conns {
+		conns[i] = fmt.Sprintf(`{"cid":%d}`, i+1)
+	}
+	answer := fmt.Sprintf(`{"server":{"id":%q},"data":{"num_connections":%d,"connections":[%s]}}`, id, n, strings.Join(conns, ","))
 	if _, err := nc.Subscribe(connzPingSubject, func(m *nats.Msg) {
 		time.AfterFunc(time.Duration(delay.Load()), func() { _ = m.Respond([]byte(answer)) })
 	}); err != nil {
