@@ -124,3 +124,22 @@ func TestClientCannotPoseAsRoute(t *testing.T) {
 		t.Errorf("clients' refused logins were logged as route trouble:\n%s", lines)
 	}
 }
+
+// A login whose connection closed while it was decided (its client went,
+// or kezd closed a login of a key being retired) is no warning; the
+// server's other warnings are.
+func TestServerLoggerWarnings(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ line, level string }{
+		{"Could not register auth callout user: connection closed", "DEBUG"},
+		{"Auth callout service returned an error: authorization violation", "DEBUG"},
+		{"Plaintext passwords detected, use nkeys or bcrypt", "WARN"},
+	} {
+		var buf bytes.Buffer
+		l := serverLogger{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		l.Warnf("%s", c.line)
+		if !strings.Contains(buf.String(), "level="+c.level+" ") {
+			t.Errorf("%q logged %q, want level %s", c.line, buf.String(), c.level)
+		}
+	}
+}

@@ -218,8 +218,14 @@ func (l serverLogger) Noticef(format string, v ...any) {
 }
 func (l serverLogger) Warnf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
-	if strings.HasPrefix(msg, "Auth callout service returned an error") {
+	switch {
+	case strings.HasPrefix(msg, "Auth callout service returned an error"):
 		l.log.Debug(msg) // a refusal the callout logs (summarised) itself
+		return
+	case strings.HasPrefix(msg, "Could not register auth callout user"):
+		// The connection closed while its login was decided: its client
+		// went, or kezd closed it (a login of a key being retired).
+		l.log.Debug(msg)
 		return
 	}
 	l.log.Warn(msg)
