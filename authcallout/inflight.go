@@ -46,10 +46,11 @@ type clientRef struct {
 // neither among them (set up, so counted already) nor closed. Of two logins
 // granted, the later one counted the earlier either way, so the last one
 // granted counted all the others: they cannot pass the cap together. And
-// the first logins of a herd are not refused for those that come after. A reservation is given back when its login is
-// refused, and lasts until its server's auth timeout has passed; it is not
-// dropped when its connection appears, as a login counting at the same
-// moment may have asked its server before it did.
+// the first logins of a herd are not refused for those that come after. A
+// reservation is given back when its login is refused, and lasts until its
+// server's auth timeout has passed; it is not dropped when its connection
+// appears, as a login counting at the same moment may have asked its server
+// before it did.
 
 // inflight is the logins this instance's callout has decided, or is
 // deciding, whose server may still set them up.
