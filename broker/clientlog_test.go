@@ -143,3 +143,29 @@ func TestServerLoggerWarnings(t *testing.T) {
 		}
 	}
 }
+
+// A route's "connection created" ends a route dial outage; a client that
+// names itself so does not.
+func TestRouteRecoveredOnlyByARoute(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, line string
+		recovered  bool
+	}{
+		{"route", "127.0.0.1:6222 - rid:4 - Route connection created", true},
+		{"client named so", `127.0.0.1:50312 - cid:7 - "v1.41.1:go:Route connection created" - Slow Consumer Detected - Route connection created`, false},
+		{"words only", "Route connection created", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var buf bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&buf, nil))
+			l := serverLogger{log: slog.New(slog.DiscardHandler), routes: newRouteWatch(log)}
+			l.Errorf("%s", "Error trying to connect to route (attempt 1): dial tcp 127.0.0.1:6222: connect: connection refused")
+			l.Noticef("%s", c.line)
+			if got := strings.Contains(buf.String(), "recovered"); got != c.recovered {
+				t.Fatalf("after %q the route watch logged %q; recovered %v, want %v", c.line, buf.String(), got, c.recovered)
+			}
+		})
+	}
+}

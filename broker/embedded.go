@@ -211,7 +211,8 @@ type serverLogger struct {
 
 func (l serverLogger) Noticef(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
-	if strings.Contains(msg, "Route connection created") {
+	// By the prefix, as in Errorf: a client may name itself anything.
+	if kind, _ := lineConn(msg); kind == "rid" && strings.HasSuffix(msg, " - Route connection created") {
 		l.routes.connected()
 	}
 	l.log.Info(msg)

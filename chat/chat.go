@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/time/rate"
 
 	"github.com/kez-chat/kezd/faultlog"
 	"github.com/kez-chat/kezd/identity"
@@ -134,6 +135,10 @@ type Service struct {
 	recheckSet            bool // Recheck was configured, not defaulted
 	republishAfter        time.Duration
 	limits                Limiter
+	// retryLookups bounds the store lookups of sends refused by a rate
+	// limit (is it a retry of a stored message?), so that a sender
+	// flooding past its limit does not turn every refusal into a query.
+	retryLookups *rate.Limiter
 
 	faults      *faultlog.Log
 	unconfirmed unconfirmed
@@ -170,6 +175,7 @@ func New(cfg Config, st Store, pub Publisher, live Live, log *slog.Logger) *Serv
 	if s.republishAfter <= 0 {
 		s.republishAfter = DefaultRepublishAfter
 	}
+	s.retryLookups = rate.NewLimiter(retryLookupsPerSecond, retryLookupsPerSecond)
 	s.quota, s.retention, s.retentionEvery, s.dedupWindow = cfg.Quota, cfg.Retention, cfg.RetentionEvery, cfg.DedupWindow
 	s.pageBytes, s.catchUpWait, s.drainTimeout, s.pollPageBytes = cfg.StreamPageBytes, cfg.CatchUpWait, cfg.DrainTimeout, cfg.PollPageBytes
 	if s.pageBytes <= 0 {
@@ -394,8 +400,10 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (protocol.
 	}
 	if err := s.takeSend(ctx, from, r); err != nil {
 		// A retry of a message already stored is still its duplicate,
-		// which stores nothing, when the sender is over a rate limit.
-		if AsError(err).Code == protocol.CodeRateLimited {
+		// which stores nothing, when the sender is over a rate limit (as
+		// many a second as retryLookups allows; past that, the 429). Its
+		// publish, if still unconfirmed, is left to the outbox sweep.
+		if AsError(err).Code == protocol.CodeRateLimited && s.retryLookups.Allow() {
 			if m, serr := s.store.Sent(ctx, from, r.ID); serr == nil {
 				return protocol.SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: true}, nil
 			}
@@ -423,6 +431,12 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (protocol.
 	}
 	return protocol.SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: a.Duplicate}, nil
 }
+
+// retryLookupsPerSecond is how many sends refused by a rate limit an
+// instance looks up in the store a second, to answer a retry of a stored
+// message as its duplicate: a client retrying its queue after a 429 is a
+// handful; a flood is refused without a query.
+const retryLookupsPerSecond = 50
 
 // takeSend charges a send to its rate limits: one send of the sender, one
 // message and its envelope's bytes of the (sender, recipient) pair. The

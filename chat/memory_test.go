@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/protocol"
+	"github.com/kez-chat/kezd/ratelimit"
 	"github.com/kez-chat/kezd/store"
 	"github.com/kez-chat/kezd/store/sqlite"
 )
@@ -270,6 +272,44 @@ func TestRunRetentionForgetsDeletedIDs(t *testing.T) {
 		time.Sleep(1000 * time.Hour)
 		if r := resend(forever, "m1"); !r.Duplicate || r.Seq != seq+1 {
 			t.Fatalf("retry with no dedup window = %+v, want the duplicate of seq %d", r, seq+1)
+		}
+	})
+}
+
+// sentCounter counts the store's Sent lookups.
+type sentCounter struct {
+	chat.Store
+	n atomic.Int64
+}
+
+func (c *sentCounter) Sent(ctx context.Context, from, id string) (store.Message, error) {
+	c.n.Add(1)
+	return c.Store.Sent(ctx, from, id)
+}
+
+// A send refused by a rate limit is looked up in the store (is it a retry
+// of a stored message?) at most retryLookupsPerSecond times a second: a
+// sender flooding past its limit costs no query per refusal.
+func TestRateLimitedRetryLookupsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := &sentCounter{Store: openSQLite(t)}
+		lim := ratelimit.New(ratelimit.Config{Limits: map[ratelimit.Name]ratelimit.Limit{ratelimit.Sends: {Burst: 1, Per: time.Hour}}})
+		svc := chat.New(chat.Config{Limits: lim}, db, nil, nil, slog.New(slog.DiscardHandler))
+		first := send(t, svc, "m0")
+		for i := range 500 {
+			_, err := svc.Send(t.Context(), "alice", fmt.Appendf(nil, `{"to":"bob","id":"flood%d","envelope":1}`, i))
+			if chat.AsError(err).Code != protocol.CodeRateLimited {
+				t.Fatalf("flood send %d: %v, want rate_limited", i, err)
+			}
+		}
+		if n := db.n.Load(); n != 50 {
+			t.Fatalf("500 refused sends in no time made %d store lookups, want 50", n)
+		}
+		// A second later there is room again, and a retry is its duplicate.
+		time.Sleep(time.Second)
+		r, err := svc.Send(t.Context(), "alice", []byte(`{"to":"bob","id":"m0","envelope":1}`))
+		if err != nil || !r.Duplicate || r.Seq != first {
+			t.Fatalf("retry of m0 over the limit = %+v, %v; want the duplicate of seq %d", r, err, first)
 		}
 	})
 }

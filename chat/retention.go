@@ -39,7 +39,7 @@ func (s *Service) RunRetention(ctx context.Context) {
 		if n, err := s.forgetDeletedIDs(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("forgetting deleted messages' ids failed; retrying at the next pass", "forgotten", n, "err", err)
 		} else if n > 0 {
-			s.log.Debug("retention forgot deleted messages' ids", "forgotten", n, "deleted_before", s.dedupWindow)
+			s.log.Debug("retention forgot deleted messages' ids", "forgotten", n, "dedup_window", s.dedupWindow)
 		}
 		select {
 		case <-ctx.Done():

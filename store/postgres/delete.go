@@ -25,11 +25,15 @@ import (
 // others skip their turn instead of queueing on the same rows.
 const retentionLock = 0x6b657a72 // "kezr"
 
+// forgetLock is retentionLock's for ForgetDeletedIDs.
+const forgetLock = 0x6b657a66 // "kezf"
+
 // rememberDeletedSQL, a CTE over d (the deleted messages), keeps their
 // (sender, client_id) in deleted_ids, so that a retry is still their
-// duplicate (see AppendMessage). A pair already there is from an earlier
-// message that was deleted and then outlived its dedup window before
-// ForgetDeletedIDs ran; the later message replaces it.
+// duplicate (see AppendMessage). A pair already there is an earlier
+// message's whose recipient has since deleted its account (the pair was
+// then free to be sent again, to another recipient); the later message
+// replaces it.
 const rememberDeletedSQL = `
 				INSERT INTO deleted_ids (sender, client_id, recipient, seq, sent_at)
 				SELECT sender, client_id, recipient, seq, sent_at FROM d
@@ -118,14 +122,25 @@ func (db *DB) DeleteSentBefore(ctx context.Context, before time.Time, limit int)
 // ForgetDeletedIDs forgets up to limit of the (sender, id) pairs of
 // messages deleted before `before`, oldest first, and returns how many it
 // forgot: a retry of one of them is a new message from then on. Retention
-// calls it in a loop, as it does DeleteSentBefore.
+// calls it in a loop, as it does DeleteSentBefore; while another process
+// runs a batch it forgets nothing and returns 0.
 func (db *DB) ForgetDeletedIDs(ctx context.Context, before time.Time, limit int) (int64, error) {
-	tag, err := db.pool.Exec(ctx, `
-		DELETE FROM deleted_ids WHERE (sender, client_id) IN (
-			SELECT sender, client_id FROM deleted_ids WHERE deleted_at < $1 ORDER BY deleted_at LIMIT $2)`,
-		before, limit)
+	n, err := inTx(ctx, db, func(tx pgx.Tx) (int64, error) {
+		var mine bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, forgetLock).Scan(&mine); err != nil || !mine {
+			return 0, err
+		}
+		// deleted_at again outside the subquery: a pair that a delete
+		// records anew while this waits for its row is re-read with its
+		// new deleted_at, and kept.
+		tag, err := tx.Exec(ctx, `
+			DELETE FROM deleted_ids WHERE deleted_at < $1 AND (sender, client_id) IN (
+				SELECT sender, client_id FROM deleted_ids WHERE deleted_at < $1 ORDER BY deleted_at LIMIT $2)`,
+			before, limit)
+		return tag.RowsAffected(), err
+	})
 	if err != nil {
-		return 0, fmt.Errorf("forget deleted ids: %w", translate(err))
+		return 0, fmt.Errorf("forget deleted ids: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }

@@ -16,9 +16,10 @@ import (
 
 // rememberDeletedConflict ends an insert into deleted_ids, which keeps the
 // (sender, client_id) of deleted messages so that a retry is still their
-// duplicate (see AppendMessage). A pair already there is from an earlier
-// message that was deleted and then outlived its dedup window before
-// ForgetDeletedIDs ran; the later message replaces it.
+// duplicate (see AppendMessage). A pair already there is an earlier
+// message's whose recipient has since deleted its account (the pair was
+// then free to be sent again, to another recipient); the later message
+// replaces it.
 const rememberDeletedConflict = `
 			ON CONFLICT (sender, client_id) DO UPDATE SET recipient = excluded.recipient,
 				seq = excluded.seq, sent_at = excluded.sent_at, deleted_at = excluded.deleted_at`
