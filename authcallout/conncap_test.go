@@ -53,7 +53,7 @@ func TestSimultaneousLoginsKeepTheCap(t *testing.T) {
 	)
 	for range logins {
 		wg.Go(func() {
-			nc, err := nats.Connect(n.url, append(kezLogin("alice", alice.priv), nats.NoReconnect())...)
+			nc, err := nats.Connect(n.url, append(kezLogin("alice", alice.priv), nats.NoReconnect(), nats.Timeout(2*authTimeout))...)
 			if err != nil {
 				return
 			}

@@ -22,7 +22,11 @@ import (
 // connection the server closes while its login is pending never joins an
 // account: nats-server refuses to register a closed client).
 //
-// Every login of a retired key is caught, whatever the timing. Revocations
+// Every login of a retired key is caught, whatever the timing, but one:
+// a login this callout answered for another instance's embedded server
+// (when that instance did not take it in time, see forwardWait) cannot be
+// closed from here, and ends only if it is set up when its own instance
+// lists the handle's connections. Revocations
 // reach every instance, and each kicks the logins its own callout decided.
 // A login recorded before this instance's Revoked looked is kicked by it;
 // one recorded after looks its key up after the change was committed (the

@@ -47,7 +47,7 @@ func (l *checkedThenHeld) HandleByKey(ctx context.Context, key string) (store.Ha
 // revocation kick listed the handle's connections once, this one was not
 // yet among them, and it stayed up, receiving the handle's messages and
 // sending as it, for its whole JWT). The revocation is processed as kezd
-// serve does (the core, the callout's Revoked, then the broker's kick) and
+// serve does (the broker's kick, the callout's Revoked, then the core) and
 // completely before the login's answer is let go.
 func TestLoginInFlightDuringRotationClosed(t *testing.T) {
 	t.Parallel()
@@ -61,8 +61,8 @@ func TestLoginInFlightDuringRotationClosed(t *testing.T) {
 	svc := core(t, db, n.broker)
 	processed := make(chan string, 2)
 	stop, err := n.broker.OnRevocation(func(rev chat.Revocation) {
-		svc.Revoked(context.Background(), rev)
 		callout.Revoked(rev)
+		svc.Revoked(context.Background(), rev)
 		processed <- rev.Handle
 	})
 	if err != nil {
@@ -79,7 +79,9 @@ func TestLoginInFlightDuringRotationClosed(t *testing.T) {
 	}
 	logged := make(chan result, 1)
 	go func() {
-		nc, err := nats.Connect(n.url, append(kezLogin("alice", alice.priv), nats.NoReconnect())...)
+		// nats.go's own 2 s connect timeout would end a held login by
+		// itself, and the test would pass for that.
+		nc, err := nats.Connect(n.url, append(kezLogin("alice", alice.priv), nats.NoReconnect(), nats.Timeout(2*authTimeout))...)
 		logged <- result{nc, err}
 	}()
 	select {
@@ -126,8 +128,7 @@ func TestLoginInFlightDuringRotationClosed(t *testing.T) {
 	}
 	if r.err == nil {
 		defer r.nc.Close()
-		if c, ok := n.broker.HandleConnections(n.broker.ServerID(), "alice"); !ok || c != 0 {
-			t.Fatalf("alice has %d connections (%v) after the rotation, want none: the old key's login survived it", c, ok)
-		}
+		c, ok := n.broker.HandleConnections(n.broker.ServerID(), "alice")
+		t.Fatalf("the old key's login was set up after the rotation (alice has %d connections, %v): it survived it", c, ok)
 	}
 }

@@ -448,6 +448,13 @@ func (s *Service) Revoked(rev chat.Revocation) {
 	}
 	for _, l := range s.logins.take(rev.Keys, s.cfg.Now()) {
 		if err := s.cfg.Kicker.KickClient(l.server, l.cid); err != nil {
+			if errors.Is(err, broker.ErrCannotKick) {
+				// Another instance's embedded server, whose login this
+				// callout answered (see forwardWait): only that server's
+				// own listing can close it, if it is set up by then.
+				s.log.Warn("revocation: a login of a retired key is on another instance's server; it is closed only if set up by the time that instance lists its connections", "handle", rev.Handle, "server", l.server, "cid", l.cid)
+				continue
+			}
 			// Closed already, most often: refused, or gone.
 			s.log.Debug("revocation: cannot close a login of a retired key", "handle", rev.Handle, "server", l.server, "cid", l.cid, "err", err)
 			continue

@@ -36,11 +36,12 @@ func (b *Broker) AnnounceRevocation(ctx context.Context, rev chat.Revocation) er
 	return nil
 }
 
-// OnRevocation calls revoked with every revocation announced by any
-// instance, then disconnects the NATS clients logged in as its handle (see
-// disconnectKeys): on the embedded server directly, on an external one
-// through its system account when kezd has a system user. (With an external NATS, such a
-// client stays connected until its login expires: see docs/protocol.md.)
+// OnRevocation disconnects, for every revocation announced by any
+// instance, the NATS clients logged in as its handle (see disconnectKeys):
+// on the embedded server directly, on an external one through its system
+// account when kezd has a system user (without one, such a client stays
+// connected until its login expires: see docs/protocol.md). Then it calls
+// revoked with the revocation.
 // revoked runs on the subscription's goroutine, one revocation at a time.
 // stop ends the subscription.
 func (b *Broker) OnRevocation(revoked func(chat.Revocation)) (stop func(), err error) {
@@ -50,8 +51,11 @@ func (b *Broker) OnRevocation(revoked func(chat.Revocation)) (stop func(), err e
 			b.log.Warn("ignoring a malformed revocation", "err", err)
 			return
 		}
-		revoked(rev)
+		// First the connections, which need no store: revoked may wait
+		// for one (up to its own timeout), and the contract's 2 s bound
+		// should not.
 		b.disconnectKeys(rev)
+		revoked(rev)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to revocations: %w", err)
@@ -66,11 +70,11 @@ func (b *Broker) OnRevocation(revoked func(chat.Revocation)) (stop func(), err e
 // disconnectKeys closes the embedded server's client connections logged in
 // as rev.Handle, when rev retires a key. It lists them once: the logins of
 // a retired key that are granted but not yet set up are the callout's to
-// close (authcallout.Service.Revoked, through KickClient), before this runs. A callout login is named for its
-// handle (the server then forgets the nkey it presented), so the connections
-// of the retired key cannot be told from those of a key registered since:
-// all go, and a client with the current key logs in again at once, while
-// one with a retired key is refused.
+// close (authcallout.Service.Revoked, through KickClient). A callout login
+// is named for its handle (the server then forgets the nkey it presented),
+// so the connections of the retired key cannot be told from those of a key
+// registered since: all go, and a client with the current key logs in
+// again at once, while one with a retired key is refused.
 func (b *Broker) disconnectKeys(rev chat.Revocation) {
 	if len(rev.Keys) == 0 {
 		return
@@ -93,8 +97,9 @@ func (b *Broker) disconnectKeys(rev chat.Revocation) {
 	}
 }
 
-// errCannotKick: the connection is on a server kezd cannot reach.
-var errCannotKick = errors.New("not a server this instance can close connections on")
+// ErrCannotKick is KickClient's error for a connection on a server this
+// instance cannot close connections on: another instance's embedded server.
+var ErrCannotKick = errors.New("not a server this instance can close connections on")
 
 // KickClient closes the connection cid on the server serverID, whether its
 // login is decided yet or not: on the embedded server directly, on an
@@ -120,7 +125,7 @@ func (b *Broker) KickClient(serverID string, cid uint64) error {
 		}
 		return nil
 	}
-	return errCannotKick
+	return ErrCannotKick
 }
 
 // System-account requests of nats-server.

@@ -158,15 +158,16 @@ func serve(ctx context.Context, cfg config, logOut io.Writer, onStart func(start
 	// are confirmed) and before NATS and the store close.
 	defer goUntilStopped(context.WithoutCancel(ctx), svc.RunOutbox)()
 
-	// Revocations announced by any instance (this one included) end the
-	// sessions of retired keys here, the NATS logins of those keys that this
-	// instance's callout granted but their server may not have set up yet,
-	// and then (the broker) the NATS connections logged in as the handle.
+	// Revocations announced by any instance (this one included) end (the
+	// broker, first) the NATS connections logged in as the handle, the NATS
+	// logins of retired keys that this instance's callout granted but their
+	// server may not have set up yet, and then the sessions of those keys
+	// here, which needs the store: the NATS closes do not wait for it.
 	stopRevocations, err := b.OnRevocation(func(rev chat.Revocation) {
+		callout.Revoked(rev)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		svc.Revoked(rctx, rev)
-		callout.Revoked(rev)
 	})
 	if err != nil {
 		return fmt.Errorf("start revocations: %w", err)
