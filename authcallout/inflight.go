@@ -183,16 +183,18 @@ func (f *inflight) reserved(handle string, seq uint64, setUp map[clientRef]bool,
 }
 
 // take removes and returns the logins of keys whose servers may still set
-// them up.
-func (f *inflight) take(keys []string, now time.Time) []connLease {
+// them up, and their reservations among handle's logins: they are about
+// to be closed, and must not count against the handle's cap meanwhile.
+func (f *inflight) take(handle string, keys []string, now time.Time) []connLease {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []connLease
 	for _, k := range keys {
-		for _, l := range f.byKey[k] {
+		for ref, l := range f.byKey[k] {
 			if !now.After(l.until) {
 				out = append(out, l)
 			}
+			f.removeLocked(f.byHandle, handle, ref)
 		}
 		f.n -= len(f.byKey[k])
 		delete(f.byKey, k)

@@ -446,7 +446,7 @@ func (s *Service) Revoked(rev chat.Revocation) {
 	if s.cfg.Kicker == nil {
 		return
 	}
-	for _, l := range s.logins.take(rev.Keys, s.cfg.Now()) {
+	for _, l := range s.logins.take(rev.Handle, rev.Keys, s.cfg.Now()) {
 		if err := s.cfg.Kicker.KickClient(l.server, l.cid); err != nil {
 			if errors.Is(err, broker.ErrCannotKick) {
 				// Another instance's embedded server, whose login this
