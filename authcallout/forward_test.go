@@ -1,16 +1,19 @@
 package authcallout_test
 
 import (
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/kez-chat/kezd/authcallout"
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/broker/brokertest"
+	"github.com/kez-chat/kezd/chat"
 	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/internal/testwait"
 )
@@ -198,4 +201,51 @@ func TestForwardWithoutWaitingWhileWaitsTaken(t *testing.T) {
 	if st := svc.Stats(); st.Forwarded != 1 || st.Authorized+st.Rejected != 0 {
 		t.Errorf("callout: %+v, want 1 forwarded and none decided here", st)
 	}
+}
+
+// A login that one instance's callout answered for another instance's
+// embedded server (when that instance did not take it in time) is closed
+// by a revocation of its key all the same: the callout that recorded it
+// asks the instance running the server to close it (defect: it could not
+// close it itself, and the login lived for its JWT unless it was set up by
+// the time that instance listed the handle's connections).
+func TestRevokedLoginClosedOnAnotherInstancesServer(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	start := func(routes ...string) *broker.Broker {
+		auth := authcallout.BrokerAuth(public(t, k))
+		auth.Timeout = authTimeout
+		return brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez",
+			ClusterUser: "kezd-route", ClusterPassword: "0123456789abcdef-route-secret", Routes: routes,
+			Auth: auth, Options: []nats.Option{k.AppUser()}}, nil)
+	}
+	a := start()
+	b := start(a.ClusterURL())
+	for _, s := range []*broker.Broker{a, b} {
+		testwait.Until(t, "the two servers to form a cluster", func() bool { return s.Server().NumRoutes() > 0 })
+	}
+	db := teststore.SQLite(t)
+	alice := register(t, db, "alice")
+	callout := func(on *broker.Broker) *authcallout.Service {
+		return startCallout(t, on.ClientURL(), k, db, authcallout.Config{Conns: on, ServerID: on.ServerID(), Peers: on.Conn(), Kicker: on})
+	}
+	onA, _ := callout(a), callout(b)
+	app, err := a.Server().LookupAccount(broker.AccountApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "B's kick subscription to reach A's server", func() bool {
+		return app.Interest(authcallout.KickSubject(b.ServerID())) > 0
+	})
+
+	nc := login(t, b.ClientURL(), alice, nats.IgnoreDiscoveredServers(), nats.NoReconnect())
+	conns, err := b.Server().Connz(&server.ConnzOptions{Username: true, User: "alice"})
+	if err != nil || len(conns.Conns) != 1 {
+		t.Fatalf("alice's connections on B: %v, %v; want one", conns, err)
+	}
+	// As if A's callout had answered this login of B's server.
+	key := hex.EncodeToString(alice.pub())
+	authcallout.RecordLogin(onA, key, b.ServerID(), conns.Conns[0].Cid)
+	onA.Revoked(chat.Revocation{Handle: "alice", Keys: []string{key}})
+	testwait.Until(t, "alice's login on B to be closed", nc.IsClosed)
 }

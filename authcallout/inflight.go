@@ -22,12 +22,13 @@ import (
 // connection the server closes while its login is pending never joins an
 // account: nats-server refuses to register a closed client).
 //
-// Every login of a retired key is caught, whatever the timing, but one:
-// a login this callout answered for another instance's embedded server
-// (when that instance did not take it in time, see forwardWait) cannot be
-// closed from here, and ends only if it is set up when its own instance
-// lists the handle's connections. Revocations
-// reach every instance, and each kicks the logins its own callout decided.
+// Every login of a retired key is caught, whatever the timing. A login
+// this callout answered for another instance's embedded server (when that
+// instance did not take it in time, see forwardWait) is closed by that
+// instance, which Revoked asks to (kickElsewhere); only if it does not
+// answer does the login end no sooner than its own listing of the handle's
+// connections. Revocations reach every instance, and each kicks the logins
+// its own callout decided.
 // A login recorded before this instance's Revoked looked is kicked by it;
 // one recorded after looks its key up after the change was committed (the
 // lookup is not cached) and is refused. Past its server's auth timeout a

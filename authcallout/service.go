@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,6 +168,7 @@ type Service struct {
 	log    *slog.Logger
 	resp   *broker.Responder
 	fwd    *broker.Responder // forwarded requests; nil without Peers
+	kicks  *broker.Responder // kicks of this server's logins by other instances; nil without Peers or Kicker
 	// fwdWaits bounds the workers waiting for another instance to take a
 	// request (forward), so that a slow peer cannot hold them all.
 	fwdWaits chan struct{}
@@ -283,6 +285,13 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 			s.ReleaseLeases()
 			return nil, fmt.Errorf("auth callout: %w", err)
 		}
+		if cfg.Kicker != nil {
+			if s.kicks, err = broker.Respond(ctx, cfg.Peers, KickSubject(cfg.ServerID), cfg.QueueGroup, 1, s.handleKick); err != nil {
+				s.Stop()
+				s.ReleaseLeases()
+				return nil, fmt.Errorf("auth callout: %w", err)
+			}
+		}
 	}
 	return s, nil
 }
@@ -296,6 +305,9 @@ func (s *Service) Stop() {
 	s.resp.Stop()
 	if s.fwd != nil {
 		s.fwd.Stop()
+	}
+	if s.kicks != nil {
+		s.kicks.Stop()
 	}
 	s.stopSweeping()
 }
@@ -447,12 +459,15 @@ func (s *Service) Revoked(rev chat.Revocation) {
 		return
 	}
 	for _, l := range s.logins.take(rev.Handle, rev.Keys, s.cfg.Now()) {
-		if err := s.cfg.Kicker.KickClient(l.server, l.cid); err != nil {
-			if errors.Is(err, broker.ErrCannotKick) {
-				// Another instance's embedded server, whose login this
-				// callout answered (see forwardWait): only that server's
-				// own listing can close it, if it is set up by then.
-				s.log.Warn("revocation: a login of a retired key is on another instance's server; it is closed only if set up by the time that instance lists its connections", "handle", rev.Handle, "server", l.server, "cid", l.cid)
+		err := s.cfg.Kicker.KickClient(l.server, l.cid)
+		if errors.Is(err, broker.ErrCannotKick) {
+			// Another instance's embedded server, whose login this
+			// callout answered (see forwardWait): that instance closes it.
+			err = s.kickElsewhere(l.server, l.cid)
+		}
+		if err != nil {
+			if errors.Is(err, broker.ErrCannotKick) || errors.Is(err, errNoPeer) {
+				s.log.Warn("revocation: cannot close a login of a retired key on another instance's server; it is closed only if set up by the time that instance lists its connections", "handle", rev.Handle, "server", l.server, "cid", l.cid, "err", err)
 				continue
 			}
 			// Closed already, most often: refused, or gone.
@@ -460,6 +475,56 @@ func (s *Service) Revoked(rev chat.Revocation) {
 			continue
 		}
 		s.log.Info("nats login closed: its key was revoked while it was being set up", "handle", rev.Handle, "server", l.server, "cid", l.cid)
+	}
+}
+
+// Kicks between instances: a login one instance's callout answered for
+// another's embedded server (forwardWait) can only be closed by the
+// instance running that server. The request's data is the connection's ID
+// in decimal; the reply is empty, or the error's text.
+
+// kickForwardSubject is where the instance running server <id> takes kicks
+// of its server's connections; kickForwardWait bounds waiting for it.
+const (
+	kickForwardSubject = "kezd.internal.kick."
+	kickForwardWait    = time.Second
+)
+
+// KickSubject is the subject on which the instance running serverID takes
+// kicks of its connections.
+func KickSubject(serverID string) string { return kickForwardSubject + serverID }
+
+// errNoPeer: no instance took the kick.
+var errNoPeer = errors.New("no instance runs that server, or it did not answer")
+
+// kickElsewhere asks the instance running serverID to close cid there.
+func (s *Service) kickElsewhere(serverID string, cid uint64) error {
+	if s.cfg.Peers == nil || !serverToken.MatchString(serverID) {
+		return broker.ErrCannotKick
+	}
+	m, err := s.cfg.Peers.Request(KickSubject(serverID), strconv.AppendUint(nil, cid, 10), kickForwardWait)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNoPeer, err)
+	}
+	if len(m.Data) > 0 {
+		return errors.New(string(m.Data))
+	}
+	return nil
+}
+
+// handleKick closes, on this instance's server, the connection another
+// instance asks it to (kickElsewhere).
+func (s *Service) handleKick(_ context.Context, m *nats.Msg) {
+	var reply []byte
+	cid, err := strconv.ParseUint(string(m.Data), 10, 64)
+	if err == nil {
+		err = s.cfg.Kicker.KickClient(s.cfg.ServerID, cid)
+	}
+	if err != nil {
+		reply = []byte(err.Error())
+	}
+	if m.Reply != "" {
+		_ = m.Respond(reply)
 	}
 }
 
