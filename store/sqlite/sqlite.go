@@ -287,31 +287,29 @@ func (db *DB) appendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 	}
 	defer tx.Rollback()
 
-	orig, err := scanMessage(tx.QueryRowContext(ctx,
-		`SELECT seq, sender, recipient, client_id, envelope, sent_at FROM messages WHERE sender = ? AND client_id = ?`,
-		m.From, m.ID))
-	switch {
-	case err == nil:
-		var pending bool
-		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE recipient = ? AND seq = ?)`,
-			orig.To, orig.Seq).Scan(&pending); err != nil {
-			return store.Appended{}, wrapUnavailable(err)
-		}
-		return store.Appended{Message: orig, Duplicate: true, Pending: pending}, nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return store.Appended{}, wrapUnavailable(err)
-	}
-	// Deleted since, while its recipient exists: still the duplicate.
-	var sent int64
-	orig = store.Message{From: m.From, ID: m.ID}
+	// The original, stored or (while its recipient exists) deleted since:
+	// either way the duplicate. One query, as most sends have neither.
+	orig := store.Message{From: m.From, ID: m.ID}
+	var (
+		env     sql.NullString
+		sent    int64
+		pending bool
+	)
 	err = tx.QueryRowContext(ctx, `
-		SELECT d.seq, d.recipient, d.sent_at FROM deleted_ids d
-		WHERE d.sender = ? AND d.client_id = ? AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)`,
-		m.From, m.ID).Scan(&orig.Seq, &orig.To, &sent)
+		SELECT m.seq, m.recipient, m.envelope, m.sent_at,
+			EXISTS (SELECT 1 FROM outbox o WHERE o.recipient = m.recipient AND o.seq = m.seq)
+		FROM messages m WHERE m.sender = ?1 AND m.client_id = ?2
+		UNION ALL
+		SELECT d.seq, d.recipient, NULL, d.sent_at, 0 FROM deleted_ids d
+		WHERE d.sender = ?1 AND d.client_id = ?2 AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)
+		LIMIT 1`, m.From, m.ID).Scan(&orig.Seq, &orig.To, &env, &sent, &pending)
 	switch {
 	case err == nil:
+		if env.Valid {
+			orig.Envelope = []byte(env.String)
+		}
 		orig.SentAt = fromMicros(sent)
-		return store.Appended{Message: orig, Duplicate: true}, nil
+		return store.Appended{Message: orig, Duplicate: true, Pending: pending}, nil
 	case !errors.Is(err, sql.ErrNoRows):
 		return store.Appended{}, wrapUnavailable(err)
 	}
