@@ -4,14 +4,14 @@
 //
 // Each bucket's truth is in the shared store (Postgres), but a request does
 // not wait for it. An instance spends tokens of a bucket on credit: a lease
-// of an eighth of the bucket, taken from the store (for the pair limits the
-// first one is given on trust: see onTrust). What it spent is reported to
-// the store in the background (Run, every FlushEvery, all buckets in one
-// round trip), which also renews the credit; a request waits for the store
-// only when its bucket's credit here is spent. A refusal is remembered
-// until the bucket will have refilled, so a flood costs no queries. So N
-// instances together admit what the bucket holds, and then its rate; for
-// the pair limits, at most one lease each more on trust (burst·(1+N/8)). Without a shared store (SQLite, which is one machine)
+// of an eighth of the bucket, the first one given on trust, later ones taken
+// from the store. What it spent is reported to the store in the background
+// (Run, every FlushEvery, all buckets in one round trip), which also renews
+// the credit; a request waits for the store only when its bucket's credit
+// here is spent. A refusal is remembered until the bucket will have
+// refilled, so a flood costs no queries. So N instances together admit at
+// most what the bucket holds plus one lease each on trust (burst·(1+N/8)),
+// and then its rate. Without a shared store (SQLite, which is one machine)
 // the buckets are this process's golang.org/x/time/rate limiters.
 package ratelimit
 
@@ -59,15 +59,6 @@ func (l Limit) rate() float64 { return l.Burst / l.Per.Seconds() }
 
 // off reports whether the limit admits everything.
 func (l Limit) off() bool { return l.Burst <= 0 || l.Per <= 0 }
-
-// onTrust reports whether an instance spends the first lease of a bucket
-// of the limit before the store has granted it. Only the (sender,
-// recipient) pairs' limits do: a busy server sees many pairs for the first
-// time, and one query each for their first message cost 10-30% of its
-// sends. The others are few a client (an IP's registrations and failed
-// authentications, a handle's sends), so their first use waits for the
-// store once an instance, and N instances admit exactly what one would.
-func onTrust(n Name) bool { return n == PairMessages || n == PairBytes }
 
 // lease is how many tokens an instance takes from the shared bucket at once.
 func (l Limit) lease() float64 { return max(1, l.Burst/8) }
@@ -440,10 +431,7 @@ func (l *Limiter) bucket(bk bucketKey, lim Limit, now time.Time) *bucket {
 			l.sweep(now)
 			l.nextSweep = max(minSweep, 2*len(l.buckets))
 		}
-		b = &bucket{}
-		if onTrust(bk.name) {
-			b.trust = lim.lease() // the first lease is on trust
-		}
+		b = &bucket{trust: lim.lease()} // the first lease is on trust
 		if l.shared == nil {
 			b.local = rate.NewLimiter(rate.Limit(lim.rate()), int(lim.Burst))
 		}
