@@ -458,23 +458,32 @@ func (s *Service) Revoked(rev chat.Revocation) {
 	if s.cfg.Kicker == nil {
 		return
 	}
+	// The kicks another instance makes for us are each a round trip (up to
+	// kickForwardWait): all at once, so that the revocation waits for one.
+	var wg sync.WaitGroup
 	for _, l := range s.logins.take(rev.Handle, rev.Keys, s.cfg.Now()) {
 		err := s.cfg.Kicker.KickClient(l.server, l.cid)
-		if errors.Is(err, broker.ErrCannotKick) {
-			// Another instance's embedded server, whose login this
-			// callout answered (see forwardWait): that instance closes it.
-			err = s.kickElsewhere(l.server, l.cid)
-		}
-		if err != nil {
-			if errors.Is(err, broker.ErrCannotKick) || errors.Is(err, errNoPeer) {
-				s.log.Warn("revocation: cannot close a login of a retired key on another instance's server; it is closed only if set up by the time that instance lists its connections", "handle", rev.Handle, "server", l.server, "cid", l.cid, "err", err)
-				continue
-			}
-			// Closed already, most often: refused, or gone.
-			s.log.Debug("revocation: cannot close a login of a retired key", "handle", rev.Handle, "server", l.server, "cid", l.cid, "err", err)
+		if !errors.Is(err, broker.ErrCannotKick) {
+			s.kicked(rev.Handle, l, err)
 			continue
 		}
-		s.log.Info("nats login closed: its key was revoked while it was being set up", "handle", rev.Handle, "server", l.server, "cid", l.cid)
+		// Another instance's embedded server, whose login this callout
+		// answered (see forwardWait): that instance closes it.
+		wg.Go(func() { s.kicked(rev.Handle, l, s.kickElsewhere(l.server, l.cid)) })
+	}
+	wg.Wait()
+}
+
+// kicked logs how closing the login l of a retired key of handle went.
+func (s *Service) kicked(handle string, l connLease, err error) {
+	switch {
+	case err == nil:
+		s.log.Info("nats login closed: its key was revoked while it was being set up", "handle", handle, "server", l.server, "cid", l.cid)
+	case errors.Is(err, broker.ErrCannotKick) || errors.Is(err, errNoPeer):
+		s.log.Warn("revocation: cannot close a login of a retired key on another instance's server; it is closed only if set up by the time that instance lists its connections", "handle", handle, "server", l.server, "cid", l.cid, "err", err)
+	default:
+		// Closed already, most often: refused, or gone.
+		s.log.Debug("revocation: cannot close a login of a retired key", "handle", handle, "server", l.server, "cid", l.cid, "err", err)
 	}
 }
 
