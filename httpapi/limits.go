@@ -91,8 +91,15 @@ func (s *Server) authenticate(c echo.Context, creds identity.Credentials, msg st
 	}
 	switch chat.AsError(err).Code {
 	case protocol.CodeBadSignature, protocol.CodeStaleTimestamp, protocol.CodeUnauthorized:
-		if lerr := s.limits.Take(ctx, ratelimit.FailedAuth, ip, 1); lerr != nil {
+		switch lerr := s.limits.Take(ctx, ratelimit.FailedAuth, ip, 1); {
+		case lerr == nil:
+			s.faults.OK("failed-authentication limit")
+		case chat.AsError(lerr).Code == protocol.CodeRateLimited:
 			return store.Handle{}, limitError(lerr)
+		default:
+			// The store cannot take the charge: the failure is still
+			// the answer, not a 503 for the store.
+			s.faults.Fail("failed-authentication limit", lerr)
 		}
 	}
 	return store.Handle{}, err

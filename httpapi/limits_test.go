@@ -18,6 +18,8 @@ import (
 	"github.com/kez-chat/kezd/internal/testwait"
 	"github.com/kez-chat/kezd/protocol"
 	"github.com/kez-chat/kezd/ratelimit"
+	"github.com/kez-chat/kezd/store/pgtest"
+	"github.com/kez-chat/kezd/store/postgres"
 )
 
 // withLimits configures the server's per-IP rate limits.
@@ -337,3 +339,33 @@ func TestStreamCapPerIP(t *testing.T) {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// A failed authentication that the shared rate-limit store cannot be
+// charged for (Postgres gone) is still answered for what it is, 401, not
+// 503 for the store.
+func TestFailedAuthChargeWithoutTheStore(t *testing.T) {
+	t.Parallel()
+	shared, err := postgres.Open(t.Context(), postgres.Config{URL: pgtest.NewDatabase(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := ratelimit.New(ratelimit.Config{Limits: map[ratelimit.Name]ratelimit.Limit{ratelimit.FailedAuth: {Burst: 8, Per: time.Hour}}, Shared: shared})
+	e := newEnv(t, openSQLite(t), func(c *Config) { c.Limits = lim })
+	bob, mallory := newUser(t, "bob"), newUser(t, "mallory")
+	e.register(bob)
+	forged := func() http.Header {
+		ts := now()
+		h := http.Header{"Authorization": {mallory.authHeader(identity.PollString("bob", 0, ts), ts)}}
+		h.Set("Authorization", "Kez bob"+h.Get("Authorization")[len("Kez mallory"):])
+		return h
+	}
+	e.do(http.MethodGet, "/v1/inbox/bob", nil, forged()).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+	if err := shared.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The first lease (8 on trust, less the one reported) runs out, and
+	// each failure past it asks the closed store.
+	for range 10 {
+		e.do(http.MethodGet, "/v1/inbox/bob", nil, forged()).wantError(t, http.StatusUnauthorized, protocol.CodeBadSignature)
+	}
+}
