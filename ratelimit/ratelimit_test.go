@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -189,5 +191,44 @@ func TestFlushReportsSpending(t *testing.T) {
 	// what A left, no more.
 	if admitted != 30 {
 		t.Fatalf("B admitted %d after A's report, want the 30 left", admitted)
+	}
+}
+
+// Concurrent takes of one bucket that all go to the store (a phone
+// flushing its queue on several connections) lose none of the credit they
+// were granted when one of them is refused: the instance admits what the
+// bucket holds (defect: a refused take zeroed the credit the others had
+// just been granted, and the bucket admitted a fraction of its budget
+// until it refilled).
+func TestConcurrentTakesKeepTheirCredit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, postgres.Config{URL: pgtest.NewDatabase(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	l := ratelimit.New(ratelimit.Config{Limits: map[ratelimit.Name]ratelimit.Limit{ratelimit.Sends: {Burst: 40, Per: 1000 * time.Hour}}, Shared: db})
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 30 {
+		wg.Go(func() {
+			<-start
+			if l.Take(ctx, ratelimit.Sends, "alice", 1) == nil {
+				admitted.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for range 100 {
+		if l.Take(ctx, ratelimit.Sends, "alice", 1) == nil {
+			admitted.Add(1)
+		}
+	}
+	// The bucket's 40, and at most the first lease (5) on trust.
+	if n := admitted.Load(); n < 40 || n > 45 {
+		t.Fatalf("admitted %d of a bucket of 40, want 40 (to 45 with the lease on trust)", n)
 	}
 }
