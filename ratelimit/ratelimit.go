@@ -331,16 +331,13 @@ func (l *Limiter) TakeAll(ctx context.Context, reqs ...Request) error {
 // settle applies the store's answer to a take of need tokens (0 for a
 // report): the grant becomes credit, less need, which is paid for; a
 // bucket the store left short refuses, once its credit here is spent,
-// until it will have refilled. A refused take keeps the credit that
-// concurrent takes of the bucket were granted meanwhile (the store took
-// it from the bucket); a report that left the bucket below zero (spending
-// on trust, by several instances at once) gives up this instance's. It
-// reports whether need was granted. l.mu is held.
+// until it will have refilled. Credit is never given up: the store took
+// it from the bucket, for this take or for concurrent ones (whose answers
+// may come in any order, the one that reports spending on trust and finds
+// the bucket overdrawn among them). It reports whether need was granted.
+// l.mu is held.
 func (l *Limiter) settle(b *bucket, lim Limit, g Grant, need float64, now time.Time) bool {
 	if need > 0 && g.Granted < need || g.Left < 0 {
-		if g.Left < 0 {
-			b.credit = 0
-		}
 		b.blockedUntil = now.Add(time.Duration((max(need, 1) - g.Left) / lim.rate() * float64(time.Second)))
 		return need == 0 || g.Granted >= need
 	}
