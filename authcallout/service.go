@@ -175,7 +175,7 @@ type Service struct {
 
 	authorized, rejected, dropped atomic.Int64
 	capRefused, forwarded         atomic.Int64
-	refusals                      refusalLog
+	refusals                      faultlog.Summary // refused logins
 	faults                        *faultlog.Log // the limits' and leases' store
 
 	mu        sync.Mutex
@@ -210,30 +210,6 @@ const sweepEvery = time.Second
 // interval, with the count, and the rest go at debug level.
 const refusalEvery = 10 * time.Second
 
-// refusalLog summarises refused logins in the log.
-type refusalLog struct {
-	mu         sync.Mutex
-	last       time.Time // of the last line at info
-	suppressed int64     // refusals since then, logged at debug only
-}
-
-func (r *refusalLog) log(log *slog.Logger, now time.Time, attrs []any) {
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < refusalEvery {
-		r.suppressed++
-		r.mu.Unlock()
-		log.Debug("nats login refused", attrs...)
-		return
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	if n > 0 {
-		attrs = append(attrs, "refused_before_this_unlogged", n)
-	}
-	log.Info("nats login refused", attrs...)
-}
-
 // Start subscribes to broker.CalloutSubject on nc, which must be logged in as the callout
 // service user in the auth account (Keys.ServiceUser), and answers requests
 // until Stop. Requests are handled concurrently, at most cfg.Workers at a
@@ -262,7 +238,8 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, lookup HandleLookup, 
 		cfg.Now = time.Now
 	}
 	s := &Service{cfg: cfg, nc: nc, issuer: issuer, lookup: lookup, log: log, conns: cfg.Conns, faults: faultlog.New(log, 0),
-		fwdWaits: make(chan struct{}, max(1, cfg.Workers/2))}
+		fwdWaits: make(chan struct{}, max(1, cfg.Workers/2)),
+		refusals: faultlog.Summary{Every: refusalEvery, CountKey: "refused_before_this_unlogged"}}
 	if cfg.Leases != nil {
 		s.held = map[int64]connLease{}
 		var sweepCtx context.Context
@@ -792,7 +769,7 @@ func (s *Service) refusal(req *jwt.AuthorizationRequestClaims, err error) string
 	}
 	var rj *rejection
 	if errors.As(err, &rj) && rj.err == nil {
-		s.refusals.log(s.log, s.cfg.Now(), append(attrs, "reason", rj.reason))
+		s.refusals.Log(s.log, s.cfg.Now(), "nats login refused", append(attrs, "reason", rj.reason)...)
 		return rj.reason
 	}
 	s.log.Error("nats login failed", append(attrs, "err", err)...)

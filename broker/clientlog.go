@@ -3,8 +3,9 @@ package broker
 import (
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/kez-chat/kezd/faultlog"
 )
 
 // clientErrorEvery is the least time between two log lines about client
@@ -19,13 +20,14 @@ const clientErrorEvery = 10 * time.Second
 // not make, a failed TLS handshake) is not the operator's error to fix.
 type clientErrorLog struct {
 	now func() time.Time
-
-	mu         sync.Mutex
-	last       time.Time // of the last line at info
-	suppressed int64     // errors since then, logged at debug only
+	sum faultlog.Summary
 }
 
-func newClientErrorLog() *clientErrorLog { return &clientErrorLog{now: time.Now} }
+func newClientErrorLog() *clientErrorLog { return newClientErrorLogAt(time.Now) }
+
+func newClientErrorLogAt(now func() time.Time) *clientErrorLog {
+	return &clientErrorLog{now: now, sum: faultlog.Summary{Every: clientErrorEvery, CountKey: "errors_before_this_unlogged"}}
+}
 
 // log logs msg, the server's line about one client's error. A nil log (a
 // server logger without one) logs every line at info.
@@ -34,22 +36,7 @@ func (r *clientErrorLog) log(log *slog.Logger, msg string) {
 		log.Info("nats client error", "err", msg)
 		return
 	}
-	now := r.now()
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < clientErrorEvery {
-		r.suppressed++
-		r.mu.Unlock()
-		log.Debug("nats client error", "err", msg)
-		return
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	attrs := []any{"err", msg}
-	if n > 0 {
-		attrs = append(attrs, "errors_before_this_unlogged", n)
-	}
-	log.Info("nats client error", attrs...)
+	r.sum.Log(log, r.now(), "nats client error", "err", msg)
 }
 
 // lineConn returns the kind of connection a line of the server's log is

@@ -81,7 +81,7 @@ func TestClientErrorsSummarised(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	clock := time.Unix(1000, 0)
-	r := &clientErrorLog{now: func() time.Time { return clock }}
+	r := newClientErrorLogAt(func() time.Time { return clock })
 	// 25 s of 100 bad connections a second.
 	for i := range 2500 {
 		clock = time.Unix(1000, 0).Add(time.Duration(i) * 10 * time.Millisecond)
