@@ -176,7 +176,7 @@ type Service struct {
 	authorized, rejected, dropped atomic.Int64
 	capRefused, forwarded         atomic.Int64
 	refusals                      faultlog.Summary // refused logins
-	faults                        *faultlog.Log // the limits' and leases' store
+	faults                        *faultlog.Log    // the limits' and leases' store
 
 	mu        sync.Mutex
 	held      map[int64]connLease // leases of open logins, by lease id
