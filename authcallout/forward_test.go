@@ -14,9 +14,29 @@ import (
 	"github.com/kez-chat/kezd/broker"
 	"github.com/kez-chat/kezd/broker/brokertest"
 	"github.com/kez-chat/kezd/chat"
+	"github.com/kez-chat/kezd/deploykeys"
 	"github.com/kez-chat/kezd/internal/teststore"
 	"github.com/kez-chat/kezd/internal/testwait"
 )
+
+// startCluster starts two instances' embedded servers, clustered, with the
+// auth callout as their authorization, and waits for their route.
+func startCluster(t *testing.T, k deploykeys.Keys) (a, b *broker.Broker) {
+	t.Helper()
+	start := func(routes ...string) *broker.Broker {
+		auth := authcallout.BrokerAuth(public(t, k))
+		auth.Timeout = authTimeout
+		return brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez",
+			ClusterUser: "kezd-route", ClusterPassword: "0123456789abcdef-route-secret", Routes: routes,
+			Auth: auth, Options: []nats.Option{k.AppUser()}}, nil)
+	}
+	a = start()
+	b = start(a.ClusterURL())
+	for _, s := range []*broker.Broker{a, b} {
+		testwait.Until(t, "the two servers to form a cluster", func() bool { return s.Server().NumRoutes() > 0 })
+	}
+	return a, b
+}
 
 // With two instances' embedded servers clustered, every login on A's server
 // is decided by A's callout, which alone sees that server's connections
@@ -27,18 +47,7 @@ import (
 func TestLoginDecidedByItsServersInstance(t *testing.T) {
 	t.Parallel()
 	k := testKeys(t)
-	start := func(routes ...string) *broker.Broker {
-		auth := authcallout.BrokerAuth(public(t, k))
-		auth.Timeout = authTimeout
-		return brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez",
-			ClusterUser: "kezd-route", ClusterPassword: "0123456789abcdef-route-secret", Routes: routes,
-			Auth: auth, Options: []nats.Option{k.AppUser()}}, nil)
-	}
-	a := start()
-	b := start(a.ClusterURL())
-	for _, s := range []*broker.Broker{a, b} {
-		testwait.Until(t, "the two servers to form a cluster", func() bool { return s.Server().NumRoutes() > 0 })
-	}
+	a, b := startCluster(t, k)
 	db := teststore.SQLite(t)
 	alice := register(t, db, "alice")
 	callout := func(on *broker.Broker) *authcallout.Service {
@@ -212,18 +221,7 @@ func TestForwardWithoutWaitingWhileWaitsTaken(t *testing.T) {
 func TestRevokedLoginClosedOnAnotherInstancesServer(t *testing.T) {
 	t.Parallel()
 	k := testKeys(t)
-	start := func(routes ...string) *broker.Broker {
-		auth := authcallout.BrokerAuth(public(t, k))
-		auth.Timeout = authTimeout
-		return brokertest.Start(t, broker.Config{Listen: "127.0.0.1:-1", ClusterListen: "127.0.0.1:-1", ClusterName: "kez",
-			ClusterUser: "kezd-route", ClusterPassword: "0123456789abcdef-route-secret", Routes: routes,
-			Auth: auth, Options: []nats.Option{k.AppUser()}}, nil)
-	}
-	a := start()
-	b := start(a.ClusterURL())
-	for _, s := range []*broker.Broker{a, b} {
-		testwait.Until(t, "the two servers to form a cluster", func() bool { return s.Server().NumRoutes() > 0 })
-	}
+	a, b := startCluster(t, k)
 	db := teststore.SQLite(t)
 	alice := register(t, db, "alice")
 	callout := func(on *broker.Broker) *authcallout.Service {

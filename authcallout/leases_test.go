@@ -161,15 +161,23 @@ func TestLeaseGivenBackWhenItsLoginExpires(t *testing.T) {
 }
 
 // heldLookup holds the lookups of one signing key until release is closed,
-// saying on held that one is waiting.
+// saying on held that one is waiting. With answered, it looks the key up
+// first and holds the answer: a login whose key was checked before a change
+// (a rotation) and that its server sets up only after.
 type heldLookup struct {
 	authcallout.HandleLookup
-	key     string
-	held    chan struct{} // buffered
-	release chan struct{}
+	key      string
+	answered bool
+	held     chan struct{} // buffered
+	release  chan struct{}
 }
 
 func (l *heldLookup) HandleByKey(ctx context.Context, key string) (store.Handle, error) {
+	var h store.Handle
+	var err error
+	if l.answered {
+		h, err = l.HandleLookup.HandleByKey(ctx, key)
+	}
 	if key == l.key {
 		select {
 		case l.held <- struct{}{}:
@@ -180,7 +188,10 @@ func (l *heldLookup) HandleByKey(ctx context.Context, key string) (store.Handle,
 		case <-ctx.Done():
 		}
 	}
-	return l.HandleLookup.HandleByKey(ctx, key)
+	if !l.answered {
+		h, err = l.HandleLookup.HandleByKey(ctx, key)
+	}
+	return h, err
 }
 
 // A connection whose login is still pending does not count against the

@@ -16,32 +16,6 @@ import (
 	"github.com/kez-chat/kezd/store"
 )
 
-// checkedThenHeld answers the lookups of one signing key from the store at
-// once, then holds the answer until release is closed, saying on checked
-// that one has been looked up: a login whose key was checked before a
-// rotation and that its server sets up only after.
-type checkedThenHeld struct {
-	authcallout.HandleLookup
-	key     string
-	checked chan struct{} // buffered
-	release chan struct{}
-}
-
-func (l *checkedThenHeld) HandleByKey(ctx context.Context, key string) (store.Handle, error) {
-	h, err := l.HandleLookup.HandleByKey(ctx, key)
-	if key == l.key {
-		select {
-		case l.checked <- struct{}{}:
-		default:
-		}
-		select {
-		case <-l.release:
-		case <-ctx.Done():
-		}
-	}
-	return h, err
-}
-
 // A login granted with a key that is rotated away before its server sets
 // the connection up does not survive the rotation (defect: the broker's
 // revocation kick listed the handle's connections once, this one was not
@@ -56,7 +30,7 @@ func TestLoginInFlightDuringRotationClosed(t *testing.T) {
 	db := teststore.SQLite(t)
 	alice := register(t, db, "alice")
 	oldKey := hex.EncodeToString(alice.pub())
-	lookup := &checkedThenHeld{HandleLookup: db, key: oldKey, checked: make(chan struct{}, 1), release: make(chan struct{})}
+	lookup := &heldLookup{HandleLookup: db, key: oldKey, answered: true, held: make(chan struct{}, 1), release: make(chan struct{})}
 	callout := startCallout(t, n.url, k, lookup, authcallout.Config{Kicker: n.broker})
 	svc := core(t, db, n.broker)
 	processed := make(chan string, 2)
@@ -85,7 +59,7 @@ func TestLoginInFlightDuringRotationClosed(t *testing.T) {
 		logged <- result{nc, err}
 	}()
 	select {
-	case <-lookup.checked:
+	case <-lookup.held:
 	case <-time.After(10 * time.Second):
 		t.Fatal("alice's login never reached the callout's lookup")
 	}
