@@ -405,7 +405,7 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (protocol.
 		// publish, if still unconfirmed, is left to the outbox sweep.
 		if AsError(err).Code == protocol.CodeRateLimited && s.retryLookups.Allow() {
 			if m, serr := s.store.Sent(ctx, from, r.ID); serr == nil {
-				return protocol.SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: true}, nil
+				return sendResult(m, true), nil
 			}
 		}
 		return protocol.SendResult{}, err
@@ -429,7 +429,12 @@ func (s *Service) Send(ctx context.Context, from string, body []byte) (protocol.
 	if a.Pending {
 		s.publish(context.WithoutCancel(ctx), m)
 	}
-	return protocol.SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: a.Duplicate}, nil
+	return sendResult(m, a.Duplicate), nil
+}
+
+// sendResult is the answer to a send of m.
+func sendResult(m store.Message, duplicate bool) protocol.SendResult {
+	return protocol.SendResult{Seq: m.Seq, To: m.To, ID: m.ID, SentAt: m.SentAt, Duplicate: duplicate}
 }
 
 // retryLookupsPerSecond is how many sends refused by a rate limit an

@@ -295,14 +295,7 @@ func (db *DB) appendMessage(ctx context.Context, m store.NewMessage) (store.Appe
 		sent    int64
 		pending bool
 	)
-	err = tx.QueryRowContext(ctx, `
-		SELECT m.seq, m.recipient, m.envelope, m.sent_at,
-			EXISTS (SELECT 1 FROM outbox o WHERE o.recipient = m.recipient AND o.seq = m.seq)
-		FROM messages m WHERE m.sender = ?1 AND m.client_id = ?2
-		UNION ALL
-		SELECT d.seq, d.recipient, NULL, d.sent_at, 0 FROM deleted_ids d
-		WHERE d.sender = ?1 AND d.client_id = ?2 AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)
-		LIMIT 1`, m.From, m.ID).Scan(&orig.Seq, &orig.To, &env, &sent, &pending)
+	err = tx.QueryRowContext(ctx, duplicateSQL, m.From, m.ID).Scan(&orig.Seq, &orig.To, &env, &sent, &pending)
 	switch {
 	case err == nil:
 		if env.Valid {
@@ -405,19 +398,31 @@ func (db *DB) LatestSeq(ctx context.Context, to string) (int64, error) {
 	return seq, nil
 }
 
+// duplicateSQL finds what an append of (sender ?1, client id ?2) is the
+// duplicate of: the message stored under them (its envelope, and whether
+// its publish is unconfirmed), or one deleted since within the dedup window
+// while its recipient exists (see deleted_ids), without either.
+const duplicateSQL = `
+	SELECT m.seq, m.recipient, m.envelope, m.sent_at,
+		EXISTS (SELECT 1 FROM outbox o WHERE o.recipient = m.recipient AND o.seq = m.seq)
+	FROM messages m WHERE m.sender = ?1 AND m.client_id = ?2
+	UNION ALL
+	SELECT d.seq, d.recipient, NULL, d.sent_at, 0 FROM deleted_ids d
+	WHERE d.sender = ?1 AND d.client_id = ?2 AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)
+	LIMIT 1`
+
 // Sent returns the message from `from` with client id id that an append
 // would answer as a duplicate (stored, or deleted since within the dedup
 // window while its recipient exists), without its envelope;
 // store.ErrNotFound if there is none.
 func (db *DB) Sent(ctx context.Context, from, id string) (store.Message, error) {
 	m := store.Message{From: from, ID: id}
-	var sent int64
-	err := db.read.QueryRowContext(ctx, `
-		SELECT seq, recipient, sent_at FROM messages WHERE sender = ?1 AND client_id = ?2
-		UNION ALL
-		SELECT d.seq, d.recipient, d.sent_at FROM deleted_ids d
-		WHERE d.sender = ?1 AND d.client_id = ?2 AND EXISTS (SELECT 1 FROM inbox_counters c WHERE c.handle = d.recipient)
-		LIMIT 1`, from, id).Scan(&m.Seq, &m.To, &sent)
+	var (
+		env     sql.NullString
+		sent    int64
+		pending bool
+	)
+	err := db.read.QueryRowContext(ctx, duplicateSQL, from, id).Scan(&m.Seq, &m.To, &env, &sent, &pending)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Message{}, store.ErrNotFound
 	}
