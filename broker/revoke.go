@@ -202,8 +202,7 @@ func (b *Broker) kickExternal(handle string) {
 			continue
 		}
 		for _, c := range res.Data.Conns {
-			kick, _ := json.Marshal(server.KickClientReq{CID: c.CID})
-			if _, err := b.sys.Request(fmt.Sprintf(kickSubject, res.Server.ID), kick, kickWait); err != nil {
+			if err := b.KickClient(res.Server.ID, c.CID); err != nil {
 				b.log.Warn("revocation: nats server did not kick a client", "handle", handle, "server", res.Server.ID, "cid", c.CID, "err", err)
 				continue
 			}
